@@ -1,0 +1,191 @@
+"""FIFO (ticket/queued) spinlocks with the /proc/lock_stat statistics.
+
+Waiters are granted the lock in arrival order and keep their CPU busy while they spin. A context
+that asks for a lock already held on its own CPU (the same thread, or an interrupt handler that
+interrupted the holder) can never get it: that is reported as a self-deadlock and ends the run.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import simpy
+
+from simcore.cpu import Gen, Thread
+from simcore.deadlock import self_deadlock
+
+if TYPE_CHECKING:
+    from simcore.machine import Machine
+
+
+@dataclass
+class LockStat:
+    """The /proc/lock_stat columns of one lock class (times in ns; printed in us)."""
+
+    name: str
+    con_bounces: int = 0
+    """Contentions where the lock's cache line was last held by another CPU."""
+    contentions: int = 0
+    """Acquisitions that had to wait."""
+    waittime_min: int = 0
+    waittime_max: int = 0
+    waittime_total: int = 0
+    acq_bounces: int = 0
+    """Acquisitions where the lock's cache line came from another CPU."""
+    acquisitions: int = 0
+    holdtime_min: int = 0
+    holdtime_max: int = 0
+    holdtime_total: int = 0
+
+    _waits: int = 0
+    _holds: int = 0
+
+    def record_wait(self, ns: int) -> None:
+        self._waits += 1
+        if self._waits == 1 or ns < self.waittime_min:
+            self.waittime_min = ns
+        if ns > self.waittime_max:
+            self.waittime_max = ns
+        self.waittime_total += ns
+
+    def record_hold(self, ns: int) -> None:
+        self._holds += 1
+        if self._holds == 1 or ns < self.holdtime_min:
+            self.holdtime_min = ns
+        if ns > self.holdtime_max:
+            self.holdtime_max = ns
+        self.holdtime_total += ns
+
+    @property
+    def waittime_avg(self) -> float:
+        return self.waittime_total / self.contentions if self.contentions else 0.0
+
+    @property
+    def holdtime_avg(self) -> float:
+        return self.holdtime_total / self.acquisitions if self.acquisitions else 0.0
+
+    def snapshot(self) -> dict[str, int]:
+        return {"contentions": self.contentions, "acquisitions": self.acquisitions,
+                "waittime_total": self.waittime_total, "holdtime_total": self.holdtime_total,
+                "con_bounces": self.con_bounces, "acq_bounces": self.acq_bounces}
+
+
+class SpinLock:
+    """A FIFO spinlock: `lock`, `unlock`, `lock_irqsave`, `unlock_irqrestore`, `trylock`."""
+
+    def __init__(self, machine: Machine, name: str) -> None:
+        self.machine = machine
+        self.env = machine.env
+        self.name = name
+        """Lock class name as lock_stat prints it (&skc->skc_lock, vmap_area_lock, ...)."""
+        self.owner: Thread | None = None
+        """Thread holding the lock, or None."""
+        self.owner_in_irq = False
+        self.acquired_at = 0
+        """Simulated time the current owner got the lock."""
+        self.waiters: deque[tuple[Thread, simpy.Event, int]] = deque()
+        """Spinning waiters in ticket order: (thread, grant event, since)."""
+        self.last_cpu = -1
+        self.last_node = -1
+        self.stat = LockStat(name)
+        """lock_stat columns."""
+        machine.metrics.register_lock(self)
+
+    def __repr__(self) -> str:
+        return f"<SpinLock {self.name}>"
+
+    def _take(self, t: Thread) -> None:
+        cpu = t.cpu
+        st = self.stat
+        st.acquisitions += 1
+        if self.last_cpu != cpu.id and self.last_cpu >= 0:
+            st.acq_bounces += 1
+            t.charge("cacheline_remote_node" if self.last_node != cpu.node else "cacheline_transfer")
+        else:
+            t.charge("lock_acquire")
+        self.last_cpu = cpu.id
+        self.last_node = cpu.node
+        self.owner = t
+        self.owner_in_irq = bool(t.in_irq)
+        self.acquired_at = self.env.now
+        t.preempt_count += 1
+        t.held.append(self)
+
+    def lock(self, t: Thread) -> Gen:
+        """spin_lock: take the lock, spinning (CPU busy) behind earlier waiters."""
+        yield from t.sync()
+        owner = self.owner
+        if owner is None:
+            self._take(t)
+            return
+        if owner is t:
+            self_deadlock(self.machine, self, t)
+        st = self.stat
+        st.contentions += 1
+        if self.last_cpu != t.cpu.id:
+            st.con_bounces += 1
+        since = self.env.now
+        ev = self.env.event()
+        self.waiters.append((t, ev, since))
+        t.spinning = self
+        t.blocked_on = self
+        t.blocked_since = since
+        while True:
+            try:
+                yield ev
+                break
+            except simpy.Interrupt:
+                yield from t.deliver_irqs()
+        t.spinning = None
+        t.blocked_on = None
+        waited = self.env.now - since
+        t.cpu.busy_ns += waited
+        st.record_wait(waited)
+
+    def unlock(self, t: Thread) -> Gen:
+        """spin_unlock: release and hand the lock to the first spinning waiter."""
+        yield from t.sync()
+        self._release(t)
+
+    def _release(self, t: Thread) -> None:
+        now = self.env.now
+        self.stat.record_hold(now - self.acquired_at)
+        t.held.remove(self)
+        t.preempt_count -= 1
+        t.charge("lock_release")
+        if self.waiters:
+            nt, ev, _since = self.waiters.popleft()
+            self.owner = None
+            self._take(nt)
+            ev.succeed()
+        else:
+            self.owner = None
+
+    def trylock(self, t: Thread) -> Gen:
+        """spin_trylock: take the lock if it is free; never waits. Returns True on success."""
+        yield from t.sync()
+        if self.owner is None:
+            self._take(t)
+            return True
+        t.charge("atomic_op")
+        return False
+
+    def lock_irqsave(self, t: Thread) -> Gen:
+        """spin_lock_irqsave: disable IRQs, then take the lock; returns the saved IRQ state."""
+        flags = t.local_irq_save()
+        yield from self.lock(t)
+        return flags
+
+    def unlock_irqrestore(self, t: Thread, flags: bool) -> Gen:
+        """spin_unlock_irqrestore: release, then restore the saved IRQ state."""
+        yield from self.unlock(t)
+        yield from t.local_irq_restore(flags)
+
+    def holder_info(self) -> dict[str, Any]:
+        o = self.owner
+        if o is None:
+            return {}
+        return {"thread": o.name, "cpu": o.cpu.id, "since": self.acquired_at,
+                "context": "irq" if self.owner_in_irq else "process"}

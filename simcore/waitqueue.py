@@ -1,0 +1,148 @@
+"""Wait queues and atomic bit flags with the kernel's sleeping and wake-up semantics.
+
+A waiter checks its condition, sleeps, and checks again when it runs after a wake-up; a wake-up
+that happens before the condition is true is therefore lost, and the waiter sleeps on until the
+next wake-up or its timeout (the hazard behind zfs#9989).
+
+Modelling choice: a woken waiter re-checks its condition at the instant it gets its CPU back and
+is charged the context switch after the check. This stands for the wake-up preemption and
+idle-polling paths in which the woken thread runs before the waker's next few instructions,
+which is what made the zfs#9989 race frequent in practice; charging the switch first would hide
+every ordering bug shorter than a context switch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import simpy
+
+from simcore.cpu import Gen, Thread
+
+if TYPE_CHECKING:
+    from simcore.machine import Machine
+
+
+class WaitQueue:
+    """wait_queue_head_t: `wait_event`, `wait_event_timeout`, `wake_up_all`."""
+
+    def __init__(self, machine: Machine, name: str) -> None:
+        self.machine = machine
+        self.env = machine.env
+        self.name = name
+        self.waiters: list[tuple[Thread, simpy.Event]] = []
+        """Sleeping threads with the event that wakes each."""
+        self.wakers: list[Any] = []
+        """Who is expected to wake this queue (threads or tasks), for the deadlock detector."""
+
+    def __repr__(self) -> str:
+        return f"<WaitQueue {self.name}>"
+
+    def _sleep(self, t: Thread, timeout: int | None) -> Gen:
+        ev = self.env.event()
+        entry = (t, ev)
+        self.waiters.append(entry)
+        if timeout is None:
+            yield from t.block(ev, self, switch_cost=False)
+        else:
+            tmo = self.env.timeout(timeout)
+            yield from t.block(self.env.any_of([ev, tmo]), self, switch_cost=False)
+        if entry in self.waiters:
+            self.waiters.remove(entry)
+
+    def wait_event_timeout(self, t: Thread, cond: Callable[[], bool], timeout: int) -> Gen:
+        """Sleep until `cond()` holds or `timeout` ns pass. Returns 0 if the condition is still
+        false when the time is up, else the time left (at least 1), as the kernel does."""
+        yield from t.sync()
+        if cond():
+            return max(timeout, 1)
+        deadline = self.env.now + timeout
+        while True:
+            yield from self._sleep(t, deadline - self.env.now)
+            ok = cond()
+            now = self.env.now
+            t.charge("context_switch")
+            if ok:
+                return max(deadline - now, 1)
+            if now >= deadline:
+                return 0
+
+    def wait_event(self, t: Thread, cond: Callable[[], bool]) -> Gen:
+        """Sleep until `cond()` holds (no timeout)."""
+        yield from t.sync()
+        while not cond():
+            yield from self._sleep(t, None)
+            t.charge("context_switch")
+
+    def wake_up_all(self, t: Thread | None) -> Gen:
+        """Make every sleeping waiter runnable; each re-checks its own condition."""
+        if t is not None:
+            yield from t.sync()
+        waiters, self.waiters = self.waiters, []
+        for _wt, ev in waiters:
+            if not ev.triggered:
+                ev.succeed()
+            if t is not None:
+                t.charge("wake_up")
+
+
+class BitFlags:
+    """An unsigned long of flag bits with atomic ops and wait_on_bit / wake_up_bit."""
+
+    def __init__(self, machine: Machine, name: str) -> None:
+        self.machine = machine
+        self.env = machine.env
+        self.name = name
+        self.value = 0
+        """Current bits."""
+        self._waiters: dict[int, list[tuple[Thread, simpy.Event]]] = {}
+
+    def peek(self, bit: int) -> bool:
+        """Read a bit without synchronising (statistics and reports only)."""
+        return bool(self.value >> bit & 1)
+
+    def test_and_set_bit(self, t: Thread, bit: int) -> Gen:
+        """Set the bit; return whether it was already set."""
+        yield from t.sync()
+        t.charge("atomic_op")
+        old = bool(self.value >> bit & 1)
+        self.value |= 1 << bit
+        return old
+
+    def set_bit(self, t: Thread, bit: int) -> Gen:
+        yield from t.sync()
+        t.charge("atomic_op")
+        self.value |= 1 << bit
+
+    def clear_bit(self, t: Thread, bit: int) -> Gen:
+        """Clear the bit. Waiters are not woken: that takes `wake_up_bit`."""
+        yield from t.sync()
+        t.charge("atomic_op")
+        self.value &= ~(1 << bit)
+
+    def test_bit(self, t: Thread, bit: int) -> Gen:
+        yield from t.sync()
+        return bool(self.value >> bit & 1)
+
+    def wait_on_bit(self, t: Thread, bit: int) -> Gen:
+        """Sleep until the bit is clear; re-checked after every wake_up_bit."""
+        yield from t.sync()
+        while self.value >> bit & 1:
+            ev = self.env.event()
+            self._waiters.setdefault(bit, []).append((t, ev))
+            yield from t.block(ev, ("bit", self, bit), switch_cost=False)
+            again = self.value >> bit & 1
+            t.charge("context_switch")
+            if not again:
+                break
+
+    def wake_up_bit(self, t: Thread, bit: int) -> Gen:
+        """Wake every thread waiting on the bit."""
+        yield from t.sync()
+        for _wt, ev in self._waiters.pop(bit, []):
+            ev.succeed()
+            t.charge("wake_up")
+
+    def waiters(self, bit: int) -> list[Thread]:
+        return [wt for wt, _ in self._waiters.get(bit, [])]
