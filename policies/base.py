@@ -28,6 +28,18 @@ from simcore.machine import Machine
 Gen = Generator[Any, Any, Any]
 
 
+KNOWN_CACHE_FLAGS = frozenset({
+    # SPL / Solaris creation flags
+    "KMC_NOTOUCH", "KMC_NODEBUG", "KMC_NOMAGAZINE", "KMC_NOHASH", "KMC_QCACHE", "KMC_KMEM",
+    "KMC_VMEM", "KMC_KVMEM", "KMC_SLAB", "KMC_OFFSLAB", "KMC_NOEMERGENCY", "KMC_RECLAIMABLE",
+    "KMC_IDENTIFIER", "KMC_PREFILL",
+    # Linux SLAB creation flags
+    "SLAB_HWCACHE_ALIGN", "SLAB_RECLAIM_ACCOUNT", "SLAB_PANIC", "SLAB_DESTROY_BY_RCU",
+    "SLAB_CACHE_DMA", "SLAB_MEM_SPREAD",
+})
+"""Cache creation flags an experiment may name; each policy honours the ones it models."""
+
+
 class InvariantError(AssertionError):
     """An allocator invariant (object conservation, counter consistency) does not hold."""
 

@@ -227,6 +227,15 @@ class Thread:
                 and self.env.now - self.slice_start >= self.machine.sched_slice):
             yield from self._preempt()
 
+    def checkpoint(self) -> Gen:
+        """A scheduling point between operations (the timer tick's role): sync when a tick's
+        worth of local work has piled up, an interrupt is due, or another thread waits for this
+        CPU. Keeps local runs bounded without an event per operation."""
+        cpu = self.cpu
+        if (self.pending >= self.machine.tick_ns or cpu.runq
+                or (cpu.irqs and cpu.irqs[0].at <= self.env.now + self.pending)):
+            yield from self.sync()
+
     def deliver_irqs(self) -> Gen:
         """Run every interrupt that has arrived on this CPU, in this thread's context."""
         cpu = self.cpu

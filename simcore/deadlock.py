@@ -60,8 +60,12 @@ class SimulationDeadlock(Exception):
     """Raised inside the simulation when a deadlock is detected; carries the report."""
 
     def __init__(self, report: DeadlockReport) -> None:
-        super().__init__(report.summary)
+        # SimPy re-raises a process's exception as type(exc)(*exc.args): keep the report in args
+        super().__init__(report)
         self.report = report
+
+    def __str__(self) -> str:
+        return self.report.summary
 
 
 def wait_target(t: Thread) -> str:
@@ -97,7 +101,7 @@ def self_deadlock(machine: Machine, lock: Any, t: Thread) -> None:
                f"on it; the holder cannot run to release it")
     rep = DeadlockReport("self-deadlock", now, summary, [holder, waiter],
                          [f"{t.name} [{ctx}]", f"{t.name} [{owner_ctx}]"])
-    machine.metrics.event("deadlock", kind="self-deadlock", lock=lock.name, cpu=t.cpu.id)
+    machine.metrics.event("deadlock", type="self-deadlock", lock=lock.name, cpu=t.cpu.id)
     raise SimulationDeadlock(rep)
 
 
@@ -186,7 +190,7 @@ class DeadlockDetector:
             rep = self.check()
             if rep is not None:
                 self.report = rep
-                self.machine.metrics.event("deadlock", kind=rep.kind, summary=rep.summary)
+                self.machine.metrics.event("deadlock", type=rep.kind, summary=rep.summary)
                 raise SimulationDeadlock(rep)
 
 

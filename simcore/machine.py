@@ -50,6 +50,8 @@ class Machine:
         self.env = simpy.Environment()
         """The SimPy environment; env.now is simulated time in ns."""
         self.hz = cfg.hz
+        self.tick_ns = 1_000_000_000 // cfg.hz
+        """Length of one timer tick (1/HZ), ns."""
         self.nodes = cfg.nodes
         self.sched_slice = cfg.sched_slice
         self.batching = cfg.batching

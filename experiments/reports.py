@@ -1,0 +1,80 @@
+"""Text reports in the formats users already read: /proc/lock_stat and /proc/slabinfo 2.1.
+
+Policy-specific reports (/proc/spl/kmem/slab, ::kmastat, SLAB's statistics slabinfo) come from
+the policies' own `reports()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from policies.base import CacheStats
+from simcore.spinlock import LockStat
+
+_LS_COLS = ("con-bounces", "contentions", "waittime-min", "waittime-max", "waittime-total",
+            "waittime-avg", "acq-bounces", "acquisitions", "holdtime-min", "holdtime-max",
+            "holdtime-total", "holdtime-avg")
+
+
+def _us(ns: float) -> str:
+    """lock_stat prints times in us with two decimals."""
+    return f"{ns / 1000:.2f}"
+
+
+def merge_lock_stats(name: str, stats: Iterable[LockStat]) -> LockStat:
+    """One lock class from its instances (lock_stat aggregates by class)."""
+    out = LockStat(name)
+    first_w = first_h = True
+    for s in stats:
+        out.con_bounces += s.con_bounces
+        out.contentions += s.contentions
+        out.acq_bounces += s.acq_bounces
+        out.acquisitions += s.acquisitions
+        out.waittime_total += s.waittime_total
+        out.holdtime_total += s.holdtime_total
+        out.waittime_max = max(out.waittime_max, s.waittime_max)
+        out.holdtime_max = max(out.holdtime_max, s.holdtime_max)
+        if s.contentions:
+            out.waittime_min = s.waittime_min if first_w else min(out.waittime_min, s.waittime_min)
+            first_w = False
+        if s.acquisitions:
+            out.holdtime_min = s.holdtime_min if first_h else min(out.holdtime_min, s.holdtime_min)
+            first_h = False
+    return out
+
+
+def format_lock_stat(classes: list[LockStat]) -> str:
+    """/proc/lock_stat version 0.4: one row per lock class, most contended first."""
+    width = 40 + 15 * len(_LS_COLS)
+    lines = ["lock_stat version 0.4", "-" * width,
+             f"{'class name':>40}" + "".join(f" {c:>14}" for c in _LS_COLS), "-" * width, ""]
+    for s in sorted(classes, key=lambda s: (-s.contentions, -s.acquisitions, s.name)):
+        if not s.acquisitions:
+            continue
+        vals = [s.con_bounces, s.contentions, _us(s.waittime_min), _us(s.waittime_max),
+                _us(s.waittime_total), _us(s.waittime_avg), s.acq_bounces, s.acquisitions,
+                _us(s.holdtime_min), _us(s.holdtime_max), _us(s.holdtime_total),
+                _us(s.holdtime_avg)]
+        lines.append(f"{s.name + ':':>41}" + "".join(f" {v:>14}" for v in vals)[1:])
+        lines.append("." * width)
+    return "\n".join(lines) + "\n"
+
+
+def slabinfo_row(s: CacheStats) -> str:
+    """One /proc/slabinfo 2.1 line (layout of mm/slab_common.c cache_show)."""
+    num_objs = s.slabs * s.objs_per_slab
+    active_objs = num_objs - s.objs_free
+    active_slabs = s.slabs - s.slabs_empty
+    return (f"{s.name:<17} {active_objs:6d} {num_objs:6d} {s.obj_size:6d} {s.objs_per_slab:4d} "
+            f"{s.pages_per_slab:4d} : tunables {s.limit:4d} {s.batchcount:4d} {s.shared:4d} "
+            f": slabdata {active_slabs:6d} {s.slabs:6d} {s.shared_avail:6d}")
+
+
+def format_slabinfo(stats: list[CacheStats]) -> str:
+    """/proc/slabinfo version 2.1 from the common per-cache numbers."""
+    lines = ["slabinfo - version: 2.1",
+             "# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab>"
+             " : tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs>"
+             " <num_slabs> <sharedavail>"]
+    lines += [slabinfo_row(s) for s in stats]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,97 @@
+"""`steady`: each thread allocates and frees objects, keeping about `live_objects` alive, each
+object living for a duration drawn from `lifetime`.
+
+One thread per selected CPU (or several). A thread frees the object whose lifetime has ended
+first; otherwise it allocates while below its target; otherwise it sleeps until the next death.
+With think time 0 and short lifetimes this is a tight alloc/free loop (the magazine fast path);
+with long lifetimes it is a slowly churning population.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Any
+
+from pydantic import Field
+
+from simcore.cpu import Gen, Thread
+from simcore.flags import KM_NOSLEEP, KM_SLEEP
+from simcore.units import Duration
+from workloads.base import Workload, WorkloadParams
+from workloads.lifetimes import Lifetime
+
+
+class SteadyParams(WorkloadParams):
+    caches: list[str] = Field(default_factory=list, description=(
+        "caches to allocate from (names from [[caches]]); empty = all caches"))
+    weights: list[float] = Field(default_factory=list, description=(
+        "relative weight of each cache in `caches` (default: equal)"))
+    cpus: list[int] = Field(default_factory=list, description="CPUs to run on (empty = all)")
+    threads_per_cpu: int = Field(default=1, gt=0, description="threads pinned to each CPU")
+    live_objects: int = Field(default=64, gt=0, description="target live objects per thread")
+    lifetime: Lifetime = Field(default_factory=lambda: Lifetime(dist="exponential", mean=50_000),
+                               description="object lifetime distribution")
+    think: Duration = Field(default=0, ge=0, description="CPU work between two operations")
+    nosleep: bool = Field(default=False, description="allocate with KM_NOSLEEP")
+    start: Duration = Field(default=0, ge=0, description="when the threads start")
+    stop: Duration | None = Field(default=None, gt=0, description="when they stop (default: end)")
+
+
+class Steady(Workload):
+    """Steady alloc/free churn with a target live population and lifetime distribution."""
+
+    kind = "steady"
+    summary = "alloc/free churn per CPU with a target live population and lifetime distribution"
+    Params = SteadyParams
+
+    def start(self) -> None:
+        p: SteadyParams = self.params
+        names = p.caches or list(self.caches)
+        self._caches = [self.caches[n] for n in names]
+        weights = p.weights or [1.0] * len(names)
+        if len(weights) != len(names):
+            raise ValueError("steady: weights must match caches")
+        total = sum(weights)
+        run = 0.0
+        self._cum = []
+        for w in weights:
+            run += w / total
+            self._cum.append(run)
+        self._flags = KM_NOSLEEP if p.nosleep else KM_SLEEP
+        cpus = p.cpus or range(self.machine.ncpus)
+        for cpu in cpus:
+            for k in range(p.threads_per_cpu):
+                name = f"{self.label}/{cpu}" + (f".{k}" if p.threads_per_cpu > 1 else "")
+                self.machine.spawn(name, self._thread, cpu=cpu)
+
+    def _thread(self, t: Thread) -> Gen:
+        p: SteadyParams = self.params
+        rng = self.machine.rng(f"{t.name}")
+        lifetime = p.lifetime.sampler(rng)
+        caches, cum = self._caches, self._cum
+        single = caches[0] if len(caches) == 1 else None
+        stop = p.stop if p.stop is not None else 1 << 62
+        target = p.live_objects
+        think = p.think
+        flags = self._flags
+        live: list[tuple[int, int, int, Any]] = []
+        seq = 0
+        if p.start:
+            yield from t.sleep(p.start - t.now)
+        while t.now < stop:
+            now = t.now
+            if live and live[0][0] <= now:
+                _death, _s, obj, cache = heapq.heappop(live)
+                yield from self.do_free(t, cache, obj)
+            elif len(live) < target:
+                cache = single or caches[rng.choice_index(cum)]
+                obj = yield from self.do_alloc(t, cache, flags)
+                if obj is not None:
+                    seq += 1
+                    heapq.heappush(live, (t.now + lifetime(), seq, obj, cache))
+            else:
+                yield from t.sleep(min(live[0][0], stop) - now)
+                continue
+            if think:
+                t.charge_ns(think)
+            yield from t.checkpoint()
