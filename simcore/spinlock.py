@@ -85,6 +85,8 @@ class SpinLock:
         self.owner_in_irq = False
         self.acquired_at = 0
         """Simulated time the current owner got the lock."""
+        self.free_at = 0
+        """Simulated time of the last release (may lie ahead of env.now: see `_release`)."""
         self.waiters: deque[tuple[Thread, simpy.Event, int]] = deque()
         """Spinning waiters in ticket order: (thread, grant event, since)."""
         self.last_cpu = -1
@@ -116,8 +118,9 @@ class SpinLock:
     def lock(self, t: Thread) -> Gen:
         """spin_lock: take the lock, spinning (CPU busy) behind earlier waiters."""
         yield from t.sync()
+        now = self.env.now
         owner = self.owner
-        if owner is None:
+        if owner is None and not self.waiters and self.free_at <= now:
             self._take(t)
             return
         if owner is t:
@@ -126,12 +129,13 @@ class SpinLock:
         st.contentions += 1
         if self.last_cpu != t.cpu.id:
             st.con_bounces += 1
-        since = self.env.now
         ev = self.env.event()
-        self.waiters.append((t, ev, since))
+        self.waiters.append((t, ev, now))
+        if owner is None and len(self.waiters) == 1:
+            self._grant_at(self.free_at)
         t.spinning = self
         t.blocked_on = self
-        t.blocked_since = since
+        t.blocked_since = now
         while True:
             try:
                 yield ev
@@ -140,33 +144,46 @@ class SpinLock:
                 yield from t.deliver_irqs()
         t.spinning = None
         t.blocked_on = None
-        waited = self.env.now - since
+        waited = self.env.now - now
         t.cpu.busy_ns += waited
         st.record_wait(waited)
 
     def unlock(self, t: Thread) -> Gen:
-        """spin_unlock: release and hand the lock to the first spinning waiter."""
-        yield from t.sync()
+        """spin_unlock: release at the thread's local time and hand the lock to the first
+        spinning waiter at that time."""
         self._release(t)
+        yield from ()
 
     def _release(self, t: Thread) -> None:
-        now = self.env.now
-        self.stat.record_hold(now - self.acquired_at)
+        # The release needs no sync: it takes effect at the holder's local time. An acquirer
+        # that arrives earlier in simulated time finds `free_at` in its future and spins until
+        # then, exactly as if the holder had synchronised before releasing.
+        at = t.now
+        self.stat.record_hold(at - self.acquired_at)
         t.held.remove(self)
         t.preempt_count -= 1
         t.charge("lock_release")
+        self.owner = None
+        self.free_at = at
         if self.waiters:
-            nt, ev, _since = self.waiters.popleft()
-            self.owner = None
-            self._take(nt)
-            ev.succeed()
+            self._grant_at(at)
+
+    def _grant_at(self, at: int) -> None:
+        delay = at - self.env.now
+        if delay <= 0:
+            self._grant()
         else:
-            self.owner = None
+            self.env.timeout(delay).callbacks.append(self._grant)
+
+    def _grant(self, _ev: object = None) -> None:
+        nt, ev, _since = self.waiters.popleft()
+        self._take(nt)
+        ev.succeed()
 
     def trylock(self, t: Thread) -> Gen:
         """spin_trylock: take the lock if it is free; never waits. Returns True on success."""
         yield from t.sync()
-        if self.owner is None:
+        if self.owner is None and not self.waiters and self.free_at <= self.env.now:
             self._take(t)
             return True
         t.charge("atomic_op")
