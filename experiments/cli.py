@@ -56,6 +56,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from experiments.bench import main as bench_main
+    return bench_main(args.quick, Path(args.json), args.policy)
+
+
 def _cmd_policies(_args: argparse.Namespace) -> int:
     from policies.registry import available
     for name, cls in sorted(available().items()):
@@ -108,6 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "workloads[0].live_objects=128 (repeatable; value read as TOML)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.set_defaults(func=_cmd_run)
+
+    b = sub.add_parser("bench", help="measure the simulator's own speed (ops per wall-second)",
+                       description="Run each policy on steady (and producer_consumer) at 4, 64, "
+                       "256 and 1024 CPUs, each in a fresh process, and report simulated "
+                       "alloc+free operations per wall-second, SimPy events per operation, "
+                       "peak RSS, and the ratio to the raw SimPy event rate measured in the "
+                       "same process. Table on stdout, JSON to --json.")
+    b.add_argument("--quick", action="store_true", help="4 and 64 CPUs, steady only, short")
+    b.add_argument("--policy", action="append", help="only this policy (repeatable)")
+    b.add_argument("--json", default="results/bench.json", metavar="FILE",
+                   help="where to write the JSON results (default: results/bench.json)")
+    b.set_defaults(func=_cmd_bench)
 
     sub.add_parser("policies", help="list policies and their tunables with defaults"
                    ).set_defaults(func=_cmd_policies)

@@ -9,6 +9,11 @@ A subclass customises the base by filling these hooks:
 - `create_cache(spec)`: build the policy's cache structure (plain; runs at set-up time).
 - `alloc(t, cache, flags)` / `free(t, cache, obj)`: the allocation and free paths (generators run
   by a `simcore.Thread`; they return the object address, or `None` for a failed allocation).
+- `alloc_fast(t, cache, flags)` / `free_fast(t, cache, obj)` (optional): the same paths' purely
+  local case (a magazine or array-cache hit with no interrupt due) as plain functions: no
+  generator, no event. They return the object / True when they did the whole operation, and
+  None / False, having changed nothing, when the caller must run `alloc` / `free`. They must
+  charge exactly what the generator path charges for the same case.
 - `reap(t, cache)` / `destroy(t, cache)`: reclaim cached memory / tear the cache down.
 - `stats(cache)`: a `CacheStats` record with the common numbers every policy reports.
 - `check_invariants()`: raise `InvariantError` when object conservation or a policy invariant
@@ -228,6 +233,14 @@ class Policy:
 
     def free(self, t: Any, cache: Any, obj: int) -> Gen:
         raise NotImplementedError
+
+    def alloc_fast(self, t: Any, cache: Any, flags: int) -> int | None:
+        """The allocation if it is purely local, else None (nothing changed)."""
+        return None
+
+    def free_fast(self, t: Any, cache: Any, obj: int) -> bool:
+        """True if the free was purely local and is done, else False (nothing changed)."""
+        return False
 
     def reap(self, t: Any, cache: Any) -> Gen:
         raise NotImplementedError

@@ -227,6 +227,12 @@ class Thread:
                 and self.env.now - self.slice_start >= self.machine.sched_slice):
             yield from self._preempt()
 
+    def irq_free_for(self, ns: int) -> bool:
+        """True when no interrupt arrives on this CPU within the next `ns` of local time, so a
+        fast path that enables IRQs at its end will not have to deliver one."""
+        irqs = self.cpu.irqs
+        return not irqs or irqs[0].at > self.env.now + self.pending + ns
+
     def checkpoint(self) -> Gen:
         """A scheduling point between operations (the timer tick's role): sync when a tick's
         worth of local work has piled up, an interrupt is due, or another thread waits for this

@@ -33,6 +33,8 @@ class MachineConfig:
     """Charge local work to the thread's clock (True) or one SimPy event per step (False)."""
     hung_task_timeout: int = 0
     """Watchdog: report threads blocked or spinning longer than this, ns (0 = off)."""
+    fast_paths: bool = True
+    """Let workloads use the policies' plain-function fast paths (results are identical)."""
 
 
 @dataclass
@@ -55,6 +57,7 @@ class Machine:
         self.nodes = cfg.nodes
         self.sched_slice = cfg.sched_slice
         self.batching = cfg.batching
+        self.fast_paths = cfg.fast_paths
         self.metrics = Metrics(self.env, self.sampling)
         self.irq_off = self.metrics.hist("irq_off")
         """Histogram of IRQ-off section lengths, ns."""

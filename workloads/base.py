@@ -3,8 +3,10 @@
 A workload receives the machine, the policy and the experiment's caches, and in `start()` spawns
 the threads that call `policy.alloc` / `policy.free`. Its parameters are a pydantic model
 (`Params`, extra keys forbidden) so experiment files are validated before anything runs.
-Every operation goes through `Workload.do_alloc` / `do_free`, which count it and record its
-latency, so every workload's figures compare.
+Every operation goes through `Workload.try_alloc` / `try_free` (the policy's plain-function fast
+path) and, when that declines, `do_alloc` / `do_free` (the generator path); both count the
+operation and record its latency, so every workload's figures compare. `alloc` / `free` combine
+the two for code that does not need the last bit of speed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,14 @@ from simcore.flags import KM_SLEEP
 from simcore.machine import Machine
 
 Gen = Generator[Any, Any, Any]
+
+
+def _no_fast_alloc(_t: Any, _cache: Any, _flags: int) -> None:
+    return None
+
+
+def _no_fast_free(_t: Any, _cache: Any, _obj: int) -> bool:
+    return False
 
 
 class WorkloadParams(BaseModel):
@@ -50,6 +60,9 @@ class Workload:
         m = machine.metrics
         self._h_alloc = m.hist("latency.alloc")
         self._h_free = m.hist("latency.free")
+        fast = machine.fast_paths
+        self._alloc_fast = policy.alloc_fast if fast else _no_fast_alloc
+        self._free_fast = policy.free_fast if fast else _no_fast_free
 
     @property
     def label(self) -> str:
@@ -60,6 +73,26 @@ class Workload:
 
     def start(self) -> None:
         raise NotImplementedError
+
+    def try_alloc(self, t: Any, cache: Any, flags: int = KM_SLEEP) -> int | None:
+        """The policy's fast path as a plain call: the object, counted and timed, or None when
+        the caller must `yield from do_alloc(...)` (nothing was done)."""
+        start = t.pending
+        obj = self._alloc_fast(t, cache, flags)
+        if obj is not None:
+            self._h_alloc.record(t.pending - start)
+            self.allocs += 1
+        return obj
+
+    def try_free(self, t: Any, cache: Any, obj: int) -> bool:
+        """The policy's fast free path as a plain call; False when the caller must
+        `yield from do_free(...)` (nothing was done)."""
+        start = t.pending
+        if self._free_fast(t, cache, obj):
+            self._h_free.record(t.pending - start)
+            self.frees += 1
+            return True
+        return False
 
     def do_alloc(self, t: Any, cache: Any, flags: int = KM_SLEEP) -> Gen:
         """Allocate one object, counting it and recording its latency; returns obj or None."""
@@ -79,6 +112,18 @@ class Workload:
         yield from self.policy.free(t, cache, obj)
         self._h_free.record(t.now - start)
         self.frees += 1
+
+    def alloc(self, t: Any, cache: Any, flags: int = KM_SLEEP) -> Gen:
+        """Allocate through the fast path if possible, else the generator path."""
+        obj = self.try_alloc(t, cache, flags)
+        if obj is None:
+            obj = yield from self.do_alloc(t, cache, flags)
+        return obj
+
+    def free(self, t: Any, cache: Any, obj: int) -> Gen:
+        """Free through the fast path if possible, else the generator path."""
+        if not self.try_free(t, cache, obj):
+            yield from self.do_free(t, cache, obj)
 
     def counts(self) -> dict[str, int]:
         return {"allocs": self.allocs, "frees": self.frees, "alloc_failures": self.failures}

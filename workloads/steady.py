@@ -76,16 +76,22 @@ class Steady(Workload):
         flags = self._flags
         live: list[tuple[int, int, int, Any]] = []
         seq = 0
+        try_alloc, try_free = self.try_alloc, self.try_free
+        cpu = t.cpu
+        tick = self.machine.tick_ns
         if p.start:
             yield from t.sleep(p.start - t.now)
         while t.now < stop:
             now = t.now
             if live and live[0][0] <= now:
                 _death, _s, obj, cache = heapq.heappop(live)
-                yield from self.do_free(t, cache, obj)
+                if not try_free(t, cache, obj):
+                    yield from self.do_free(t, cache, obj)
             elif len(live) < target:
                 cache = single or caches[rng.choice_index(cum)]
-                obj = yield from self.do_alloc(t, cache, flags)
+                obj = try_alloc(t, cache, flags)
+                if obj is None:
+                    obj = yield from self.do_alloc(t, cache, flags)
                 if obj is not None:
                     seq += 1
                     heapq.heappush(live, (t.now + lifetime(), seq, obj, cache))
@@ -94,4 +100,5 @@ class Steady(Workload):
                 continue
             if think:
                 t.charge_ns(think)
-            yield from t.checkpoint()
+            if t.pending >= tick or cpu.runq or (cpu.irqs and cpu.irqs[0].at <= t.now):
+                yield from t.sync()

@@ -1,0 +1,189 @@
+"""`kmemsim bench`: how fast the simulator itself runs.
+
+For each policy on `steady` (and `producer_consumer` when it exists) at several CPU counts, one
+fresh process warms the experiment up, then measures a window of simulated time: simulated
+alloc+free operations per wall-second, SimPy events per operation, wall cost per operation and
+peak RSS. In the same process it measures the raw SimPy rate of a one-process timeout loop; the
+ratio of the two says how many allocator operations the simulator completes for the price of one
+bare SimPy event.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import simpy
+
+from experiments.config import validate
+from experiments.output import RunFolder
+
+OBJ_SIZE = "32KiB"
+"""One object size for every policy: above the SPL's 16 KiB KMC_SLAB limit, so the SPL's own
+magazines and slabs are measured rather than its Linux SLAB delegate."""
+
+
+@dataclass
+class BenchPoint:
+    policy: str
+    workload: str
+    cpus: int
+    target_ops: int
+
+
+@dataclass
+class BenchResult:
+    policy: str
+    workload: str
+    cpus: int
+    ops: int
+    """Simulated alloc+free operations in the measured window."""
+    wall_s: float
+    ops_per_wall_s: float
+    events_per_op: float
+    wall_ns_per_op: float
+    raw_simpy_events_per_s: float
+    ratio: float
+    """ops per wall-second / raw SimPy events per wall-second."""
+    peak_rss_mib: float
+
+
+def raw_simpy_rate(events: int = 300_000) -> float:
+    """Events per wall-second of one process yielding timeouts in a loop."""
+    env = simpy.Environment()
+
+    def loop():  # type: ignore[no-untyped-def]
+        while True:
+            yield env.timeout(1)
+
+    env.process(loop())
+    t0 = time.perf_counter()
+    env.run(until=events)
+    return events / (time.perf_counter() - t0)
+
+
+def experiment(point: BenchPoint, duration: int) -> dict[str, Any]:
+    """The experiment file contents for one benchmark point."""
+    wl: dict[str, Any]
+    if point.workload == "steady":
+        wl = {"kind": "steady", "live_objects": 16,
+              "lifetime": {"dist": "exponential", "mean": "400ns"}}
+    else:
+        half = point.cpus // 2 or 1
+        wl = {"kind": "producer_consumer", "producers": list(range(half)),
+              "consumers": list(range(half, point.cpus)) or [0]}
+    return {
+        "name": f"bench-{point.policy}-{point.workload}-{point.cpus}",
+        "seed": 1,
+        "duration": duration,
+        "machine": {"nodes": 1, "cpus_per_node": point.cpus},
+        "memory": {"size": "64GiB"},
+        "policy": {"name": point.policy},
+        "caches": [{"name": "bench_32k", "size": OBJ_SIZE}],
+        "workloads": [wl],
+        "sampling": {"interval": "10ms"},
+    }
+
+
+def _measure(point: BenchPoint) -> BenchResult:
+    from experiments.run import build
+
+    # simulated time for the measured window, from a short calibration slice
+    exp = validate(experiment(point, 10**12), Path("bench.toml"))
+    sim = build(exp)
+    env = sim.machine.env
+    ops_of = lambda: sum(w.allocs + w.frees for w in sim.workloads)  # noqa: E731
+    warm = 200_000
+    env.run(until=warm)
+    while ops_of() < max(2000, point.cpus * 40):
+        warm *= 2
+        env.run(until=warm)
+    # calibrate: how much simulated time holds target_ops operations
+    ops0, t_sim0 = ops_of(), env.now
+    env.run(until=env.now + 100_000)
+    rate = (ops_of() - ops0) / max(1, env.now - t_sim0)
+    window = int(point.target_ops / max(rate, 1e-9))
+    ops0, ev0 = ops_of(), next(env._eid)
+    t0 = time.perf_counter()
+    env.run(until=env.now + window)
+    wall = time.perf_counter() - t0
+    ops = ops_of() - ops0
+    events = next(env._eid) - ev0 - 1
+    raw = raw_simpy_rate()
+    opw = ops / wall if wall else 0.0
+    return BenchResult(point.policy, point.workload, point.cpus, ops, round(wall, 4),
+                       round(opw), round(events / ops, 4) if ops else 0.0,
+                       round(wall * 1e9 / ops, 1) if ops else 0.0, round(raw),
+                       round(opw / raw, 3) if raw else 0.0,
+                       round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+
+
+def _child(point: BenchPoint, conn: Any) -> None:
+    try:
+        conn.send(("ok", _measure(point)))
+    except Exception as exc:  # reported as a failed point, the bench goes on
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    conn.close()
+
+
+def run_point(point: BenchPoint) -> BenchResult | str:
+    """Measure one point in a fresh process (so peak RSS is the point's own)."""
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(point, child))
+    proc.start()
+    child.close()
+    status, value = parent.recv()
+    proc.join()
+    return value if status == "ok" else value
+
+
+def points(quick: bool) -> list[BenchPoint]:
+    from policies.registry import available as policies
+    from workloads.registry import available as workloads
+
+    cpus = [4, 64] if quick else [4, 64, 256, 1024]
+    target = 60_000 if quick else 400_000
+    wls = ["steady"] + (["producer_consumer"] if "producer_consumer" in workloads() else [])
+    if quick:
+        wls = wls[:1]
+    return [BenchPoint(p, w, n, target) for p in sorted(policies()) for w in wls for n in cpus]
+
+
+def format_table(results: list[BenchResult]) -> str:
+    head = (f"{'policy':12} {'workload':18} {'cpus':>5} {'ops':>9} {'wall s':>7} "
+            f"{'ops/wall-s':>11} {'events/op':>9} {'ns/op':>7} {'raw simpy ev/s':>14} "
+            f"{'ratio':>6} {'peak MiB':>8}")
+    lines = [head, "-" * len(head)]
+    for r in results:
+        lines.append(f"{r.policy:12} {r.workload:18} {r.cpus:5d} {r.ops:9d} {r.wall_s:7.2f} "
+                     f"{r.ops_per_wall_s:11,d} {r.events_per_op:9.3f} {r.wall_ns_per_op:7.0f} "
+                     f"{r.raw_simpy_events_per_s:14,d} {r.ratio:6.2f} {r.peak_rss_mib:8.1f}")
+    return "\n".join(lines)
+
+
+def main(quick: bool, out: Path, only: list[str] | None = None) -> int:
+    pts = [p for p in points(quick) if not only or p.policy in only]
+    results: list[BenchResult] = []
+    failed: list[dict[str, Any]] = []
+    for i, p in enumerate(pts, 1):
+        print(f"[{i}/{len(pts)}] {p.policy} {p.workload} {p.cpus} CPUs ...", file=sys.stderr,
+              flush=True)
+        r = run_point(p)
+        if isinstance(r, BenchResult):
+            results.append(r)
+        else:
+            failed.append({**asdict(p), "error": r})
+            print(f"    failed: {r}", file=sys.stderr)
+    print(format_table(results))
+    for f in failed:
+        print(f"FAILED {f['policy']} {f['workload']} {f['cpus']}: {f['error']}")
+    RunFolder(out.parent).write_json(out.name, {"results": [asdict(r) for r in results],
+                                                "failed": failed, "quick": quick})
+    print(f"wrote {out}")
+    return 1 if failed else 0
