@@ -37,6 +37,7 @@ class MachineSection(_Section):
     hz: int = Field(1000, gt=0, description="timer ticks per second (CONFIG_HZ)")
     sched_slice: Duration = Field(3_000_000, gt=0, description="time slice before preemption")
     batching: bool = Field(True, description="charge local work without events (fast path)")
+    fast_paths: bool = Field(True, description="use the policies' plain-function fast paths")
     hung_task_timeout: Duration = Field(0, ge=0, description="watchdog limit (0 = off)")
 
 

@@ -75,7 +75,7 @@ def build(exp: Experiment) -> Simulation:
     mem = exp.memory
     machine = Machine(
         MachineConfig(nodes=mc.nodes, cpus_per_node=mc.cpus_per_node, hz=mc.hz,
-                      sched_slice=mc.sched_slice, batching=mc.batching,
+                      sched_slice=mc.sched_slice, batching=mc.batching, fast_paths=mc.fast_paths,
                       hung_task_timeout=mc.hung_task_timeout),
         costs=CostTable.build(exp.costs), seed=exp.seed,
         memory_config=MemoryConfig(
