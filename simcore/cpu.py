@@ -218,8 +218,16 @@ class Thread:
     def sync(self) -> Gen:
         """Bring the simulation clock up to this thread's time, take due interrupts if IRQs
         are on, and give the CPU to a waiting thread when the time slice is used up."""
-        if self.pending:
-            yield from self._advance()
+        p = self.pending
+        if p:
+            self.cpu.busy_ns += p
+            if self._batched:
+                yield self.env.timeout(p)
+            else:
+                steps, self._steps = self._steps, []
+                for ns in steps:
+                    yield self.env.timeout(ns)
+            self.pending = 0
         cpu = self.cpu
         if not self.irqs_off and cpu.irqs and cpu.irqs[0].at <= self.env.now:
             yield from self.deliver_irqs()

@@ -117,7 +117,9 @@ class SpinLock:
 
     def lock(self, t: Thread) -> Gen:
         """spin_lock: take the lock, spinning (CPU busy) behind earlier waiters."""
-        yield from t.sync()
+        cpu = t.cpu
+        if t.pending or cpu.irqs or cpu.runq:
+            yield from t.sync()
         now = self.env.now
         owner = self.owner
         if owner is None and not self.waiters and self.free_at <= now:
