@@ -26,7 +26,7 @@ from simcore.spinlock import SpinLock
 SLAB_DESC_BYTES = 64
 
 
-@dataclass
+@dataclass(eq=False)
 class Slab:
     """One slab: a run of pages cut into `n` objects."""
 
@@ -51,9 +51,10 @@ class GlobalCache:
     objs_per_slab: int
     on_slab_desc: bool
     lock: SpinLock
-    partial: list[Slab] = field(default_factory=list)
-    """Slabs with free and allocated objects; allocation takes from the end (most recent)."""
-    full: list[Slab] = field(default_factory=list)
+    partial: dict[Slab, None] = field(default_factory=dict)
+    """Slabs with free and allocated objects, in insertion order; allocation takes the most
+    recently inserted (dicts give O(1) removal)."""
+    full: dict[Slab, None] = field(default_factory=dict)
     empty: list[Slab] = field(default_factory=list)
     owner: dict[int, Slab] = field(default_factory=dict)
     """Object address -> its slab."""
@@ -102,16 +103,17 @@ class GlobalLockPolicy(Policy):
         grew = False
         while True:
             irqf = yield from c.lock.lock_irqsave(t)
-            slab = c.partial[-1] if c.partial else (c.empty.pop() if c.empty else None)
+            slab = next(reversed(c.partial)) if c.partial else (
+                c.empty.pop() if c.empty else None)
             if slab is not None:
-                if not c.partial or c.partial[-1] is not slab:
-                    c.partial.append(slab)
                 obj = slab.free.pop()
                 t.charge("slab_obj_op")
                 if not slab.free:
-                    c.partial.pop()
-                    c.full.append(slab)
+                    c.partial.pop(slab, None)
+                    c.full[slab] = None
                     t.charge("list_op")
+                elif slab not in c.partial:
+                    c.partial[slab] = None
                 c.inuse += 1
                 c.allocs += 1
                 yield from c.lock.unlock_irqrestore(t, irqf)
@@ -165,13 +167,12 @@ class GlobalLockPolicy(Policy):
         c.frees += 1
         victim = None
         if was_full:
-            c.full.remove(slab)
+            del c.full[slab]
             t.charge("list_op")
             if slab.n > 1:
-                c.partial.append(slab)
+                c.partial[slab] = None
         if len(slab.free) == slab.n:
-            if not was_full or slab.n > 1:
-                c.partial.remove(slab)
+            c.partial.pop(slab, None)
             t.charge("list_op")
             if len(c.empty) >= self.tun["keep_empty_slabs"]:
                 victim = slab
@@ -221,7 +222,7 @@ class GlobalLockPolicy(Policy):
 
     def check_invariants(self) -> None:
         for c in self.caches:
-            slabs = c.partial + c.full + c.empty
+            slabs = [*c.partial, *c.full, *c.empty]
             inuse = sum(s.inuse for s in slabs)
             if inuse != c.inuse:
                 raise InvariantError(f"{c.name}: slabs hold {inuse} in use, counter {c.inuse}")
