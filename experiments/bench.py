@@ -91,11 +91,12 @@ def experiment(point: BenchPoint, duration: int) -> dict[str, Any]:
 
 
 def _measure(point: BenchPoint) -> BenchResult:
-    from experiments.run import build
+    from experiments.run import build, freeze_heap
 
     # simulated time for the measured window, from a short calibration slice
     exp = validate(experiment(point, 10**12), Path("bench.toml"))
     sim = build(exp)
+    freeze_heap()
     env = sim.machine.env
     ops_of = lambda: sum(w.allocs + w.frees for w in sim.workloads)  # noqa: E731
     warm = 200_000
