@@ -161,6 +161,7 @@ class Thread:
         self._steps: list[int] = []
         self._batched = machine.batching
         self._costs = machine.costs.values
+        self._irq_off_hist = machine.irq_off
         self.irqs_off = False
         """IRQs disabled on this CPU by this context (local_irq_disable state)."""
         self.irq_off_start = 0
@@ -189,7 +190,7 @@ class Thread:
     @property
     def now(self) -> int:
         """This thread's time: the simulation clock plus charged but not yet synced work."""
-        return self.env.now + self.pending
+        return self.env._now + self.pending  # simpy's `now` property, without the call
 
     def charge(self, cost: str, n: int = 1) -> None:
         """Charge `n` times a cost-table entry to the local clock (no event)."""
@@ -286,16 +287,28 @@ class Thread:
         self.charge("irq_disable")
         if not self.irqs_off:
             self.irqs_off = True
-            self.irq_off_start = self.now
+            self.irq_off_start = self.env._now + self.pending
 
     def _end_irq_off(self) -> None:
         self.irqs_off = False
-        length = self.now - self.irq_off_start
+        length = self.env._now + self.pending - self.irq_off_start
         cpu = self.cpu
         cpu.irq_off_total += length
         if length > cpu.irq_off_max:
             cpu.irq_off_max = length
-        self.machine.irq_off.record(length)
+        self._irq_off_hist.record(length)
+
+    def local_irq_enable_fast(self) -> None:
+        """local_irq_enable as a plain call, for fast paths that checked `irq_free_for` first:
+        no interrupt can be due, so there is nothing to deliver."""
+        self.charge("irq_enable")
+        if self.irqs_off:
+            self._end_irq_off()
+
+    def local_irq_restore_fast(self, was_off: bool) -> None:
+        """local_irq_restore as a plain call (see `local_irq_enable_fast`)."""
+        if not was_off:
+            self.local_irq_enable_fast()
 
     def local_irq_enable(self) -> Gen:
         """local_irq_enable: IRQs on; interrupts that arrived meanwhile are taken now."""

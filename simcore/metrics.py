@@ -17,7 +17,8 @@ import simpy
 if TYPE_CHECKING:
     from simcore.spinlock import SpinLock
 
-NBUCKETS = 64
+NBUCKETS = 65
+"""Buckets 0..64: value 0, then [2^(i-1), 2^i) up to 2^63."""
 
 
 @dataclass
@@ -45,12 +46,12 @@ class LogHistogram:
         self.max = 0
 
     def record(self, v: int) -> None:
-        v = int(v)
-        self.buckets[v.bit_length() if v < 1 << 62 else NBUCKETS - 1] += 1
-        if not self.count or v < self.min:
-            self.min = v
+        """Count one value (an int of ns, >= 0)."""
+        self.buckets[v.bit_length()] += 1
         if v > self.max:
             self.max = v
+        if v < self.min or not self.count:
+            self.min = v
         self.count += 1
         self.total += v
 
