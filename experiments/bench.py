@@ -144,12 +144,14 @@ def run_point(point: BenchPoint) -> BenchResult | str:
     return value if status == "ok" else value
 
 
-def points(quick: bool) -> list[BenchPoint]:
+def points(quick: bool, cpus: list[int] | None = None, ops: int | None = None
+           ) -> list[BenchPoint]:
+    """The fixed benchmark set (or the CPU counts / operation target given)."""
     from policies.registry import available as policies
     from workloads.registry import available as workloads
 
-    cpus = [4, 64] if quick else [4, 64, 256, 1024]
-    target = 60_000 if quick else 400_000
+    cpus = cpus or ([4, 64] if quick else [4, 64, 256, 1024])
+    target = ops or (60_000 if quick else 400_000)
     wls = ["steady"] + (["producer_consumer"] if "producer_consumer" in workloads() else [])
     if quick:
         wls = wls[:1]
@@ -168,8 +170,10 @@ def format_table(results: list[BenchResult]) -> str:
     return "\n".join(lines)
 
 
-def main(quick: bool, out: Path, only: list[str] | None = None) -> int:
-    pts = [p for p in points(quick) if not only or p.policy in only]
+def main(quick: bool, out: Path, only: list[str] | None = None, cpus: list[int] | None = None,
+         ops: int | None = None, workload: str | None = None) -> int:
+    pts = [p for p in points(quick, cpus, ops)
+           if (not only or p.policy in only) and (not workload or p.workload == workload)]
     results: list[BenchResult] = []
     failed: list[dict[str, Any]] = []
     for i, p in enumerate(pts, 1):

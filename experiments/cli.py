@@ -58,7 +58,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from experiments.bench import main as bench_main
-    return bench_main(args.quick, Path(args.json), args.policy)
+    return bench_main(args.quick, Path(args.json), args.policy, args.cpus, args.ops,
+                      args.workload)
 
 
 def _cmd_policies(_args: argparse.Namespace) -> int:
@@ -122,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "same process. Table on stdout, JSON to --json.")
     b.add_argument("--quick", action="store_true", help="4 and 64 CPUs, steady only, short")
     b.add_argument("--policy", action="append", help="only this policy (repeatable)")
+    b.add_argument("--workload", choices=["steady", "producer_consumer"],
+                   help="only this workload")
+    b.add_argument("--cpus", type=lambda v: [int(x) for x in v.split(",")], metavar="N,N,..",
+                   help="CPU counts instead of the fixed set, e.g. 64 or 4,64")
+    b.add_argument("--ops", type=int, metavar="N",
+                   help="operations per measured window (e.g. 10000000 for the memory bound)")
     b.add_argument("--json", default="results/bench.json", metavar="FILE",
                    help="where to write the JSON results (default: results/bench.json)")
     b.set_defaults(func=_cmd_bench)
