@@ -39,6 +39,11 @@ class MachineSection(_Section):
     batching: bool = Field(True, description="charge local work without events (fast path)")
     fast_paths: bool = Field(True, description="use the policies' plain-function fast paths")
     hung_task_timeout: Duration = Field(0, ge=0, description="watchdog limit (0 = off)")
+    deadlock_check: Duration = Field(10_000_000, ge=0,
+                                     description="period of the wait-for cycle check (0 = off)")
+    deadlock_timed_limit: Duration = Field(
+        1_000_000_000, gt=0, description="no-progress time before a cycle through a timed wait "
+                                         "counts as a deadlock")
 
 
 class FailWindowSection(_Section):

@@ -77,7 +77,9 @@ def build(exp: Experiment) -> Simulation:
     machine = Machine(
         MachineConfig(nodes=mc.nodes, cpus_per_node=mc.cpus_per_node, hz=mc.hz,
                       sched_slice=mc.sched_slice, batching=mc.batching, fast_paths=mc.fast_paths,
-                      hung_task_timeout=mc.hung_task_timeout),
+                      hung_task_timeout=mc.hung_task_timeout,
+                      deadlock_check=mc.deadlock_check,
+                      deadlock_timed_limit=mc.deadlock_timed_limit),
         costs=CostTable.build(exp.costs), seed=exp.seed,
         memory_config=MemoryConfig(
             total_bytes=mem.size, page_size=mem.page_size, watermark_min=mem.watermark_min,

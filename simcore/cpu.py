@@ -175,6 +175,11 @@ class Thread:
         self.blocked_on: Any = None
         """What the thread waits for (lock, wait queue, bit, CPU), for the deadlock detector."""
         self.blocked_since = 0
+        self.wait_timed = False
+        """The current wait ends by itself after a timeout (wait_event_timeout)."""
+        self.stalled_since: int | None = None
+        """Start of the operation the thread is in (a slow-path allocation or free, a taskq task):
+        the deadlock detector measures "no progress" from here across repeated timed waits."""
         self.held: list[Any] = []
         """Locks held, in acquisition order."""
         self.slice_start = 0
@@ -382,15 +387,18 @@ class Thread:
         yield ev
         self.charge("context_switch")
 
-    def block(self, event: simpy.Event, what: Any, switch_cost: bool = True) -> Gen:
+    def block(self, event: simpy.Event, what: Any, switch_cost: bool = True,
+              timed: bool = False) -> Gen:
         """Sleep until `event` fires, giving the CPU up; returns the event's value.
-        `what` names the wait for the deadlock detector. With `switch_cost` False the caller
-        charges the context switch itself (wait queues re-check their condition first)."""
+        `what` names the wait for the deadlock detector; `timed` says the event includes a
+        timeout. With `switch_cost` False the caller charges the context switch itself (wait
+        queues re-check their condition first)."""
         yield from self.sync()
         if self.irqs_off or self.preempt_count or self.in_irq:
             self.machine.note_sleep_in_atomic(self, what)
         self.blocked_on = what
         self.blocked_since = self.env.now
+        self.wait_timed = timed
         self.put_cpu()
         value = yield event
         self.blocked_on = None

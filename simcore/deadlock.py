@@ -106,17 +106,38 @@ def self_deadlock(machine: Machine, lock: Any, t: Thread) -> None:
 
 
 class DeadlockDetector:
-    """Wait-for graph over the machine's threads plus a hung-task watchdog."""
+    """Wait-for graph over the machine's threads plus a hung-task watchdog.
+
+    Every `deadlock_check` ns the graph of current waits is searched for a cycle. A cycle of
+    untimed waits (spinlocks, wait_event, bits, reclaim dependencies) that was already there at
+    the previous check is a deadlock: nothing in it can ever run again. A cycle that includes a
+    timed wait (wait_event_timeout, which the SPL's growth wait loops on) may break by itself, so
+    it is a deadlock only once every thread in it has made no progress for
+    `deadlock_timed_limit` ns. Separately, with `hung_task_timeout` set, a thread blocked or
+    spinning without progress for longer than that is reported as a hung task (the kernel's
+    hung-task / soft-lockup detectors). "Progress" is measured from the start of the operation
+    the thread is in (`Thread.stalled_since`) when there is one, else from the start of its wait.
+    """
 
     def __init__(self, machine: Machine) -> None:
         self.machine = machine
-        self.timeout = machine.config.hung_task_timeout
+        cfg = machine.config
+        self.timeout = cfg.hung_task_timeout
         """Report threads waiting longer than this, ns (0: watchdog off)."""
+        self.interval = cfg.deadlock_check
+        """Period of the cycle check, ns (0: off)."""
+        self.timed_limit = cfg.deadlock_timed_limit
         self.report: DeadlockReport | None = None
+        self._started = False
 
     def start(self) -> None:
-        if self.timeout > 0:
-            self.machine.env.process(self._watchdog())
+        """Start the periodic check (once; idempotent)."""
+        if self._started:
+            return
+        self._started = True
+        steps = [x for x in (self.interval, self.timeout // 4) if x > 0]
+        if steps:
+            self.machine.env.process(self._watchdog(min(steps)))
 
     def edges(self, t: Thread) -> list[Thread]:
         """Threads that `t` waits for."""
@@ -128,7 +149,10 @@ class DeadlockDetector:
             return [owner]
         wakers = getattr(w, "wakers", None)
         if wakers:
-            return [x for x in (getattr(k, "worker", k) for k in wakers) if x is not None]
+            out: list[Thread] = []
+            for k in wakers:
+                out.extend(_waker_threads(k))
+            return out
         if isinstance(w, tuple) and w and w[0] == "cpu":
             cur = w[1].current
             return [cur] if cur is not None else []
@@ -137,6 +161,7 @@ class DeadlockDetector:
 
     def find_cycle(self, threads: list[Thread]) -> list[Thread]:
         """A cycle in the wait-for graph among `threads`, or []."""
+        members = {id(t) for t in threads}
         color: dict[int, int] = {}
         stack: list[Thread] = []
 
@@ -144,6 +169,8 @@ class DeadlockDetector:
             color[id(t)] = 1
             stack.append(t)
             for n in self.edges(t):
+                if id(n) not in members:
+                    continue
                 c = color.get(id(n), 0)
                 if c == 1:
                     return stack[stack.index(n):]
@@ -163,28 +190,56 @@ class DeadlockDetector:
         return []
 
     def check(self) -> DeadlockReport | None:
-        """Look for a cycle of long waits, else for hung tasks; the report or None."""
+        """Look for a deadlocked cycle, else for hung tasks; the report or None."""
         m = self.machine
         now = m.env.now
-        stuck = [t for t in m.threads
-                 if t.alive and t.blocked_on is not None and now - t.blocked_since >= self.timeout
-                 and not _idle_wait(t.blocked_on)]
+        waiting = [t for t in m.threads
+                   if t.alive and t.blocked_on is not None and not _idle_wait(t.blocked_on)]
+        if not waiting:
+            return None
+        cycle = self.find_cycle(waiting)
+        if cycle and self._persistent(cycle, now):
+            names = [t.name for t in cycle]
+            others = [t for t in waiting if t not in cycle and self._reaches(t, cycle)]
+            summary = "wait-for cycle: " + " -> ".join(names + [names[0]])
+            if others:
+                summary += f"; {len(others)} more thread(s) wait on it"
+            return DeadlockReport("cycle", now, summary,
+                                  [thread_state(t, since=stalled_since(t)) for t in cycle + others],
+                                  names)
+        if self.timeout <= 0:
+            return None
+        stuck = [t for t in waiting if now - stalled_since(t) >= self.timeout]
         if not stuck:
             return None
-        cycle = self.find_cycle(stuck)
-        if cycle:
-            names = [t.name for t in cycle]
-            return DeadlockReport("cycle", now, "wait-for cycle: " + " -> ".join(names),
-                                  [thread_state(t) for t in cycle], names)
-        oldest = min(stuck, key=lambda t: t.blocked_since)
+        stuck.sort(key=stalled_since)
+        oldest = stuck[0]
         return DeadlockReport(
             "hung-task", now,
-            f"hung task: {oldest.name} blocked for more than {format_duration(self.timeout)}",
-            [thread_state(t) for t in sorted(stuck, key=lambda t: t.blocked_since)])
+            f"hung task: {oldest.name} made no progress for more than "
+            f"{format_duration(self.timeout)}",
+            [thread_state(t, since=stalled_since(t)) for t in stuck])
 
-    def _watchdog(self):  # type: ignore[no-untyped-def]
+    def _persistent(self, cycle: list[Thread], now: int) -> bool:
+        if any(t.wait_timed for t in cycle):
+            return all(now - stalled_since(t) >= self.timed_limit for t in cycle)
+        return all(now - t.blocked_since >= self.interval for t in cycle)
+
+    def _reaches(self, t: Thread, cycle: list[Thread]) -> bool:
+        seen: set[int] = set()
+        todo = [t]
+        while todo:
+            x = todo.pop()
+            if x in cycle:
+                return True
+            if id(x) in seen:
+                continue
+            seen.add(id(x))
+            todo.extend(self.edges(x))
+        return False
+
+    def _watchdog(self, step: int):  # type: ignore[no-untyped-def]
         env = self.machine.env
-        step = max(1, self.timeout // 4)
         while True:
             yield env.timeout(step)
             rep = self.check()
@@ -192,6 +247,26 @@ class DeadlockDetector:
                 self.report = rep
                 self.machine.metrics.event("deadlock", type=rep.kind, summary=rep.summary)
                 raise SimulationDeadlock(rep)
+
+
+def stalled_since(t: Thread) -> int:
+    """When `t` last made progress: the start of its current operation, else of its wait."""
+    s = t.stalled_since
+    return t.blocked_since if s is None else min(s, t.blocked_since)
+
+
+def _waker_threads(k: Any) -> list[Thread]:
+    """The threads behind a registered waker: a thread, a taskq task (its worker, or while it is
+    still queued every busy worker of its taskq), or a taskq (its busy workers)."""
+    if hasattr(k, "blocked_on"):
+        return [k]
+    worker = getattr(k, "worker", None)
+    if worker is not None:
+        return [worker]
+    tq = getattr(k, "taskq", None) or (k if hasattr(k, "workers") else None)
+    if tq is None:
+        return []
+    return [w for w in tq.workers if getattr(w, "task", None) is not None]
 
 
 def _idle_wait(w: Any) -> bool:

@@ -33,6 +33,11 @@ class MachineConfig:
     """Charge local work to the thread's clock (True) or one SimPy event per step (False)."""
     hung_task_timeout: int = 0
     """Watchdog: report threads blocked or spinning longer than this, ns (0 = off)."""
+    deadlock_check: int = 10_000_000
+    """Period of the wait-for-graph cycle check, ns (0 = off)."""
+    deadlock_timed_limit: int = 1_000_000_000
+    """A cycle that includes a timed wait (which may end by itself) is a deadlock only when its
+    threads have made no progress for this long, ns."""
     fast_paths: bool = True
     """Let workloads use the policies' plain-function fast paths (results are identical)."""
 

@@ -138,6 +138,7 @@ class SpinLock:
         t.spinning = self
         t.blocked_on = self
         t.blocked_since = now
+        t.wait_timed = False
         while True:
             try:
                 yield ev

@@ -36,6 +36,8 @@ class Task:
     started_at: int = -1
     finished_at: int = -1
     dispatcher: str = ""
+    taskq: Any = None
+    """The taskq it was dispatched on (a queued task waits for that taskq's workers)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -99,7 +101,9 @@ class Taskq:
             task.worker = t
             task.started_at = self.env.now
             t.task = task  # type: ignore[attr-defined]
+            t.stalled_since = task.started_at
             yield from task.func(t, *task.args)
+            t.stalled_since = None
             yield from t.sync()
             task.state = "done"
             task.finished_at = self.env.now
@@ -119,7 +123,7 @@ class Taskq:
             self._spawn_worker()
 
     def _new_task(self, func: TaskFunc, args: tuple[Any, ...], who: str) -> Task:
-        task = Task(self._next_id, func, args, self.env.now, dispatcher=who)
+        task = Task(self._next_id, func, args, self.env.now, dispatcher=who, taskq=self)
         self._next_id += 1
         self.tasks[task.id] = task
         self.dispatched += 1

@@ -47,7 +47,7 @@ class WaitQueue:
             yield from t.block(ev, self, switch_cost=False)
         else:
             tmo = self.env.timeout(timeout)
-            yield from t.block(self.env.any_of([ev, tmo]), self, switch_cost=False)
+            yield from t.block(self.env.any_of([ev, tmo]), self, switch_cost=False, timed=True)
         if entry in self.waiters:
             self.waiters.remove(entry)
 

@@ -97,7 +97,9 @@ class Workload:
     def do_alloc(self, t: Any, cache: Any, flags: int = KM_SLEEP) -> Gen:
         """Allocate one object, counting it and recording its latency; returns obj or None."""
         start = t.now
+        t.stalled_since = start
         obj = yield from self.policy.alloc(t, cache, flags)
+        t.stalled_since = None
         self._h_alloc.record(t.now - start)
         if obj is None:
             self.failures += 1
@@ -109,7 +111,9 @@ class Workload:
     def do_free(self, t: Any, cache: Any, obj: int) -> Gen:
         """Free one object, counting it and recording its latency."""
         start = t.now
+        t.stalled_since = start
         yield from self.policy.free(t, cache, obj)
+        t.stalled_since = None
         self._h_free.record(t.now - start)
         self.frees += 1
 
