@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from simcore.cpu import Gen, Thread
-from simcore.flags import KM_NOSLEEP
+from simcore.flags import KM_NOSLEEP, KM_PUSHPAGE
 from simcore.spinlock import SpinLock
 
 if TYPE_CHECKING:
@@ -154,8 +154,17 @@ class PageAllocator:
             self.stats["alloc_fail"] += 1
             return False
         sleep_ok = not flags & KM_NOSLEEP
-        # GFP_ATOMIC may dip below the min watermark (ALLOC_HARDER); sleeping requests reclaim
-        floor = self.min_pages if sleep_ok else self.min_pages // 4
+        # GFP_ATOMIC may dip below the min watermark (ALLOC_HARDER); KM_PUSHPAGE (__GFP_HIGH)
+        # to half of it; a thread already in reclaim has PF_MEMALLOC (ALLOC_NO_WATERMARKS) and
+        # never recurses into reclaim; other sleeping requests reclaim
+        if t in self.in_reclaim:
+            floor, sleep_ok = 0, False
+        elif not sleep_ok:
+            floor = self.min_pages // 4
+        elif flags & KM_PUSHPAGE:
+            floor = self.min_pages // 2
+        else:
+            floor = self.min_pages
         tries = 0
         while self.free - n < floor:
             if not sleep_ok or tries >= 16:
@@ -226,10 +235,10 @@ class PageAllocator:
         m.event("direct_reclaim", thread=t.name, cpu=t.cpu.id, free=self.free, want=nr_pages)
         self.in_reclaim.add(t)
         want = max(nr_pages, SWAP_CLUSTER_MAX)
-        yield from self._reclaim(t, want)
-        for name, fn in self.dependencies:
-            t.blocked_on = ("reclaim", name)
-            yield from fn(t)
+        got = yield from self._reclaim(t, want)
+        if got < nr_pages:
+            for _name, fn in self.dependencies:
+                yield from fn(t)
         self.in_reclaim.discard(t)
 
     def _reclaim(self, t: Thread, want: int) -> Gen:

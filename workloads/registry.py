@@ -16,6 +16,7 @@ BUILTIN = {
     "size_classes": "workloads.size_classes:SizeClasses",
     "pressure": "workloads.pressure:Pressure",
     "trace": "workloads.trace:TraceReplay",
+    "writeback": "workloads.writeback:Writeback",
 }
 
 
