@@ -12,6 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from experiments import scenarios
 from experiments.config import ConfigError, load_experiment
 from experiments.run import EXIT_DEADLOCK, run_experiment
 from simcore.costs import DEFAULT_COSTS
@@ -133,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where to write the JSON results (default: results/bench.json)")
     b.set_defaults(func=_cmd_bench)
 
+    scenarios.add_parser(sub)
     sub.add_parser("policies", help="list policies and their tunables with defaults"
                    ).set_defaults(func=_cmd_policies)
     sub.add_parser("workloads", help="list workload generators and their parameters"

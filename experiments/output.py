@@ -48,3 +48,10 @@ class RunFolder:
         df.to_parquet(tmp, index=False, engine="pyarrow", compression="zstd")
         self._commit(tmp, final)
         return final
+
+    def write_figure(self, name: str, fig: Any, dpi: int = 110) -> Path:
+        """Save a matplotlib figure (format from the name's suffix)."""
+        final, tmp = self._target(name)
+        fig.savefig(tmp, dpi=dpi, format=final.suffix.lstrip("."), bbox_inches="tight")
+        self._commit(tmp, final)
+        return final

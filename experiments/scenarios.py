@@ -1,0 +1,356 @@
+"""`kmemsim scenario`: the shipped deadlock and emergency-path scenarios.
+
+A scenario is an experiment file under `experiments/configs/scenarios/` with a `[scenario]`
+table that the experiment layer does not see:
+
+    [scenario]
+    summary = "one line for --list"
+    plot = ["cache.*.objs_emergency", "lock.*.contentions"]   # timeline columns (globs)
+    markers = ["deadlocked_set", "deadlocked_clear"]            # event kinds drawn as lines
+    narrate = ["grow_start", "deadlocked_set", ...]             # event kinds the narrative tells
+    facts = ["long_wait_share"]                                 # computed figures (see FACTS)
+
+    [[scenario.variants]]
+    name = "noemergency"
+    summary = "KMC_NOEMERGENCY: the caller keeps waiting"
+    set = { "caches[0].flags" = ["KMC_NOEMERGENCY"] }           # overrides, as --set
+
+Each variant runs into `<out>/<variant>/` (a normal run folder). The scenario folder gets
+`timeline.png` (one panel per variant, the chosen series with event markers), `narrative.md`
+(what happened, when, with the numbers, generated from each variant's event log and summary)
+and `scenario.json` (status and facts per variant, which tests read).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import fnmatch
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from experiments.config import ConfigError, _set_path, load_raw, validate
+from experiments.output import RunFolder
+from experiments.run import EXIT_DEADLOCK, RunResult, run_experiment
+from simcore.units import format_duration
+
+SCENARIO_DIR = Path(__file__).parent / "configs" / "scenarios"
+
+
+@dataclass
+class Variant:
+    name: str
+    summary: str = ""
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Scenario:
+    """A scenario file: the base experiment, its variants and what to show."""
+
+    name: str
+    path: Path
+    summary: str
+    base: dict[str, Any]
+    variants: list[Variant]
+    plot: list[str]
+    markers: list[str]
+    narrate: list[str]
+    facts: list[str]
+
+
+_SCENARIO_KEYS = {"summary", "plot", "markers", "narrate", "facts", "variants"}
+
+
+def load(path: Path) -> Scenario:
+    """Read a scenario file; ConfigError naming the problem if it is not one."""
+    raw = load_raw(path)
+    sc = raw.pop("scenario", None)
+    if not isinstance(sc, dict):
+        raise ConfigError(f"{path}: missing [scenario] table")
+    for key in sc:
+        if key not in _SCENARIO_KEYS:
+            raise ConfigError(f"{path}: scenario.{key}: unknown key")
+    variants = []
+    for i, v in enumerate(sc.get("variants") or [{"name": "default"}]):
+        if not isinstance(v, dict) or "name" not in v:
+            raise ConfigError(f"{path}: scenario.variants[{i}]: needs a name")
+        extra = set(v) - {"name", "summary", "set"}
+        if extra:
+            raise ConfigError(f"{path}: scenario.variants[{i}].{sorted(extra)[0]}: unknown key")
+        variants.append(Variant(v["name"], v.get("summary", ""), dict(v.get("set", {}))))
+    for fact in sc.get("facts", []):
+        if fact not in FACTS:
+            raise ConfigError(f"{path}: scenario.facts: unknown fact {fact!r} "
+                              f"(known: {', '.join(sorted(FACTS))})")
+    return Scenario(path.stem, path, sc.get("summary", ""), raw, variants,
+                    list(sc.get("plot", [])), list(sc.get("markers", [])),
+                    list(sc.get("narrate", [])), list(sc.get("facts", [])))
+
+
+def available(directory: Path = SCENARIO_DIR) -> dict[str, Path]:
+    """Shipped scenarios by name."""
+    return {p.stem: p for p in sorted(directory.glob("*.toml"))}
+
+
+def experiment_for(sc: Scenario, variant: Variant, seed: int | None = None) -> Any:
+    """The validated experiment of one variant."""
+    data = copy.deepcopy(sc.base)
+    for dotted, value in variant.overrides.items():
+        _set_path(data, dotted, value)
+    if seed is not None:
+        data["seed"] = seed
+    data["name"] = f"{sc.name}-{variant.name}"
+    return validate(data, sc.path)
+
+
+@dataclass
+class VariantResult:
+    variant: Variant
+    result: RunResult
+    folder: Path
+    events: pd.DataFrame
+    timeline: pd.DataFrame
+    facts: dict[str, Any]
+
+
+def run(sc: Scenario, out: Path, only: list[str] | None = None, seed: int | None = None,
+        progress: bool = False) -> list[VariantResult]:
+    """Run the scenario's variants (all, or those named in `only`) and write the plot,
+    narrative and scenario.json into `out`."""
+    chosen = [v for v in sc.variants if not only or v.name in only]
+    if only:
+        unknown = set(only) - {v.name for v in sc.variants}
+        if unknown:
+            known = ", ".join(v.name for v in sc.variants)
+            raise ConfigError(f"{sc.path}: no variant {sorted(unknown)[0]!r} (known: {known})")
+    exps = [(v, experiment_for(sc, v, seed)) for v in chosen]
+    results = []
+    for v, exp in exps:
+        folder = out / v.name
+        res = run_experiment(exp, folder, progress=progress)
+        events = pd.read_parquet(folder / "events.parquet")
+        timeline = pd.read_parquet(folder / "timeline.parquet")
+        vr = VariantResult(v, res, folder, events, timeline, {})
+        vr.facts = {name: FACTS[name](vr) for name in sc.facts}
+        results.append(vr)
+    rf = RunFolder(out)
+    rf.write_text("narrative.md", narrative(sc, results))
+    rf.write_text("scenario.json", json.dumps(
+        {"scenario": sc.name, "variants": {
+            r.variant.name: {"status": r.result.status, "facts": r.facts,
+                             "deadlock": None if r.result.deadlock is None
+                             else r.result.deadlock.text()}
+            for r in results}}, indent=2, sort_keys=True) + "\n")
+    plot(sc, results, rf)
+    return results
+
+
+# --- facts: figures a scenario's narrative and tests need -------------------------------------
+
+def _kind_times(vr: VariantResult, kind: str) -> list[int]:
+    return [int(x) for x in vr.events.loc[vr.events.kind == kind, "time_ns"]]
+
+
+def _first(vr: VariantResult, kind: str) -> int | None:
+    times = _kind_times(vr, kind)
+    return times[0] if times else None
+
+
+def _detail(vr: VariantResult, kind: str) -> list[dict[str, Any]]:
+    return [json.loads(d) for d in vr.events.loc[vr.events.kind == kind, "detail"]]
+
+
+def _max_column(vr: VariantResult, pattern: str) -> float:
+    cols = [c for c in vr.timeline.columns if fnmatch.fnmatch(c, pattern)]
+    if not cols:
+        return 0.0
+    return float(vr.timeline[cols].max().max())
+
+
+def _hist(vr: VariantResult, name: str) -> pd.DataFrame:
+    h = pd.read_parquet(vr.folder / "histograms.parquet")
+    return h[h.histogram == name]
+
+
+def fact_long_wait_share(vr: VariantResult) -> float:
+    """Share of total allocation time spent in allocations that took 100 ms or more (from the
+    exact per-wait records of the growth wait, else from the latency histogram's buckets)."""
+    waits = _detail(vr, "grow_wait")
+    lat = _hist(vr, "latency.alloc")
+    total = float(((lat.lo_ns + lat.hi_ns) / 2 * lat["count"]).sum())
+    if waits:
+        long = sum(w["ns"] for w in waits if w["ns"] >= 100_000_000)
+    else:
+        big = lat[lat.lo_ns >= 100_000_000]
+        long = float(((big.lo_ns + big.hi_ns) / 2 * big["count"]).sum())
+    return round(long / total, 4) if total else 0.0
+
+
+def fact_deadlocked_after(vr: VariantResult) -> int | None:
+    """Time from the first growth wait to DEADLOCKED being set, ns."""
+    start = _first(vr, "grow_wait_start") or _first(vr, "grow_start")
+    dl = _first(vr, "deadlocked_set")
+    return None if start is None or dl is None else dl - start
+
+
+def fact_emergency_max(vr: VariantResult) -> int:
+    """Most emergency objects outstanding at once (skc_obj_emergency_max over all caches)."""
+    best = 0
+    for c in vr.result.summary.get("caches", {}).values():
+        best = max(best, int(c.get("skc_obj_emergency_max", c.get("objs_emergency", 0)) or 0))
+    return max(best, int(_max_column(vr, "cache.*.objs_emergency")))
+
+
+def fact_emergency_left(vr: VariantResult) -> int:
+    """Emergency objects still outstanding at the end."""
+    return sum(int(c.get("objs_emergency", 0) or 0)
+               for c in vr.result.summary.get("caches", {}).values())
+
+
+def fact_sleeps_in_atomic(vr: VariantResult) -> int:
+    """Times a thread slept with IRQs off, preemption off or in an interrupt handler."""
+    return int(vr.result.summary.get("counters", {}).get("sched.sleep_in_atomic", 0))
+
+
+FACTS: dict[str, Callable[[VariantResult], Any]] = {
+    "long_wait_share": fact_long_wait_share,
+    "deadlocked_after_ns": fact_deadlocked_after,
+    "emergency_max": fact_emergency_max,
+    "emergency_left": fact_emergency_left,
+    "sleeps_in_atomic": fact_sleeps_in_atomic,
+}
+"""Figures a scenario can ask for in `facts`, by name."""
+
+
+# --- narrative ------------------------------------------------------------------------------
+
+def narrative(sc: Scenario, results: list[VariantResult]) -> str:
+    """What happened in each variant, in time order, with the numbers."""
+    out = [f"# Scenario {sc.name}", "", sc.summary, ""]
+    for vr in results:
+        s = vr.result.summary
+        out.append(f"## {vr.variant.name}" + (f": {vr.variant.summary}" if vr.variant.summary
+                                               else ""))
+        out.append("")
+        out.append(f"Policy {s['policy']}, {s['machine']['cpus']} CPUs, "
+                   f"{format_duration(s['end_ns'])} simulated; {s['ops']['allocs']} allocations, "
+                   f"{s['ops']['frees']} frees, {s['ops']['alloc_failures']} failed; "
+                   f"status **{vr.result.status}**.")
+        out.append("")
+        for kind in sc.narrate:
+            times = _kind_times(vr, kind)
+            if not times:
+                out.append(f"- {kind}: never")
+            elif len(times) == 1:
+                out.append(f"- {kind}: once, at {format_duration(times[0])}")
+            else:
+                out.append(f"- {kind}: {len(times)} times, first at {format_duration(times[0])},"
+                           f" last at {format_duration(times[-1])}")
+        dropped = s.get("events_dropped", 0)
+        if dropped:
+            out.append(f"- ({dropped} further events were not kept; counts above are of those "
+                       f"kept)")
+        for name, value in vr.facts.items():
+            shown = format_duration(value) if name.endswith("_ns") and value is not None \
+                else value
+            out.append(f"- {name}: {shown} ({FACTS[name].__doc__.splitlines()[0]})")
+        if vr.result.deadlock is not None:
+            out += ["", "Deadlock report:", "", "```", vr.result.deadlock.text().rstrip(), "```"]
+        out.append("")
+    return "\n".join(out)
+
+
+# --- plot -----------------------------------------------------------------------------------
+
+_MARKER_COLOURS = ["tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:pink",
+                   "tab:olive", "tab:cyan"]
+
+
+def plot(sc: Scenario, results: list[VariantResult], rf: RunFolder) -> None:
+    """timeline.png: one panel per variant with the chosen series and event markers."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(results)
+    fig, axes = plt.subplots(n, 1, figsize=(11, 3.2 * n + 0.6), sharex=True, squeeze=False)
+    for ax, vr in zip(axes[:, 0], results, strict=True):
+        tl = vr.timeline
+        x = tl.time_ns / 1e6
+        cols = [c for pat in sc.plot for c in tl.columns if fnmatch.fnmatch(c, pat)]
+        for c in dict.fromkeys(cols):
+            ax.plot(x, tl[c], label=c.split(".", 1)[1] if c.startswith("cache.") else c,
+                    linewidth=1.4)
+        for i, kind in enumerate(sc.markers):
+            times = _kind_times(vr, kind)
+            colour = _MARKER_COLOURS[i % len(_MARKER_COLOURS)]
+            for j, t in enumerate(times[:50]):
+                ax.axvline(t / 1e6, color=colour, linestyle="--", linewidth=0.9, alpha=0.8,
+                           label=f"{kind} ({len(times)})" if j == 0 else None)
+        title = f"{vr.variant.name}: {vr.variant.summary}" if vr.variant.summary else \
+            vr.variant.name
+        if vr.result.status != "ok":
+            title += f"  [{vr.result.status.upper()}]"
+        ax.set_title(title, fontsize=10, loc="left")
+        ax.set_ylabel("count")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    axes[-1, 0].set_xlabel("simulated time (ms)")
+    fig.suptitle(f"Scenario {sc.name}: {sc.summary}", fontsize=11)
+    fig.tight_layout()
+    rf.write_figure("timeline.png", fig)
+    plt.close(fig)
+
+
+# --- command line ---------------------------------------------------------------------------
+
+def _cmd(args: argparse.Namespace) -> int:
+    shipped = available()
+    if args.list or not args.name:
+        for name, path in shipped.items():
+            sc = load(path)
+            print(f"{name:24} {sc.summary}")
+            for v in sc.variants:
+                print(f"    {v.name:20} {v.summary}")
+        return 0
+    if args.name not in shipped:
+        path = Path(args.name)
+        if not path.exists():
+            raise ConfigError(f"{args.name}: no such scenario (see `kmemsim scenario --list`)")
+    else:
+        path = shipped[args.name]
+    sc = load(path)
+    out = Path(args.out) if args.out else Path("results") / "scenarios" / sc.name
+    results = run(sc, out, args.variant or None, args.seed, progress=not args.no_progress)
+    print((out / "narrative.md").read_text(), end="")
+    print(f"wrote {out}/ (timeline.png, narrative.md, scenario.json, one run folder per variant)")
+    if any(r.result.status == "deadlock" for r in results):
+        print("kmemsim: a variant ended in a deadlock (report above)", file=sys.stderr)
+        return EXIT_DEADLOCK
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    """Register `kmemsim scenario` on the CLI's subparsers."""
+    s = sub.add_parser(
+        "scenario", help="run a shipped deadlock / emergency-path scenario",
+        description="Run a scenario from experiments/configs/scenarios/ (or a scenario file): "
+        "every variant into its own run folder, then timeline.png with event markers, "
+        "narrative.md (what happened, when, with the numbers) and scenario.json. Exit status "
+        "3 when a variant ended in a deadlock (its report is in the narrative).")
+    s.add_argument("name", nargs="?", help="scenario name (see --list) or a scenario file")
+    s.add_argument("--list", action="store_true", help="list the scenarios and their variants")
+    s.add_argument("--variant", action="append", metavar="NAME",
+                   help="run only this variant (repeatable)")
+    s.add_argument("--out", metavar="DIR", help="output folder (default results/scenarios/NAME)")
+    s.add_argument("--seed", type=int, help="override the seed")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd)
