@@ -20,6 +20,11 @@ def _load(target: str) -> type[Policy]:
     return getattr(importlib.import_module(module), attr)
 
 
+def builtin(name: str) -> type[Policy]:
+    """A built-in policy class by registry name; ModuleNotFoundError if it is not installed."""
+    return _load(BUILTIN[name])
+
+
 def available() -> dict[str, type[Policy]]:
     """All policies that can be loaded, by registry name."""
     out: dict[str, type[Policy]] = {}

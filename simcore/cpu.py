@@ -210,6 +210,15 @@ class Thread:
         if not self._batched and ns:
             self._steps.append(ns)
 
+    def mark(self) -> tuple[int, int]:
+        """The local clock's state, for `rollback` when a fast path declines after charging."""
+        return self.pending, len(self._steps)
+
+    def rollback(self, mark: tuple[int, int]) -> None:
+        """Undo the charges made since `mark` (nothing was synced in between)."""
+        self.pending, n = mark
+        del self._steps[n:]
+
     def _advance(self) -> Gen:
         p = self.pending
         self.cpu.busy_ns += p
