@@ -175,6 +175,8 @@ class Thread:
         self.blocked_on: Any = None
         """What the thread waits for (lock, wait queue, bit, CPU), for the deadlock detector."""
         self.blocked_since = 0
+        self._prio = 2 + len(machine.threads)
+        """Tie-break among events due at the same instant: spawn order (see `_timeout`)."""
         self.wait_timed = False
         """The current wait ends by itself after a timeout (wait_event_timeout)."""
         self.stalled_since: int | None = None
@@ -210,6 +212,16 @@ class Thread:
         if not self._batched and ns:
             self._steps.append(ns)
 
+    def _timeout(self, ns: int) -> simpy.Event:
+        """A timeout ordered, among events due at the same instant, by the thread's spawn order
+        rather than by creation order: batched and unbatched runs create their timeouts at different
+        moments, and equal-time ties must resolve the same way in both."""
+        ev = simpy.Event(self.env)
+        ev._ok = True
+        ev._value = None
+        self.env.schedule(ev, self._prio, ns)
+        return ev
+
     def mark(self) -> tuple[int, int]:
         """The local clock's state, for `rollback` when a fast path declines after charging."""
         return self.pending, len(self._steps)
@@ -223,11 +235,11 @@ class Thread:
         p = self.pending
         self.cpu.busy_ns += p
         if self._batched:
-            yield self.env.timeout(p)
+            yield self._timeout(p)
         else:
             steps, self._steps = self._steps, []
             for ns in steps:
-                yield self.env.timeout(ns)
+                yield self._timeout(ns)
         self.pending = 0
 
     def sync(self) -> Gen:
@@ -237,11 +249,11 @@ class Thread:
         if p:
             self.cpu.busy_ns += p
             if self._batched:
-                yield self.env.timeout(p)
+                yield self._timeout(p)
             else:
                 steps, self._steps = self._steps, []
                 for ns in steps:
-                    yield self.env.timeout(ns)
+                    yield self._timeout(ns)
             self.pending = 0
         cpu = self.cpu
         if not self.irqs_off and cpu.irqs and cpu.irqs[0].at <= self.env.now:
@@ -418,7 +430,7 @@ class Thread:
 
     def sleep(self, ns: int) -> Gen:
         """schedule_timeout: sleep for `ns` of simulated time, giving the CPU up."""
-        yield from self.block(self.env.timeout(max(0, ns)), ("sleep", ns))
+        yield from self.block(self._timeout(max(0, ns)), ("sleep", ns))
 
     def _main(self, body: Callable[[Thread], Gen]) -> Gen:
         yield from self.get_cpu()
