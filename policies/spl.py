@@ -349,6 +349,7 @@ class SplPolicy(Policy):
             skc.waitq.wakers = [task] if task is not None else []
         if bits.peek(KMC_BIT_DEADLOCKED):
             return (yield from self.spl_emergency_alloc(t, skc, flags))
+        yield from t.sync()
         begin = self.machine.env.now
         remaining = yield from skc.waitq.wait_event_timeout(
             t, lambda: not bits.value >> KMC_BIT_GROWING & 1, self.grow_timeout)
