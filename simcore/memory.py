@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from simcore.cpu import Gen, Thread
-from simcore.flags import KM_NOSLEEP, KM_PUSHPAGE
+from simcore.flags import KM_NOFS, KM_NOSLEEP, KM_PUSHPAGE, KM_SLEEP
 from simcore.spinlock import SpinLock
 
 if TYPE_CHECKING:
@@ -173,7 +173,7 @@ class PageAllocator:
                                            thread=t.name)
                 return False
             tries += 1
-            yield from self.direct_reclaim(t, n)
+            yield from self.direct_reclaim(t, n, flags)
         if self.free - n < self.low_pages:
             self.wake_kswapd()
         self.used += n
@@ -200,10 +200,12 @@ class PageAllocator:
         self.stats["free_pages"] += n
 
     def vmalloc(self, t: Thread, nbytes: int, flags: int) -> Gen:
-        """__vmalloc: pages first (may reclaim; like spl_vmalloc the page-table allocation does
-        not honour the flags), then mapping under the global vmap lock. Address or None."""
+        """__vmalloc: pages first, then mapping under the global vmap lock; address or None.
+        Like spl_vmalloc on the kernels of the SPL's reclaim deadlocks, the page-table
+        allocation inside does not honour the caller's flags, so the whole request is made with
+        KM_SLEEP (GFP_KERNEL) semantics: it may reclaim, do I/O and enter the file system."""
         pages = -(-nbytes // self.page_size)
-        ok = yield from self._get_pages(t, pages, flags & ~KM_NOSLEEP)
+        ok = yield from self._get_pages(t, pages, KM_SLEEP)
         if not ok:
             return None
         t.charge("page_alloc", pages)
@@ -227,16 +229,18 @@ class PageAllocator:
         self.stats["vfree"] += 1
 
     # --- reclaim --------------------------------------------------------------------------
-    def direct_reclaim(self, t: Thread, nr_pages: int) -> Gen:
-        """try_to_free_pages: drop clean page cache, call the shrinkers, then run the modelled
-        dependencies (which may block, which is how reclaim deadlocks arise)."""
+    def direct_reclaim(self, t: Thread, nr_pages: int, flags: int = 0) -> Gen:
+        """try_to_free_pages: drop clean page cache, call the shrinkers, then, when that was
+        not enough and the request may do I/O and enter the file system (not KM_PUSHPAGE,
+        which is GFP_NOIO, nor KM_NOFS), run the modelled dependencies (which may block: that
+        is how reclaim deadlocks arise)."""
         self.stats["direct_reclaim"] += 1
         m = self.machine.metrics
         m.event("direct_reclaim", thread=t.name, cpu=t.cpu.id, free=self.free, want=nr_pages)
         self.in_reclaim.add(t)
         want = max(nr_pages, SWAP_CLUSTER_MAX)
         got = yield from self._reclaim(t, want)
-        if got < nr_pages:
+        if got < nr_pages and not flags & (KM_PUSHPAGE | KM_NOFS):
             for _name, fn in self.dependencies:
                 yield from fn(t)
         self.in_reclaim.discard(t)

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import Field
 
 from simcore.cpu import Gen, Thread
-from simcore.flags import KM_NOSLEEP, KM_SLEEP
+from simcore.flags import NAMES
 from simcore.units import Duration
 from workloads.base import Workload, WorkloadParams
 from workloads.lifetimes import Lifetime
@@ -32,7 +32,9 @@ class SteadyParams(WorkloadParams):
     lifetime: Lifetime = Field(default_factory=lambda: Lifetime(dist="exponential", mean=50_000),
                                description="object lifetime distribution")
     think: Duration = Field(default=0, ge=0, description="CPU work between two operations")
-    nosleep: bool = Field(default=False, description="allocate with KM_NOSLEEP")
+    flags: str = Field(default="KM_SLEEP", pattern="^(KM_SLEEP|KM_NOSLEEP|KM_PUSHPAGE|KM_NOFS)$",
+                       description="allocation flags: KM_SLEEP, KM_NOSLEEP, KM_PUSHPAGE (no I/O "
+                       "in reclaim, may dip into reserves) or KM_NOFS")
     start: Duration = Field(default=0, ge=0, description="when the threads start")
     stop: Duration | None = Field(default=None, gt=0, description="when they stop (default: end)")
 
@@ -57,7 +59,7 @@ class Steady(Workload):
         for w in weights:
             run += w / total
             self._cum.append(run)
-        self._flags = KM_NOSLEEP if p.nosleep else KM_SLEEP
+        self._flags = NAMES[p.flags]
         cpus = p.cpus or range(self.machine.ncpus)
         for cpu in cpus:
             for k in range(p.threads_per_cpu):
