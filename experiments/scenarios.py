@@ -194,10 +194,19 @@ def fact_long_wait_share(vr: VariantResult) -> float:
 
 
 def fact_deadlocked_after(vr: VariantResult) -> int | None:
-    """Time from the first growth wait to DEADLOCKED being set, ns."""
-    start = _first(vr, "grow_wait_start") or _first(vr, "grow_start")
-    dl = _first(vr, "deadlocked_set")
-    return None if start is None or dl is None else dl - start
+    """How long the waiter that marked the cache DEADLOCKED had waited for growth, ns."""
+    sets = _detail(vr, "deadlocked_set")
+    return sets[0]["waited"] if sets else None
+
+
+def fact_grow_queue_delay_max(vr: VariantResult) -> int:
+    """Longest time a growth task waited in the taskq queue for a free worker, ns."""
+    return max((d["queued"] for d in _detail(vr, "grow_run")), default=0)
+
+
+def fact_caches_deadlocked(vr: VariantResult) -> list[str]:
+    """Caches that were marked DEADLOCKED at least once."""
+    return sorted({c for c in vr.events.loc[vr.events.kind == "deadlocked_set", "cache"]})
 
 
 def fact_emergency_max(vr: VariantResult) -> int:
@@ -222,6 +231,8 @@ def fact_sleeps_in_atomic(vr: VariantResult) -> int:
 FACTS: dict[str, Callable[[VariantResult], Any]] = {
     "long_wait_share": fact_long_wait_share,
     "deadlocked_after_ns": fact_deadlocked_after,
+    "grow_queue_delay_max_ns": fact_grow_queue_delay_max,
+    "caches_deadlocked": fact_caches_deadlocked,
     "emergency_max": fact_emergency_max,
     "emergency_left": fact_emergency_left,
     "sleeps_in_atomic": fact_sleeps_in_atomic,
@@ -269,6 +280,9 @@ def narrative(sc: Scenario, results: list[VariantResult]) -> str:
 
 # --- plot -----------------------------------------------------------------------------------
 
+MAX_MARKER_LINES = 12
+"""Event kinds with more occurrences than this are drawn as a rug of ticks."""
+
 _MARKER_COLOURS = ["tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:pink",
                    "tab:olive", "tab:cyan"]
 
@@ -290,10 +304,19 @@ def plot(sc: Scenario, results: list[VariantResult], rf: RunFolder) -> None:
                     linewidth=1.4)
         for i, kind in enumerate(sc.markers):
             times = _kind_times(vr, kind)
+            if not times:
+                continue
             colour = _MARKER_COLOURS[i % len(_MARKER_COLOURS)]
-            for j, t in enumerate(times[:50]):
-                ax.axvline(t / 1e6, color=colour, linestyle="--", linewidth=0.9, alpha=0.8,
-                           label=f"{kind} ({len(times)})" if j == 0 else None)
+            label = f"{kind} ({len(times)})"
+            if len(times) > MAX_MARKER_LINES:
+                # many events: a rug of ticks under the axis instead of a wall of lines
+                ax.plot([t / 1e6 for t in times], [-0.04 - 0.035 * i] * len(times), "|",
+                        color=colour, markersize=7, transform=ax.get_xaxis_transform(),
+                        clip_on=False, label=label)
+                continue
+            for j, t in enumerate(times):
+                ax.axvline(t / 1e6, color=colour, linestyle="--", linewidth=1.0, alpha=0.85,
+                           label=label if j == 0 else None)
         title = f"{vr.variant.name}: {vr.variant.summary}" if vr.variant.summary else \
             vr.variant.name
         if vr.result.status != "ok":
@@ -304,8 +327,8 @@ def plot(sc: Scenario, results: list[VariantResult], rf: RunFolder) -> None:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     axes[-1, 0].set_xlabel("simulated time (ms)")
-    fig.suptitle(f"Scenario {sc.name}: {sc.summary}", fontsize=11)
-    fig.tight_layout()
+    fig.suptitle(f"Scenario {sc.name}: {sc.summary}", fontsize=11, fontweight="bold")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()), h_pad=2.0)
     rf.write_figure("timeline.png", fig)
     plt.close(fig)
 

@@ -375,6 +375,9 @@ class SplPolicy(Policy):
         """spl_cache_grow_work (taskq worker): __spl_cache_grow, drop the cache reference,
         clear KMC_BIT_GROWING and wake the waiters if a slab was added. With
         grow_wake_order = wake_then_clear the wake-up comes first (before 2adc6b35)."""
+        task = getattr(w, "task", None)
+        self.machine.metrics.event("grow_run", cache=skc.name, cpu=w.cpu.id, thread=w.name,
+                                   queued=w.now - task.dispatched_at if task else 0)
         error = yield from self.__spl_cache_grow(w, skc, flags)
         skc.ref -= 1
         w.charge("atomic_op")

@@ -79,8 +79,11 @@ def wait_target(t: Thread) -> str:
 
 
 def thread_state(t: Thread, waits_on: str | None = None, since: int | None = None) -> ThreadState:
-    return ThreadState(t.name, t.cpu.id if t.cpu is not None else -1,
-                       "irq" if t.in_irq else "process",
+    task = getattr(t, "task", None)
+    context = "irq" if t.in_irq else "process"
+    if task is not None:
+        context += f", task {getattr(task.func, '__name__', task.func)}"
+    return ThreadState(t.name, t.cpu.id if t.cpu is not None else -1, context,
                        waits_on if waits_on is not None else wait_target(t),
                        t.blocked_since if since is None else since,
                        [lk.name for lk in t.held])
