@@ -180,17 +180,30 @@ def _hist(vr: VariantResult, name: str) -> pd.DataFrame:
 
 
 def fact_long_wait_share(vr: VariantResult) -> float:
-    """Share of total allocation time spent in allocations that took 100 ms or more (from the
-    exact per-wait records of the growth wait, else from the latency histogram's buckets)."""
-    waits = _detail(vr, "grow_wait")
-    lat = _hist(vr, "latency.alloc")
-    total = float(((lat.lo_ns + lat.hi_ns) / 2 * lat["count"]).sum())
-    if waits:
-        long = sum(w["ns"] for w in waits if w["ns"] >= 100_000_000)
-    else:
-        big = lat[lat.lo_ns >= 100_000_000]
-        long = float(((big.lo_ns + big.hi_ns) / 2 * big["count"]).sum())
-    return round(long / total, 4) if total else 0.0
+    """Share of the time of completed allocations spent in growth waits of 100 ms or more."""
+    counters = vr.result.summary.get("counters", {})
+    total = vr.result.summary["latency"]["latency.alloc"]["total"]
+    return round(counters.get("spl.alloc_long_wait_ns", 0) / total, 4) if total else 0.0
+
+
+def fact_grow_waits(vr: VariantResult) -> int:
+    """Growth waits (wait_event_timeout calls in spl_cache_grow)."""
+    return int(vr.result.summary["latency"].get("spl.grow_wait", {}).get("count", 0))
+
+
+def fact_grow_wait_p50(vr: VariantResult) -> float:
+    """Median growth wait, ns (upper bound of its log2 bucket)."""
+    return vr.result.summary["latency"].get("spl.grow_wait", {}).get("p50", 0.0)
+
+
+def fact_grow_wait_max(vr: VariantResult) -> int:
+    """Longest growth wait, ns."""
+    return int(vr.result.summary["latency"].get("spl.grow_wait", {}).get("max", 0))
+
+
+def fact_alloc_p99(vr: VariantResult) -> float:
+    """99th percentile allocation latency, ns (upper bound of its log2 bucket)."""
+    return vr.result.summary["latency"]["latency.alloc"]["p99"]
 
 
 def fact_deadlocked_after(vr: VariantResult) -> int | None:
@@ -230,6 +243,10 @@ def fact_sleeps_in_atomic(vr: VariantResult) -> int:
 
 FACTS: dict[str, Callable[[VariantResult], Any]] = {
     "long_wait_share": fact_long_wait_share,
+    "grow_waits": fact_grow_waits,
+    "grow_wait_p50_ns": fact_grow_wait_p50,
+    "grow_wait_max_ns": fact_grow_wait_max,
+    "alloc_p99_ns": fact_alloc_p99,
     "deadlocked_after_ns": fact_deadlocked_after,
     "grow_queue_delay_max_ns": fact_grow_queue_delay_max,
     "caches_deadlocked": fact_caches_deadlocked,

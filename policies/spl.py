@@ -237,6 +237,10 @@ class SplPolicy(Policy):
         if obj is not None:
             self._ctor(t, skc)
         hist.record(t.now - start)
+        long_wait = getattr(t, "spl_long_wait", 0)
+        if long_wait:
+            self.machine.metrics.count("spl.alloc_long_wait_ns", long_wait)
+            t.spl_long_wait = 0
         return obj
 
     def alloc_fast(self, t: Thread, skc: SplCache, flags: int) -> int | None:
@@ -359,6 +363,7 @@ class SplPolicy(Policy):
         mt.count("spl.grow_wait_ns", waited)
         if waited >= 100_000_000:
             mt.count("spl.grow_wait_long_ns", waited)
+            t.spl_long_wait = getattr(t, "spl_long_wait", 0) + waited
         if not remaining:
             yield from skc.lock.lock(t)
             if bits.peek(KMC_BIT_GROWING) and not bits.peek(KMC_BIT_NOEMERGENCY):

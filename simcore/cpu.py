@@ -398,6 +398,17 @@ class Thread:
             cpu.current = None
             cpu.dispatch_next()
 
+    def wakeup_preempt(self) -> Gen:
+        """CFS wake-up preemption: a sleeper just woken on this CPU runs before the waker goes
+        on (unless the waker cannot be preempted: IRQs off, a spinlock held, or in an
+        interrupt handler)."""
+        if self.irqs_off or self.preempt_count or self.in_irq:
+            return
+        yield from self.sync()
+        yield self._timeout(0)  # the woken threads reach this CPU's run queue first
+        if self.cpu.runq:
+            yield from self._preempt()
+
     def _preempt(self) -> Gen:
         self.machine.metrics.count("sched.preempt")
         ev = self.env.event()

@@ -51,6 +51,24 @@ class WaitQueue:
         if entry in self.waiters:
             self.waiters.remove(entry)
 
+    def _wake_and_recheck(self, t: Thread, timeout: int | None) -> Gen:
+        """Sleep, then get back to the point where the condition is re-checked. Going to sleep
+        takes a context switch: a wake-up that arrives before the switch is complete finds the
+        thread still on its way out, and it re-checks at once (then pays the switch); a thread
+        that really slept is switched back in first and re-checks after that. This is the
+        window in which a waker that wakes before it changes the condition (zfs#9989) is
+        missed. A timeout is noticed at the instant it fires (the switch is charged after).
+        """
+        slept = self.env.now
+        yield from self._sleep(t, timeout)
+        now = self.env.now
+        timed_out = timeout is not None and now - slept >= timeout
+        if not timed_out and now - slept >= t.machine.costs.values["context_switch"]:
+            t.charge("context_switch")
+            yield from t.sync()
+        else:
+            t.charge("context_switch")
+
     def wait_event_timeout(self, t: Thread, cond: Callable[[], bool], timeout: int) -> Gen:
         """Sleep until `cond()` holds or `timeout` ns pass. Returns 0 if the condition is still
         false when the time is up, else the time left (at least 1), as the kernel does."""
@@ -59,10 +77,9 @@ class WaitQueue:
             return max(timeout, 1)
         deadline = self.env.now + timeout
         while True:
-            yield from self._sleep(t, deadline - self.env.now)
+            yield from self._wake_and_recheck(t, deadline - self.env.now)
             ok = cond()
             now = self.env.now
-            t.charge("context_switch")
             if ok:
                 return max(deadline - now, 1)
             if now >= deadline:
@@ -72,19 +89,24 @@ class WaitQueue:
         """Sleep until `cond()` holds (no timeout)."""
         yield from t.sync()
         while not cond():
-            yield from self._sleep(t, None)
-            t.charge("context_switch")
+            yield from self._wake_and_recheck(t, None)
 
     def wake_up_all(self, t: Thread | None) -> Gen:
-        """Make every sleeping waiter runnable; each re-checks its own condition."""
+        """Make every sleeping waiter runnable; each re-checks its own condition. A woken
+        thread that can only run on the waker's CPU preempts the waker (see
+        `Thread.wakeup_preempt`)."""
         if t is not None:
             yield from t.sync()
         waiters, self.waiters = self.waiters, []
-        for _wt, ev in waiters:
+        preempt = False
+        for wt, ev in waiters:
             if not ev.triggered:
                 ev.succeed()
             if t is not None:
                 t.charge("wake_up")
+                preempt = preempt or wt.affinity == [t.cpu.id]
+        if preempt:
+            yield from t.wakeup_preempt()
 
 
 class BitFlags:

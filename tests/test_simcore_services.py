@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from importlib.metadata import EntryPoint
 
-from simcore import CostTable, Machine, MachineConfig, MemoryConfig, PeriodicWork, Taskq
+from simcore import CostTable, Machine, MachineConfig, MemoryConfig, PeriodicWork, Taskq, WaitQueue
 from simcore.flags import KM_NOSLEEP, KM_SLEEP
 from simcore.memory import FailWindow
 from simcore.metrics import SamplingConfig, Timeline
@@ -152,3 +152,71 @@ def test_third_party_policy_from_entry_point(monkeypatch):
     monkeypatch.setattr(reg, "entry_points",
                         lambda group: [ep] if group == "kmemsim.policies" else [])
     assert reg.get("toy").name == "global_lock"
+
+
+def _recheck_time(wake_after: int) -> tuple[list[int], int]:
+    """A waiter on CPU0 goes to sleep at t=0; a waker on CPU1 wakes it at `wake_after` and makes
+    the condition true 100 ns later. Returns the times the waiter checked the condition and
+    when it returned (context_switch 2000 ns, wake_up 0)."""
+    m = Machine(MachineConfig(nodes=1, cpus_per_node=2), costs=CostTable.build({"wake_up": 0}))
+    wq = WaitQueue(m, "wq")
+    flag = [False]
+    checks: list[int] = []
+    done: list[int] = []
+
+    def cond():
+        checks.append(m.env.now)
+        return flag[0]
+
+    def waiter(t):
+        yield from wq.wait_event_timeout(t, cond, 10_000_000)
+        done.append(t.env.now)
+
+    def waker(t):
+        t.charge_ns(wake_after)
+        yield from wq.wake_up_all(t)
+        t.charge_ns(100)
+        yield from t.sync()
+        flag[0] = True
+
+    m.spawn("w", waiter, cpu=0)
+    m.spawn("k", waker, cpu=1)
+    m.run(20_000_000)
+    return checks, done[0]
+
+
+def test_wakeup_inside_the_switch_window_is_rechecked_at_once_and_missed():
+    # woken 500 ns after going to sleep (the 2000 ns switch out is not complete): the waiter
+    # re-checks at 500, before the condition changes at 600, and sleeps out the timeout
+    checks, done = _recheck_time(500)
+    assert checks[:2] == [0, 500]
+    assert done == 10_000_000
+
+
+def test_wakeup_after_a_real_sleep_is_rechecked_after_the_switch_back_in():
+    # woken at 5000: switched back in first (2000 ns), re-checks at 7000 and sees the change
+    checks, done = _recheck_time(5000)
+    assert checks == [0, 7000]
+    assert done == 7000
+
+
+def test_woken_thread_pinned_to_the_wakers_cpu_preempts_the_waker():
+    m = Machine(MachineConfig(nodes=1, cpus_per_node=1),
+                costs=CostTable.build({"wake_up": 0, "context_switch": 0}))
+    wq = WaitQueue(m, "wq")
+    order: list[str] = []
+
+    def waiter(t):
+        yield from wq.wait_event(t, lambda: bool(order))
+        order.append("waiter runs")
+
+    def waker(t):
+        t.charge_ns(1000)
+        order.append("wake")
+        yield from wq.wake_up_all(t)
+        order.append("waker continues")
+
+    m.spawn("w", waiter, cpu=0)
+    m.spawn("k", waker, cpu=0)
+    m.run(1_000_000)
+    assert order == ["wake", "waiter runs", "waker continues"]

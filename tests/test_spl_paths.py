@@ -322,8 +322,9 @@ def test_noemergency_cache_keeps_waiting():
 
 
 def _grow_wait(wake_order: str) -> int:
-    # two CPUs: the woken waiter runs at once on its own CPU while the worker goes on
-    m, p, c = _setup(cpus=2, grow_wake_order=wake_order)
+    # one CPU: the growth worker runs where the waiter sleeps, and waking the waiter preempts
+    # the worker (wake-up preemption) before its next statement
+    m, p, c = _setup(cpus=1, grow_wake_order=wake_order)
 
     def body(t):
         yield from p.alloc(t, c, KM_SLEEP)
@@ -338,8 +339,8 @@ def test_fixed_wake_order_wakes_the_waiter_when_the_slab_is_linked():
 
 
 def test_pre_2020_wake_order_sleeps_the_full_timeout():
-    # zfs#9989: the wake-up comes while GROWING is still set; the waiter re-checks, sleeps on
-    # and only notices at the HZ/10 deadline
+    # zfs#9989: the wake-up comes while GROWING is still set; the woken waiter preempts the
+    # worker, re-checks, sleeps on and only notices at the HZ/10 deadline
     assert _grow_wait("wake_then_clear") == 100 * MS
 
 
