@@ -241,7 +241,14 @@ def fact_sleeps_in_atomic(vr: VariantResult) -> int:
     return int(vr.result.summary.get("counters", {}).get("sched.sleep_in_atomic", 0))
 
 
+def fact_age_skipped(vr: VariantResult) -> int:
+    """spl-0.7 aging: magazine age-outs skipped because skc_lock was contended."""
+    return sum(int(c.get("age_skipped", 0) or 0)
+               for c in vr.result.summary.get("caches", {}).values())
+
+
 FACTS: dict[str, Callable[[VariantResult], Any]] = {
+    "age_skipped": fact_age_skipped,
     "long_wait_share": fact_long_wait_share,
     "grow_waits": fact_grow_waits,
     "grow_wait_p50_ns": fact_grow_wait_p50,

@@ -37,6 +37,8 @@ Deviations from the seed (each is also noted at the code):
   in the kernel. The simulator's own counts are reported as `slabs_created` / `slabs_freed`.
 - Objects do not really live at addresses inside the vmalloc area's pages; the address is unique
   and in the vmalloc range, and `slab_of` plays the role of the trailing spl_kmem_obj_t.
+- spl-0.7 aging: a magazine's skm_age is refreshed by allocations from it (hits and refills),
+  not by frees, so a CPU that only frees has an old magazine.
 - The spl-0.7 aging IPI (on_each_cpu) is raised on every CPU, runs on the caller's CPU with IRQs
   off, and the caller spins until every CPU has run it, as smp_call_function_many does.
 - A KM_NOSLEEP allocation that misses the magazine returns NULL after refilling it (the seed's
@@ -47,6 +49,8 @@ from __future__ import annotations
 
 import math
 from typing import Any
+
+import simpy
 
 from policies.base import CacheSpec, CacheStats, Gen, InvariantError, Policy, Tunable
 from policies.registry import builtin
@@ -71,7 +75,7 @@ from simcore.waitqueue import BitFlags, WaitQueue
 
 ENOMEM, EAGAIN, EEXIST, ENOENT = 12, 11, 17, 2
 
-SPL_KMEM_CACHE_DELAY = 15
+SPL_KMEM_CACHE_DELAY = 15.0
 """spl-0.7: seconds a magazine may sit unused before the aging timer flushes it (skc_delay)."""
 
 
@@ -121,7 +125,7 @@ class SplPolicy(Policy):
                 choices=("off", "trylock", "spin_lock")),
         Tunable("skc_delay", SPL_KMEM_CACHE_DELAY,
                 "spl-0.7 aging: seconds before an unused magazine is flushed; the timer runs "
-                "every skc_delay/3 s", minimum=0.001),
+                "every skc_delay/3 s", minimum=1e-6),
     )
 
     def __init__(self, machine: Any, tunables: dict[str, Any] | None = None) -> None:
@@ -307,6 +311,8 @@ class SplPolicy(Policy):
                 skc.partial.remove(sks)
                 skc.complete.add(sks)
                 t.charge("list_op")
+        if self._aging != "off":
+            skm.age = t.now
         yield from skc.lock.unlock(t)
         return None
 
@@ -524,8 +530,6 @@ class SplPolicy(Policy):
             do_reclaim = True
         skm.objs.append(obj)
         t.charge("magazine_push")
-        if self._aging != "off":
-            skm.age = t.now
         yield from t.local_irq_restore(irqf)
         if do_reclaim:
             yield from self.spl_slab_reclaim(t, skc)
@@ -558,8 +562,6 @@ class SplPolicy(Policy):
         was_off = t.local_irq_save()
         skm.objs.append(obj)
         t.charge("magazine_push")
-        if self._aging != "off":
-            skm.age = t.now
         t.local_irq_restore_fast(was_off)
         self._h_free_hit.record(t.pending - start)
         return True
@@ -664,6 +666,7 @@ class SplPolicy(Policy):
         CPU has run it, then re-dispatch itself skc_delay/3 later."""
         m = self.machine
         done = [m.env.event() for _ in m.cpus]
+        yield from w.sync()
         for cpu in m.cpus:
             if cpu is not w.cpu:
                 m.raise_irq(cpu.id, self._age_ipi(skc, done[cpu.id]), "spl_magazine_age")
@@ -679,7 +682,13 @@ class SplPolicy(Policy):
             w.blocked_on = ("ipi", "smp_call_function_many")
             w.blocked_since = m.env.now
             start = m.env.now
-            yield m.env.all_of(pending)
+            all_done = m.env.all_of(pending)
+            while True:
+                try:
+                    yield all_done
+                    break
+                except simpy.Interrupt:
+                    yield from w.deliver_irqs()
             w.cpu.busy_ns += m.env.now - start
             w.spinning = None
             w.blocked_on = None

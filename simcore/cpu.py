@@ -107,7 +107,8 @@ class CPU:
                 self._idle_delivering = True
                 self.current = self.idle_thread
                 self.machine.env.process(self._idle_deliver())
-        elif cur.spinning is not None and not cur.irqs_off and not cur._kicked:
+        elif (cur.spinning is not None and not cur.irqs_off and not cur.in_irq
+              and not cur._kicked):
             cur._kicked = True
             cur.process.interrupt("irq")
         # otherwise the running thread takes it at its next sync or irq-enable point
@@ -256,7 +257,8 @@ class Thread:
                     yield self._timeout(ns)
             self.pending = 0
         cpu = self.cpu
-        if not self.irqs_off and cpu.irqs and cpu.irqs[0].at <= self.env.now:
+        if (not self.irqs_off and not self.in_irq and cpu.irqs
+                and cpu.irqs[0].at <= self.env.now):
             yield from self.deliver_irqs()
         if (cpu.runq and not self.preempt_count and not self.irqs_off and not self.in_irq
                 and self.env.now - self.slice_start >= self.machine.sched_slice):
@@ -278,7 +280,10 @@ class Thread:
             yield from self.sync()
 
     def deliver_irqs(self) -> Gen:
-        """Run every interrupt that has arrived on this CPU, in this thread's context."""
+        """Run every interrupt that has arrived on this CPU, in this thread's context.
+        Interrupts do not nest: a handler that enables IRQs (the SPL's refill does, on a
+        KM_NOSLEEP allocation from interrupt context) takes no further interrupt until it
+        returns."""
         cpu = self.cpu
         m = self.machine
         while True:

@@ -104,6 +104,9 @@ class PageAllocator:
                       "kswapd_wake": 0}
         self._kswapd_wake: Any = None
         self._kswapd = machine.spawn("kswapd0", self._kswapd_loop)
+        self._vfree_deferred: list[int] = []
+        self._vfree_wake: Any = None
+        self._vfree_thread = machine.spawn("vfree_deferred", self._vfree_loop)
 
     # --- accounting -----------------------------------------------------------------------
     @property
@@ -219,7 +222,15 @@ class PageAllocator:
         return addr
 
     def vfree(self, t: Thread, addr: int) -> Gen:
-        """vfree: unmap under the vmap lock, then free the pages."""
+        """vfree: unmap under the vmap lock, then free the pages. In interrupt context the
+        kernel never takes the vmap lock: the area goes on a list that a kernel thread frees
+        later (vfree_deferred)."""
+        if t.in_irq:
+            self._vfree_deferred.append(addr)
+            t.charge("atomic_op")
+            if self._vfree_wake is not None and not self._vfree_wake.triggered:
+                self._vfree_wake.succeed()
+            return
         area = self.vm_areas.pop(addr)
         yield from self.vmap_lock.lock(t)
         t.charge("vfree_per_page", area.pages)
@@ -265,6 +276,16 @@ class PageAllocator:
         if self._kswapd_wake is not None and not self._kswapd_wake.triggered:
             self.stats["kswapd_wake"] += 1
             self._kswapd_wake.succeed()
+
+    def _vfree_loop(self, t: Thread) -> Gen:
+        """Free the vmalloc areas released from interrupt context (free_work)."""
+        while True:
+            if not self._vfree_deferred:
+                self._vfree_wake = self.env.event()
+                yield from t.block(self._vfree_wake, ("kswapd_idle",))
+                continue
+            addr = self._vfree_deferred.pop(0)
+            yield from self.vfree(t, addr)
 
     def _kswapd_loop(self, t: Thread) -> Gen:
         while True:

@@ -153,9 +153,13 @@ class SpinLock:
 
     def unlock(self, t: Thread) -> Gen:
         """spin_unlock: release at the thread's local time and hand the lock to the first
-        spinning waiter at that time."""
+        spinning waiter at that time. A lock held with IRQs on is released only after the
+        holder has synchronised with the other CPUs, so that an interrupt that arrived during
+        the critical section (an IPI from another CPU included) is taken first, still holding
+        the lock, as the hardware would have taken it."""
+        if not t.irqs_off and not t.in_irq:
+            yield from t.sync()
         self._release(t)
-        yield from ()
 
     def _release(self, t: Thread) -> None:
         # The release needs no sync: it takes effect at the holder's local time. An acquirer
