@@ -247,7 +247,41 @@ def fact_age_skipped(vr: VariantResult) -> int:
                for c in vr.result.summary.get("caches", {}).values())
 
 
+def _skc_locks(vr: VariantResult) -> list[dict[str, Any]]:
+    return [v for k, v in vr.result.summary.get("locks", {}).items() if k.endswith("skc_lock")]
+
+
+def fact_skc_lock_contentions(vr: VariantResult) -> int:
+    """Contended acquisitions of skc_lock (lock_stat contentions), all caches."""
+    return sum(int(v["contentions"]) for v in _skc_locks(vr))
+
+
+def fact_skc_lock_wait_ns(vr: VariantResult) -> int:
+    """Total time spent spinning for skc_lock, ns (lock_stat waittime-total)."""
+    return sum(int(v["waittime_total_ns"]) for v in _skc_locks(vr))
+
+
+def fact_alloc_mean_ns(vr: VariantResult) -> float:
+    """Mean allocation latency, ns."""
+    return vr.result.summary["latency"]["latency.alloc"]["mean"]
+
+
+def fact_allocs(vr: VariantResult) -> int:
+    """Allocations completed."""
+    return int(vr.result.summary["ops"]["allocs"])
+
+
+def fact_nosleep_failures(vr: VariantResult) -> int:
+    """Allocations that returned NULL."""
+    return int(vr.result.summary["ops"]["alloc_failures"])
+
+
 FACTS: dict[str, Callable[[VariantResult], Any]] = {
+    "skc_lock_contentions": fact_skc_lock_contentions,
+    "skc_lock_wait_ns": fact_skc_lock_wait_ns,
+    "alloc_mean_ns": fact_alloc_mean_ns,
+    "allocs": fact_allocs,
+    "alloc_failures": fact_nosleep_failures,
     "age_skipped": fact_age_skipped,
     "long_wait_share": fact_long_wait_share,
     "grow_waits": fact_grow_waits,
