@@ -1,0 +1,606 @@
+"""`solaris`: the illumos / OpenSolaris kmem object cache (Bonwick & Adams' magazines and vmem
+paper as implemented in usr/src/uts/common/os/kmem.c, seeds/002): per-CPU loaded and previous
+magazines, the depot of full and empty magazines with its working set, contention-driven
+magazine resizing on the 15-second kmem_update, kmem_reap() under memory pressure, the slab
+layer with its binned partial-slab tree, and the slab consolidator with client move callbacks.
+
+This module holds the CPU layer and the depot (kmem_cache_alloc, kmem_cache_free,
+kmem_cpu_reload, kmem_depot_alloc, kmem_depot_free), cache creation and the Policy hooks. The
+slab layer is in `solaris_slablayer`, maintenance (working set, purge, resize, update, reap) in
+`solaris_maint`, the consolidator in `solaris_consolidator`, the data structures in
+`solaris_magazine` / `solaris_slab` / `solaris_cache`, and kstat / ::kmastat in
+`solaris_report`. The kmem_magazine_<N> caches are real caches of this policy (arena
+kmem_msb): magazines are allocated from them, KM_NOSLEEP, on the free path only.
+
+Locks: each CPU cache has its own cc_lock (SpinLock class "kmem_cpu_cache"), each cache a
+depot lock ("kmem_depot") and a slab-layer lock ("kmem_cache"); the global list of caches is
+the kmem_cache_lock mutex. Lock order cache_lock -> cc_lock -> depot lock, as in the kernel.
+IRQs are never disabled: illumos kmem locks are adaptive mutexes, and interrupt threads may
+block on them.
+
+The per-CPU fast path. A cc_lock is only ever taken by its own CPU's allocations and frees and,
+rarely, by kmem_taskq (purge, enable) and the move thread (magazine hunt). When the lock is
+free, has no spinning waiter and was released no later than this thread's local time, no
+other thread can hold or want it at any instant this thread's local run covers, so taking it
+is charged locally ("lock_acquire", or a cache-line transfer when another CPU held it last)
+and the lock's lock_stat acquisitions / hold time are updated without a SimPy event; the
+magazine hit then completes without an event (`alloc_fast` / `free_fast` are that case as
+plain calls). A path that must wait for the depot keeps the lock genuinely held (owner set),
+so purge or the hunt spin on it as they would on the real mutex. Otherwise the lock is taken
+with `SpinLock.lock`. Release uses the lock's plain release (it hands the lock to a waiter at
+this thread's local time).
+
+Deviations from the seed (each is also noted at the code):
+- Adaptive mutexes are modelled as spinlocks: a waiter spins, it never blocks.
+- The cc_lock fast path above replicates SpinLock's acquire bookkeeping and calls its plain
+  `_release` (simcore has no public event-free lock/unlock for a thread that cannot wait).
+- Interrupt threads: simcore runs an interrupt handler in the interrupted thread's context. A
+  handler that allocates from a cache whose cc_lock the interrupted thread holds (possible only
+  while that thread waits for the depot lock) is reported by simcore as a self-deadlock,
+  where illumos would let the interrupt thread block and the pinned thread finish.
+- Constructors never fail (cache_alloc_fail counts only slab-creation failures); debug
+  features (kmem_flags, buftags, audit, firewall, KMF_LITE) are not modelled (kmem_flags = 0).
+- kmem_alloc/kmem_free size classes and kmem_alloc_tryhard are not modelled: workloads use
+  kmem_cache_alloc on the caches they create.
+- Histograms (alloc.hit / alloc.refill / alloc.grow, free.hit / free.flush) are recorded for
+  the experiment's caches only, not for the internal kmem_magazine_<N> caches. alloc.hit is a
+  loaded/previous-magazine hit, alloc.refill a hit after a full-magazine exchange with the
+  depot, alloc.grow a slab-layer allocation (with or without a new slab); free.hit is a
+  loaded/previous-magazine push, free.flush any free that needed the depot or the slab layer.
+- See also the module docstrings of solaris_slab, solaris_slablayer, solaris_maint and
+  solaris_consolidator for the deviations of those layers.
+
+Policy.reap(t, cache) is kmem_cache_reap_now (two ws_updates, then a ws_reap on kmem_taskq
+that the caller waits for: every depot magazine is freed, CPU magazines are kept, no reclaim
+callback, no defrag). Memory pressure reaches kmem_reap() through a shrinker registered as
+"kmem_reap" (direct reclaim and kswapd call it; it starts an asynchronous reap and reports 0
+pages freed) and through every failed slab allocation; workloads may also call
+`policy.kmem_reap(t)`. Move callbacks are set with `kmem_cache_set_move(cache, callback)` or
+`CacheSpec.move`; reclaim callbacks with `kmem_cache_set_reclaim(cache, gen_fn)`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from policies.base import CacheSpec, CacheStats, Gen, InvariantError, Policy, Tunable
+from policies.solaris_cache import KmemCache
+from policies.solaris_consolidator import KmemConsolidator
+from policies.solaris_magazine import (
+    KMEM_MAGTYPE_TABLE,
+    KmemCpuCache,
+    KmemMaglist,
+    KmemMagtype,
+    Magazine,
+    initial_magtype_index,
+    kmem_cpu_reload,
+)
+from policies.solaris_maint import KmemMaintenance
+from policies.solaris_report import (
+    format_kmastat,
+    format_kmem_slabs,
+    format_kstat_p,
+    kmem_cache_kstat,
+)
+from policies.solaris_slab import (
+    KMEM_ALIGN,
+    KMEM_BUFCTL_SIZE,
+    KMEM_SLAB_SIZE,
+    KmemHash,
+    PartialSlabTree,
+    kmem_slab_geometry,
+)
+from policies.solaris_slablayer import KmemSlabLayer
+from simcore.cpu import Thread
+from simcore.flags import KM_NOSLEEP
+from simcore.machine import Machine
+from simcore.mutex import Mutex
+from simcore.spinlock import SpinLock
+from simcore.taskq import Taskq
+from simcore.waitqueue import WaitQueue
+
+KMEM_CPU_CACHE_SIZE = 64
+"""Bytes of one padded kmem_cpu_cache_t."""
+
+
+def _cc_lock_local(t: Thread, lock: SpinLock) -> None:
+    """mutex_enter(&ccp->cc_lock) charged to the local clock; the caller checked that the lock
+    is free, unwanted and released no later than t.now (see the module docstring)."""
+    st = lock.stat
+    st.acquisitions += 1
+    cpu = t.cpu
+    acquired = t.now
+    if lock.last_cpu != cpu.id and lock.last_cpu >= 0:
+        st.acq_bounces += 1
+        t.charge("cacheline_remote_node" if lock.last_node != cpu.node else "cacheline_transfer")
+    else:
+        t.charge("lock_acquire")
+    lock.last_cpu = cpu.id
+    lock.last_node = cpu.node
+    lock.owner = t
+    lock.owner_in_irq = bool(t.in_irq)
+    lock.acquired_at = acquired
+    t.preempt_count += 1
+    t.held.append(lock)
+
+
+def _cc_free_now(t: Thread, lock: SpinLock) -> bool:
+    return lock.owner is None and not lock.waiters and lock.free_at <= t.now
+
+
+class SolarisPolicy(KmemSlabLayer, KmemMaintenance, KmemConsolidator, Policy):
+    """illumos kmem: magazines, depot, resizing, reaping, slab consolidator."""
+
+    name = "solaris"
+    summary = ("illumos kmem: loaded/previous per-CPU magazines, depot with working set, "
+               "magazine resizing, kmem_reap, slab consolidator")
+    tunables = (
+        Tunable("kmem_reap_interval", 0, "ticks between kmem_update passes and the kmem_reap "
+                "cool-down (kmem_update_timeout, kmem_reap_done); 0 means 15 * hz", minimum=0),
+        Tunable("kmem_depot_contention", 3, "failed depot try-locks per update interval above "
+                "which kmem_cache_update queues a magazine resize", minimum=0),
+        Tunable("kmem_frag_minslabs", 101, "slabs a cache needs before "
+                "kmem_cache_is_fragmented can say yes", minimum=0),
+        Tunable("kmem_frag_numer", 1, "fragmentation threshold numerator (free/total)",
+                minimum=0),
+        Tunable("kmem_frag_denom", 8, "fragmentation threshold denominator", minimum=1),
+        Tunable("kmem_reclaim_max_slabs", 1, "candidate slabs kmem_cache_scan moves buffers "
+                "from per interval", minimum=0),
+        Tunable("kmem_reclaim_scan_range", 12, "slabs kmem_cache_scan examines from the back "
+                "of the partial tree, and scans per threshold adjustment", minimum=0),
+        Tunable("kmem_move_noreap", False, "kmem_cache_reap skips the desperate defrag"),
+        Tunable("kmem_move_blocked", False, "kmem_move_buffers does nothing"),
+        Tunable("kmem_move_fulltilt", False, "every scan is desperate, no slab-count check"),
+        Tunable("kmem_move_any_partial", False, "any partial slab not NOMOVE is a candidate"),
+    )
+
+    def __init__(self, machine: Machine, tunables: dict[str, Any] | None = None) -> None:
+        super().__init__(machine, tunables)
+        m = machine
+        self.reap_interval = m.jiffies(self.tun["kmem_reap_interval"] or 15 * m.hz)
+        """kmem_reap_interval in ns."""
+        self.kmem_caches: list[KmemCache] = []
+        """kmem_caches: every cache, magazine caches first, in creation order."""
+        self.kmem_cache_lock = Mutex(m, "kmem_cache_lock")
+        self.kmem_taskq = Taskq(m, "kmem_taskq", 1)
+        """Single-threaded maintenance queue (rescale, resize, scan, reap, update timeout)."""
+        self.kmem_move_taskq = Taskq(m, "kmem_move_taskq", 1)
+        """Single-threaded queue of every move callback of every cache."""
+        self.kmem_reaping = False
+        """kmem_reaping: a kmem_reap pass is running or cooling down."""
+        self.kmem_updates = 0
+        self.kmem_reap_passes = 0
+        self.kmem_move_stats: Counter[str] = Counter()
+        """The KMEM_STATS kms_* counters (reference 7.2)."""
+        self.vmem_wq = WaitQueue(m, "kmem_vmem")
+        self.vmem_frees = 0
+        self.vmem_waits = 0
+        self.vmem_fail: Counter[str] = Counter()
+        metrics = m.metrics
+        self._h = {k: metrics.hist(k) for k in ("alloc.hit", "alloc.refill", "alloc.grow",
+                                                 "free.hit", "free.flush")}
+        self.kmem_magtype = [KmemMagtype(*row) for row in KMEM_MAGTYPE_TABLE]
+        """kmem_magtype[], each row with its kmem_magazine_<N> cache."""
+        for mt in self.kmem_magtype:
+            spec = CacheSpec(f"kmem_magazine_{mt.mt_magsize}", mt.bufsize, mt.mt_align)
+            mt.mt_cache = self._kmem_cache_create(spec, "kmem_msb", frozenset({"KMC_NOHASH"}))
+
+    # --- cache creation -------------------------------------------------------------------
+    def _kmem_cache_create(self, spec: CacheSpec, arena: str,
+                           cflags: frozenset[str]) -> KmemCache:
+        """kmem_cache_create (L3235-3508) for a non-debug kernel that is ready: geometry, the
+        initial magazine type from the chunk size, CPU caches enabled at once (kmem_ready)."""
+        m = self.machine
+        geo = kmem_slab_geometry(spec.size, spec.align, m.memory.page_size, cflags)
+        idx = initial_magtype_index(geo.chunksize)
+        magtype = self.kmem_magtype[idx]
+        nomagazine = "KMC_NOMAGAZINE" in cflags
+        cpus = [KmemCpuCache(SpinLock(m, "kmem_cpu_cache")) for _ in m.cpus]
+        for ccp in cpus:
+            ccp.cc_magsize = 0 if nomagazine else magtype.mt_magsize
+        cp = KmemCache(
+            name=spec.name, spec=spec, arena=arena, cflags=cflags, geo=geo,
+            align=spec.align or KMEM_ALIGN, cache_lock=SpinLock(m, "kmem_cache"),
+            cache_depot_lock=SpinLock(m, "kmem_depot"), cache_cpu=cpus, cache_magtype=magtype,
+            magtype_index=idx, nomagazine=nomagazine,
+            partial=PartialSlabTree(geo.binshift, geo.maxchunks),
+            hash=KmemHash(geo.chunksize) if geo.hashed else None,
+            cache_full=KmemMaglist(), cache_empty=KmemMaglist(), cache_color=geo.mincolor)
+        self.kmem_caches.append(cp)
+        return cp
+
+    def create_cache(self, spec: CacheSpec) -> KmemCache:
+        """kmem_cache_create for an experiment's cache (arena kmem_default); a `spec.move`
+        callback is installed with kmem_cache_set_move."""
+        cp = self._kmem_cache_create(spec, "kmem_default", frozenset(spec.flags))
+        cp.record = True
+        if spec.move is not None:
+            self.kmem_cache_set_move(cp, spec.move)
+        return cp
+
+    def kmem_cache_set_reclaim(self, cp: KmemCache, reclaim: Any) -> None:
+        """The reclaim argument of kmem_cache_create: `reclaim(t)` is a generator function run
+        on kmem_taskq by kmem_cache_reap (it may free objects with `free`)."""
+        cp.cache_reclaim = reclaim
+
+    def start(self) -> None:
+        """kmem_mp_init: arm the first kmem_update; register kmem_reap as a shrinker."""
+        self._timeout(self.kmem_update, self.reap_interval, "callout/kmem_update")
+        self.machine.memory.register_shrinker("kmem_reap", self._shrink_count,
+                                              self._shrink_scan)
+
+    def _shrink_count(self) -> int:
+        return sum(cp.cache_full.ml_total * cp.cache_magtype.mt_magsize
+                   for cp in self.kmem_caches)
+
+    def _shrink_scan(self, t: Thread, _nr: int) -> Gen:
+        """Pageout's call into kmem: start a (throttled, asynchronous) kmem_reap."""
+        yield from self.kmem_reap(t)
+        return 0
+
+    # --- the CPU layer ------------------------------------------------------------------------
+    def _cc_enter(self, t: Thread, lock: SpinLock) -> Gen:
+        """mutex_enter(&ccp->cc_lock): local when nobody else can hold it, else the lock."""
+        if _cc_free_now(t, lock):
+            _cc_lock_local(t, lock)
+            return
+        yield from lock.lock(t)
+
+    def _alloc_hit(self, t: Thread, cp: KmemCache) -> int | None:
+        """kmem_cache_alloc's A1/A2 with cc_lock free: pop the loaded magazine, first swapping
+        in a full previous one (kmem_cpu_reload). No event; None (nothing charged) when the
+        CPU has no round or the lock is not free."""
+        ccp = cp.cache_cpu[t.cpu.id]
+        if ccp.cc_rounds <= 0 and ccp.cc_prounds <= 0:
+            return None
+        lock = ccp.cc_lock
+        if not _cc_free_now(t, lock):
+            return None
+        start = t.now
+        t.charge("call")
+        _cc_lock_local(t, lock)
+        if ccp.cc_rounds <= 0:
+            kmem_cpu_reload(ccp, ccp.cc_ploaded, ccp.cc_prounds)
+            t.charge("object_move")
+        ccp.cc_rounds -= 1
+        buf = ccp.cc_loaded.mag_round[ccp.cc_rounds]
+        t.charge("magazine_pop")
+        ccp.cc_alloc += 1
+        cp.inuse += 1
+        lock._release(t)
+        if cp.record:
+            self._h["alloc.hit"].record(t.now - start)
+        return buf
+
+    def _free_hit(self, t: Thread, cp: KmemCache, buf: int) -> bool:
+        """kmem_cache_free's F1/F2 with cc_lock free: push onto the loaded magazine, first
+        swapping in an empty previous one. No event; False (nothing charged) otherwise."""
+        ccp = cp.cache_cpu[t.cpu.id]
+        ms = ccp.cc_magsize
+        if not ms or not (0 <= ccp.cc_rounds < ms or ccp.cc_prounds == 0):
+            return False
+        lock = ccp.cc_lock
+        if not _cc_free_now(t, lock):
+            return False
+        start = t.now
+        t.charge("call")
+        _cc_lock_local(t, lock)
+        if not 0 <= ccp.cc_rounds < ms:
+            kmem_cpu_reload(ccp, ccp.cc_ploaded, 0)
+            t.charge("object_move")
+        ccp.cc_loaded.mag_round[ccp.cc_rounds] = buf
+        ccp.cc_rounds += 1
+        t.charge("magazine_push")
+        ccp.cc_free += 1
+        cp.inuse -= 1
+        lock._release(t)
+        if cp.record:
+            self._h["free.hit"].record(t.now - start)
+        return True
+
+    def kmem_depot_alloc(self, t: Thread, cp: KmemCache, mlp: KmemMaglist) -> Gen:
+        """kmem_depot_alloc (L2084): try the depot lock, and only if that fails take it and
+        count cache_depot_contention; pop the list's head magazine (LIFO), lowering ml_min and
+        counting ml_alloc. A full magazine's rounds are in transit until installed or
+        destroyed. Returns the magazine or None."""
+        lock = cp.cache_depot_lock
+        ok = yield from lock.trylock(t)
+        if not ok:
+            yield from lock.lock(t)
+            cp.cache_depot_contention += 1
+        mp = None
+        if mlp.ml_list:
+            mp = mlp.ml_list.pop()
+            mlp.ml_total -= 1
+            if mlp.ml_total < mlp.ml_min:
+                mlp.ml_min = mlp.ml_total
+            mlp.ml_alloc += 1
+            t.charge("list_op")
+            if mlp is cp.cache_full:
+                cp.in_transit += cp.cache_magtype.mt_magsize
+        yield from lock.unlock(t)
+        return mp
+
+    def kmem_depot_free(self, t: Thread, cp: KmemCache, mlp: KmemMaglist, mp: Magazine) -> Gen:
+        """kmem_depot_free (L2116): push a magazine on a depot list under the depot lock (a
+        plain mutex_enter: never counted as contention)."""
+        lock = cp.cache_depot_lock
+        yield from lock.lock(t)
+        mlp.ml_list.append(mp)
+        mlp.ml_total += 1
+        t.charge("list_op")
+        yield from lock.unlock(t)
+
+    def kmem_cache_alloc(self, t: Thread, cp: KmemCache, kmflag: int) -> Gen:
+        """kmem_cache_alloc (L2178), cc_lock held around the magazine loop: A1 pop the loaded
+        magazine; A2 swap in a full previous one; A3 magazines disabled -> slab layer; A4 take
+        a full magazine from the depot (returning an empty previous one to the empty list) and
+        retry; no full magazine -> slab layer. A slab-layer buffer is constructed. Magazines
+        are never allocated or filled here. Returns the buffer or None (KM_NOSLEEP failure)."""
+        buf = self._alloc_hit(t, cp)
+        if buf is not None:
+            return buf
+        start = t.now
+        ccp = cp.cache_cpu[t.cpu.id]
+        lock = ccp.cc_lock
+        t.charge("call")
+        yield from self._cc_enter(t, lock)
+        refilled = False
+        while True:
+            if ccp.cc_rounds > 0:
+                ccp.cc_rounds -= 1
+                buf = ccp.cc_loaded.mag_round[ccp.cc_rounds]
+                t.charge("magazine_pop")
+                ccp.cc_alloc += 1
+                cp.inuse += 1
+                lock._release(t)
+                if cp.record:
+                    self._h["alloc.refill" if refilled else "alloc.hit"].record(t.now - start)
+                return buf
+            if ccp.cc_prounds > 0:
+                kmem_cpu_reload(ccp, ccp.cc_ploaded, ccp.cc_prounds)
+                t.charge("object_move")
+                continue
+            if ccp.cc_magsize == 0:
+                break
+            fmp = yield from self.kmem_depot_alloc(t, cp, cp.cache_full)
+            if fmp is None:
+                break
+            if ccp.cc_ploaded is not None:
+                yield from self.kmem_depot_free(t, cp, cp.cache_empty, ccp.cc_ploaded)
+            kmem_cpu_reload(ccp, fmp, ccp.cc_magsize)
+            cp.in_transit -= ccp.cc_magsize
+            t.charge("object_move")
+            refilled = True
+        lock._release(t)
+        buf = yield from self.kmem_slab_alloc(t, cp, kmflag)
+        if buf is None:
+            return None
+        if cp.spec.ctor_cost:
+            t.charge_ns(cp.spec.ctor_cost)
+        if cp.record:
+            self._h["alloc.grow"].record(t.now - start)
+        return buf
+
+    def kmem_cache_free(self, t: Thread, cp: KmemCache, buf: int) -> Gen:
+        """kmem_cache_free (L2315), cc_lock held around the magazine loop: F1 push onto the
+        loaded magazine; F2 swap in an empty previous one; F3 magazines disabled -> slab
+        layer; F4 take an empty magazine from the depot (pushing a full previous one to the
+        full list) and retry; F5 none: drop cc_lock, allocate a magazine KM_NOSLEEP from the
+        current type's cache, re-take cc_lock, discard it if the size changed meanwhile, else
+        push it on the empty list and retry; no magazine -> destruct and free to the slab."""
+        if self._free_hit(t, cp, buf):
+            return
+        start = t.now
+        ccp = cp.cache_cpu[t.cpu.id]
+        lock = ccp.cc_lock
+        t.charge("call")
+        yield from self._cc_enter(t, lock)
+        exchanged = False
+        while True:
+            ms = ccp.cc_magsize
+            if 0 <= ccp.cc_rounds < ms:
+                ccp.cc_loaded.mag_round[ccp.cc_rounds] = buf
+                ccp.cc_rounds += 1
+                t.charge("magazine_push")
+                ccp.cc_free += 1
+                cp.inuse -= 1
+                lock._release(t)
+                if cp.record:
+                    self._h["free.flush" if exchanged else "free.hit"].record(t.now - start)
+                return
+            if ccp.cc_prounds == 0:
+                kmem_cpu_reload(ccp, ccp.cc_ploaded, 0)
+                t.charge("object_move")
+                continue
+            if ms == 0:
+                break
+            exchanged = True
+            emp = yield from self.kmem_depot_alloc(t, cp, cp.cache_empty)
+            if emp is not None:
+                if ccp.cc_ploaded is not None:
+                    yield from self.kmem_depot_free(t, cp, cp.cache_full, ccp.cc_ploaded)
+                kmem_cpu_reload(ccp, emp, 0)
+                t.charge("object_move")
+                continue
+            mtp = cp.cache_magtype
+            lock._release(t)
+            maddr = yield from self.kmem_cache_alloc(t, mtp.mt_cache, KM_NOSLEEP)
+            yield from self._cc_enter(t, lock)
+            if maddr is None:
+                break
+            if ccp.cc_magsize != mtp.mt_magsize:
+                lock._release(t)
+                yield from self.kmem_cache_free(t, mtp.mt_cache, maddr)
+                yield from self._cc_enter(t, lock)
+                continue
+            mp = Magazine(maddr, [0] * mtp.mt_magsize)
+            yield from self.kmem_depot_free(t, cp, cp.cache_empty, mp)
+        lock._release(t)
+        yield from self.kmem_slab_free_constructed(t, cp, buf, False)
+        if cp.record:
+            self._h["free.flush"].record(t.now - start)
+
+    # --- Policy hooks ---------------------------------------------------------------------
+    def alloc(self, t: Thread, cache: KmemCache, flags: int) -> Gen:
+        """kmem_cache_alloc."""
+        return (yield from self.kmem_cache_alloc(t, cache, flags))
+
+    def free(self, t: Thread, cache: KmemCache, obj: int) -> Gen:
+        """kmem_cache_free."""
+        yield from self.kmem_cache_free(t, cache, obj)
+
+    def alloc_fast(self, t: Thread, cache: KmemCache, flags: int) -> int | None:
+        """A loaded/previous-magazine hit as a plain call (see `_alloc_hit`)."""
+        return self._alloc_hit(t, cache)
+
+    def free_fast(self, t: Thread, cache: KmemCache, obj: int) -> bool:
+        """A loaded/previous-magazine push as a plain call (see `_free_hit`)."""
+        return self._free_hit(t, cache, obj)
+
+    def reap(self, t: Thread, cache: KmemCache) -> Gen:
+        """kmem_cache_reap_now (see the module docstring)."""
+        yield from self.kmem_cache_reap_now(t, cache)
+
+    def destroy(self, t: Thread, cache: KmemCache) -> Gen:
+        """kmem_cache_destroy (L3603): unlink the cache, wait for both taskqs, purge; a cache
+        that still has buffers is reported (CE_WARN "not empty", an event) and its slabs are
+        leaked, as in the kernel."""
+        cp = cache
+        yield from self.kmem_cache_lock.lock(t)
+        self.kmem_caches.remove(cp)
+        yield from self.kmem_cache_lock.unlock(t)
+        yield from self._taskq_wait(t, self.kmem_taskq)
+        yield from self._taskq_wait(t, self.kmem_move_taskq)
+        yield from self.kmem_cache_magazine_purge(t, cp)
+        yield from cp.cache_lock.lock(t)
+        if cp.cache_buftotal:
+            self.machine.metrics.event("kmem_cache_destroy_not_empty", cache=cp.name,
+                                       buf_total=cp.cache_buftotal)
+        cp.cache_defrag = None
+        cp.cache_move = None
+        cp.destroyed = True
+        yield from cp.cache_lock.unlock(t)
+        if cp in self.caches:
+            self.caches.remove(cp)
+
+    def stats(self, cache: KmemCache) -> CacheStats:
+        cp = cache
+        ks = kmem_cache_kstat(cp)
+        dfg = cp.cache_defrag
+        dead = list(dfg.kmd_deadlist) if dfg is not None else []
+        slabs = len(cp.complete) + len(cp.partial) + len(dead)
+        meta = len(cp.cache_cpu) * KMEM_CPU_CACHE_SIZE
+        meta += cp.magazines_held() * cp.cache_magtype.mt_cache.chunksize
+        if cp.hash is not None:
+            bufctls = cp.cache_buftotal + sum(sp.chunks for sp in dead)
+            meta += slabs * KMEM_SLAB_SIZE + bufctls * KMEM_BUFCTL_SIZE
+            meta += (cp.hash.mask + 1) * 8
+        return CacheStats(
+            name=cp.name, obj_size=cp.spec.size, objs_inuse=ks["buf_inuse"],
+            objs_cached=ks["buf_constructed"], objs_free=cp.cache_bufslab,
+            slabs=slabs, slabs_partial=len(cp.partial), slabs_empty=len(dead),
+            bytes_slab=slabs * cp.slabsize, bytes_meta=meta,
+            objs_per_slab=cp.geo.chunks(cp.geo.mincolor),
+            pages_per_slab=cp.slabsize // self.machine.memory.page_size,
+            limit=ks["magazine_size"], extra=ks)
+
+    def reports(self) -> dict[str, str]:
+        """kmastat.txt (::kmastat), kmem_slabs.txt (::kmem_slabs) and kstat.txt
+        (`kstat -p -c kmem_cache`), over every cache including the magazine caches."""
+        return {"kmastat.txt": format_kmastat(self.kmem_caches, self.vmem_fail),
+                "kmem_slabs.txt": format_kmem_slabs(self.kmem_caches),
+                "kstat.txt": format_kstat_p(self.kmem_caches)}
+
+    # --- invariants -----------------------------------------------------------------------
+    def check_invariants(self) -> None:
+        """Conservation (buf_total = free in slabs + CPU and depot magazine rounds + callers'
+        hands + kmem's in-transit buffers), the previous-magazine invariant, the slab
+        counters (slab_create - slab_destroy = complete + partial + dead; slab_alloc -
+        slab_free = allocated), the partial tree's order, and that every magazine round is a
+        distinct buffer the slab layer sees as allocated."""
+        for cp in self.kmem_caches:
+            self._check_cpu_layer(cp)
+            self._check_slab_layer(cp)
+            constructed = cp.buf_constructed()
+            if cp.inuse < 0 or cp.in_transit < 0:
+                raise InvariantError(f"{cp.name}: inuse {cp.inuse} in_transit {cp.in_transit}")
+            total = cp.cache_bufslab + constructed + cp.inuse + cp.in_transit
+            if total != cp.cache_buftotal:
+                raise InvariantError(
+                    f"{cp.name}: conservation: bufslab {cp.cache_bufslab} + constructed "
+                    f"{constructed} + inuse {cp.inuse} + in_transit {cp.in_transit} = {total} "
+                    f"!= buf_total {cp.cache_buftotal}")
+
+    def _check_cpu_layer(self, cp: KmemCache) -> None:
+        rounds: list[int] = []
+        for i, ccp in enumerate(cp.cache_cpu):
+            ms = ccp.cc_magsize
+            for mp, n, what in ((ccp.cc_loaded, ccp.cc_rounds, "loaded"),
+                                (ccp.cc_ploaded, ccp.cc_prounds, "previous")):
+                if (mp is None) != (n == -1):
+                    raise InvariantError(f"{cp.name} cpu{i}: {what} magazine {mp} rounds {n}")
+                if mp is not None:
+                    if mp.magsize != ms or not 0 <= n <= ms:
+                        raise InvariantError(f"{cp.name} cpu{i}: {what} magazine of "
+                                             f"{mp.magsize} with {n} rounds, cc_magsize {ms}")
+                    rounds += mp.mag_round[:n]
+            if ccp.cc_prounds not in (-1, 0, ms):
+                raise InvariantError(f"{cp.name} cpu{i}: previous magazine neither full nor "
+                                     f"empty ({ccp.cc_prounds} of {ms})")
+        n = cp.cache_magtype.mt_magsize
+        for mlp, full in ((cp.cache_full, True), (cp.cache_empty, False)):
+            if len(mlp.ml_list) != mlp.ml_total or mlp.ml_min > mlp.ml_total:
+                raise InvariantError(f"{cp.name}: depot list total {mlp.ml_total}, "
+                                     f"{len(mlp.ml_list)} magazines, min {mlp.ml_min}")
+            for mp in mlp.ml_list:
+                if mp.magsize != n:
+                    raise InvariantError(f"{cp.name}: depot magazine of {mp.magsize} rounds, "
+                                         f"magazine type {n}")
+                if full:
+                    rounds += mp.mag_round
+        if len(set(rounds)) != len(rounds):
+            raise InvariantError(f"{cp.name}: a buffer is in two magazine slots")
+        for buf in rounds:
+            owner = cp.hash.lookup(buf) if cp.hash is not None else self._slab_of(cp, buf)
+            if owner is None or buf in owner.free_set:
+                raise InvariantError(f"{cp.name}: magazine round {buf:#x} is not an allocated "
+                                     f"buffer")
+
+    def _check_slab_layer(self, cp: KmemCache) -> None:
+        dfg = cp.cache_defrag
+        dead = list(dfg.kmd_deadlist) if dfg is not None else []
+        if dfg is not None and dfg.kmd_deadcount != len(dead):
+            raise InvariantError(f"{cp.name}: deadcount {dfg.kmd_deadcount} != {len(dead)}")
+        if cp.cache_slab_create - cp.cache_slab_destroy != cp.live_slabs():
+            raise InvariantError(f"{cp.name}: slab_create - slab_destroy != complete + partial "
+                                 f"+ dead")
+        live = [*cp.complete, *cp.partial.slabs]
+        buftotal = sum(sp.chunks for sp in live)
+        allocated = sum(sp.refcnt for sp in live)
+        if buftotal != cp.cache_buftotal or buftotal - allocated != cp.cache_bufslab:
+            raise InvariantError(f"{cp.name}: buf_total/bufslab disagree with the slabs")
+        if cp.cache_slab_alloc - cp.cache_slab_free != allocated:
+            raise InvariantError(f"{cp.name}: slab_alloc - slab_free != allocated buffers")
+        if cp.cache_bufmax < cp.cache_buftotal:
+            raise InvariantError(f"{cp.name}: buf_max below buf_total")
+        for sp in cp.complete:
+            if not sp.is_all_used() or sp.where != "complete":
+                raise InvariantError(f"{cp.name}: complete slab with free buffers")
+        keys = cp.partial.keys
+        if keys != sorted(keys) or len(set(keys)) != len(keys):
+            raise InvariantError(f"{cp.name}: partial tree out of order")
+        for sp, k in zip(cp.partial.slabs, keys, strict=True):
+            if not sp.is_partial() or k != (cp.partial.weight(sp), sp.mem) or sp.key != k:
+                raise InvariantError(f"{cp.name}: partial tree holds a slab with a stale key "
+                                     f"or that is not partial")
+        for sp in dead:
+            if sp.refcnt:
+                raise InvariantError(f"{cp.name}: slab on the deadlist has buffers in use")
+        for sp in live:
+            if len(sp.head) != sp.chunks - sp.refcnt or set(sp.head) != sp.free_set:
+                raise InvariantError(f"{cp.name}: slab free stack disagrees with refcnt")
+        if cp.hash is not None and len(cp.hash.slab_of) != allocated:
+            raise InvariantError(f"{cp.name}: hash holds {len(cp.hash.slab_of)} bufctls, "
+                                 f"{allocated} allocated")
