@@ -33,6 +33,8 @@ examples:
   kmemsim run experiments/configs/quickstart.toml
   kmemsim run experiments/configs/quickstart.toml --out results/q --seed 7 \\
       --set machine.cpus_per_node=16 --set policy.name=global_lock
+  kmemsim sweep experiments/configs/demo.toml --out results/demo/sweep
+  kmemsim compare results/demo/sweep --out results/demo
   kmemsim policies
 """
 
@@ -61,6 +63,32 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from experiments.bench import main as bench_main
     return bench_main(args.quick, Path(args.json), args.policy, args.cpus, args.ops,
                       args.workload)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from experiments.sweep import run_sweep
+    out = Path(args.out) if args.out else Path("results") / (Path(args.file).stem + "-sweep")
+    df = run_sweep(args.file, out, jobs=args.jobs, dask=args.dask,
+                   progress=not args.no_progress)
+    counts = df.status.value_counts().to_dict()
+    print(f"{len(df)} points: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    for row in df[df.status == "error"].itertuples():
+        print(f"  {row.point} {row.label}: {row.error}", file=sys.stderr)
+    print(f"  wrote {out}/results.parquet")
+    return 0 if counts.get("error", 0) == 0 else 1
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from experiments.compare import compare
+    for p in args.inputs:
+        if not Path(p).is_dir():
+            raise ConfigError(f"{p}: no such run or sweep folder")
+    try:
+        written = compare(args.inputs, args.out)
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from None
+    print(f"wrote {len(written)} files to {args.out}/: " + ", ".join(p.name for p in written))
+    return 0
 
 
 def _cmd_policies(_args: argparse.Namespace) -> int:
@@ -133,6 +161,35 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", default="results/bench.json", metavar="FILE",
                    help="where to write the JSON results (default: results/bench.json)")
     b.set_defaults(func=_cmd_bench)
+
+    s = sub.add_parser("sweep", help="run an experiment's [sweep] grid in parallel",
+                       description="Run every point of the experiment file's [sweep] grid "
+                       "(policies x CPU counts x seeds x any key, see docs/compare.md) in "
+                       "parallel processes or on a Dask cluster. Each point is a run folder "
+                       "under OUT/points/<id>/; OUT/results.parquet has one row per point "
+                       "(settings, status, error, headline figures). Rerunning skips finished "
+                       "points; a failing point records its error and the others go on "
+                       "(exit 1 if any failed).")
+    s.add_argument("file", help="experiment TOML file with a [sweep] table")
+    s.add_argument("--out", metavar="DIR", help="sweep folder (default: results/<file>-sweep)")
+    s.add_argument("--jobs", type=int, metavar="N", help="parallel processes (default: cores)")
+    s.add_argument("--dask", metavar="ADDRESS",
+                   help="run on the Dask scheduler at ADDRESS, or 'local' for a LocalCluster")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_sweep)
+
+    c = sub.add_parser("compare", help="figures and an HTML report comparing runs and sweeps",
+                       description="Draw lock contention over time, IRQ-off section lengths, "
+                       "alloc/free latency CDFs, memory and fragmentation over time with "
+                       "policy event markers, throughput and lock wait against CPU count, and a "
+                       "per-policy summary; write them as PNGs with a self-contained "
+                       "report.html (figures plus slabinfo, spl slab, kmastat and lock_stat "
+                       "text) and runs.parquet. See docs/compare.md.")
+    c.add_argument("inputs", nargs="+", metavar="RUN_OR_SWEEP",
+                   help="run folders (kmemsim run) and/or sweep folders (kmemsim sweep)")
+    c.add_argument("--out", default="results/compare", metavar="DIR",
+                   help="where figures and report.html go (default: results/compare)")
+    c.set_defaults(func=_cmd_compare)
 
     scenarios.add_parser(sub)
     sub.add_parser("policies", help="list policies and their tunables with defaults"

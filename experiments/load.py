@@ -1,0 +1,88 @@
+"""Load runs and sweeps into pandas, for notebooks and for `kmemsim compare`.
+
+    from experiments.load import load_run, load_sweep
+    run = load_run("results/quickstart")          # one run folder
+    run.timeline.plot(x="time_ns", y="cpu.ops")
+    table = load_sweep("results/demo/sweep")       # one row per sweep point
+    runs = load_sweep("results/demo/sweep", runs=True)  # (table, {point id: Run})
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+REPORT_FILES = ("spl_slab.txt", "kmastat.txt", "slabinfo.txt", "lock_stat.txt", "deadlock.txt")
+"""Text reports a run folder may hold, in the order reports show them."""
+
+
+@dataclass
+class Run:
+    """One run folder: its summary and its tables."""
+
+    path: Path
+    summary: dict[str, Any]
+    timeline: pd.DataFrame
+    events: pd.DataFrame
+    histograms: pd.DataFrame
+    reports: dict[str, str] = field(default_factory=dict)
+    label: str = ""
+
+    @property
+    def policy(self) -> str:
+        return str(self.summary["policy"])
+
+    @property
+    def cpus(self) -> int:
+        return int(self.summary["machine"]["cpus"])
+
+    @property
+    def ops_per_sim_second(self) -> float:
+        """Allocations plus frees per second of simulated time."""
+        ops = self.summary["ops"]
+        end = self.summary["end_ns"]
+        return (ops["allocs"] + ops["frees"]) * 1e9 / end if end else 0.0
+
+    def histogram(self, name: str) -> pd.DataFrame:
+        """Buckets of one latency histogram (lo_ns, hi_ns, count)."""
+        return self.histograms[self.histograms.histogram == name]
+
+
+def is_run(path: str | Path) -> bool:
+    return (Path(path) / "summary.json").exists() and (Path(path) / "timeline.parquet").exists()
+
+
+def is_sweep(path: str | Path) -> bool:
+    return (Path(path) / "results.parquet").exists()
+
+
+def load_run(path: str | Path, label: str = "") -> Run:
+    """A run folder written by `kmemsim run` (or a sweep point)."""
+    p = Path(path)
+    if not is_run(p):
+        raise FileNotFoundError(f"{p}: not a run folder (no summary.json / timeline.parquet)")
+    summary = json.loads((p / "summary.json").read_text())
+    reports = {name: (p / name).read_text() for name in REPORT_FILES if (p / name).exists()}
+    return Run(p, summary, pd.read_parquet(p / "timeline.parquet"),
+               pd.read_parquet(p / "events.parquet"), pd.read_parquet(p / "histograms.parquet"),
+               reports, label or f"{summary['policy']} {summary['machine']['cpus']} CPUs")
+
+
+def load_sweep(path: str | Path, runs: bool = False) -> Any:
+    """The results table of a sweep folder; with `runs`, also its points' runs by id."""
+    p = Path(path)
+    if not is_sweep(p):
+        raise FileNotFoundError(f"{p}: not a sweep folder (no results.parquet)")
+    table = pd.read_parquet(p / "results.parquet")
+    if not runs:
+        return table
+    out = {}
+    for row in table.itertuples():
+        folder = p / "points" / str(row.point)
+        if row.status in ("ok", "deadlock") and is_run(folder):
+            out[row.point] = load_run(folder, label=str(row.label))
+    return table, out

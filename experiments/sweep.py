@@ -1,0 +1,280 @@
+"""`kmemsim sweep`: run an experiment over a grid of policies, CPU counts, seeds and any other
+keys, in parallel processes or on a Dask cluster, into one results table.
+
+The grid is the experiment file's `[sweep]` table:
+
+    [sweep]
+    policy = ["global_lock", "spl", "solaris", "linux_slab"]   # policy.name
+    cpus = [1, 4, 16]                                          # machine.cpus_per_node
+    seed = [1, 2]
+    [sweep.set]                                                # any key path -> its values
+    "workloads[0].live_objects" = [16, 64]
+    "policy.tunables.spl_kmem_cache_magazine_size" = [0, 16]   # only for policies that have it
+
+Every combination is a point (a `policy.tunables.X` value applies only to policies that have
+the tunable X, so such an axis does not repeat the other policies' runs), named by a hash of its settings, run into
+`<out>/points/<id>/` (a normal run folder plus `point.json`). A point's folder appears only when
+its run has finished (it runs under `<id>.tmp` and is renamed), so an interrupted sweep resumes
+where it stopped: finished points are skipped. A point that fails records its error and the
+others go on. `<out>/results.parquet` has one row per point (the settings and the headline
+figures), sorted by point id, and is rewritten atomically after every sweep.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import sys
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from experiments.config import ConfigError, _set_path, load_raw, validate
+from experiments.output import RunFolder
+
+SWEEP_KEYS = {"policy": "policy.name", "cpus": "machine.cpus_per_node", "seed": "seed",
+              "nodes": "machine.nodes", "duration": "duration"}
+"""Short sweep keys and the experiment key each sets."""
+
+
+@dataclass(frozen=True)
+class Point:
+    """One combination of the grid."""
+
+    id: str
+    label: str
+    settings: tuple[tuple[str, Any], ...]
+    """(experiment key path, value) pairs, in grid order."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.settings)
+
+
+def grid(raw: dict[str, Any], path: Path) -> list[Point]:
+    """The points of the `[sweep]` table (ConfigError naming a bad key or value)."""
+    sw = raw.get("sweep")
+    if not isinstance(sw, dict) or not sw:
+        raise ConfigError(f"{path}: no [sweep] table (see docs/compare.md)")
+    axes: list[tuple[str, list[Any]]] = []
+    for key, values in sw.items():
+        if key == "set":
+            if not isinstance(values, dict):
+                raise ConfigError(f"{path}: sweep.set: must be a table of key path = [values]")
+            for k, v in values.items():
+                axes.append((k, _values(path, f"sweep.set.{k}", v)))
+            continue
+        if key not in SWEEP_KEYS:
+            known = ", ".join(sorted([*SWEEP_KEYS, "set"]))
+            raise ConfigError(f"{path}: sweep.{key}: unknown sweep key (known: {known})")
+        axes.append((SWEEP_KEYS[key], _values(path, f"sweep.{key}", values)))
+    points: dict[str, Point] = {}
+    default_policy = raw.get("policy", {}).get("name")
+    for combo in itertools.product(*(v for _k, v in axes)):
+        settings = tuple((k, v) for (k, _vals), v in zip(axes, combo, strict=True))
+        settings = _applicable(settings, default_policy)
+        digest = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode())
+        label = " ".join(_short(k, v) for k, v in settings)
+        point = Point(digest.hexdigest()[:10], label, settings)
+        points.setdefault(point.id, point)
+    return list(points.values())
+
+
+def _applicable(settings: tuple[tuple[str, Any], ...],
+                default_policy: Any) -> tuple[tuple[str, Any], ...]:
+    """`settings` without the `policy.tunables.X` entries the point's policy does not have
+    (so a tunable axis does not repeat identical runs of the other policies)."""
+    from policies.registry import available
+
+    policy = dict(settings).get("policy.name", default_policy)
+    cls = available().get(str(policy))
+    known = {tb.name for tb in cls.tunables} if cls is not None else set()
+    return tuple((k, v) for k, v in settings
+                 if not k.startswith("policy.tunables.") or k.split(".", 2)[2] in known)
+
+
+def _values(path: Path, key: str, v: Any) -> list[Any]:
+    if not isinstance(v, list) or not v:
+        raise ConfigError(f"{path}: {key}: expected a non-empty list of values")
+    return v
+
+
+def _short(key: str, value: Any) -> str:
+    names = {v: k for k, v in SWEEP_KEYS.items()}
+    name = names.get(key, key.rsplit(".", 1)[-1])
+    return str(value) if name == "policy" else f"{name}={value}"
+
+
+def point_experiment(raw: dict[str, Any], path: Path, point: Point) -> Any:
+    """The validated experiment of one point."""
+    data = copy.deepcopy(raw)
+    data.pop("sweep", None)
+    for key, value in point.settings:
+        _set_path(data, key, value)
+    data["name"] = f"{data.get('name') or path.stem}-{point.id}"
+    return validate(data, path)
+
+
+HEADLINE = ["allocs", "frees", "alloc_failures", "end_ns", "ops_per_sim_s", "alloc_mean_ns",
+            "alloc_p99_ns", "free_mean_ns", "lock_contentions", "lock_wait_ns",
+            "irq_off_share", "irq_off_max_ns", "bytes_total_peak", "frag_external_end",
+            "emergency_max"]
+"""Figures every results row carries (see `headline`)."""
+
+
+def headline(folder: Path) -> dict[str, Any]:
+    """The headline figures of a finished run folder."""
+    s = json.loads((folder / "summary.json").read_text())
+    lat = s["latency"]
+    tl = pd.read_parquet(folder / "timeline.parquet")
+    total_cols = [c for c in tl.columns if c.startswith("cache.") and c.endswith(".bytes_total")]
+    caches = s.get("caches", {})
+    objs = sum(c.get("objs_free", 0) + c.get("objs_cached", 0) + c.get("objs_inuse", 0)
+               for c in caches.values())
+    free = sum(c.get("objs_free", 0) for c in caches.values())
+    end = s["end_ns"]
+    ops = s["ops"]["allocs"] + s["ops"]["frees"]
+    return {
+        "allocs": s["ops"]["allocs"], "frees": s["ops"]["frees"],
+        "alloc_failures": s["ops"]["alloc_failures"], "end_ns": end,
+        "ops_per_sim_s": ops * 1e9 / end if end else 0.0,
+        "alloc_mean_ns": lat.get("latency.alloc", {}).get("mean", 0.0),
+        "alloc_p99_ns": lat.get("latency.alloc", {}).get("p99", 0.0),
+        "free_mean_ns": lat.get("latency.free", {}).get("mean", 0.0),
+        "lock_contentions": sum(v["contentions"] for v in s["locks"].values()),
+        "lock_wait_ns": sum(v["waittime_total_ns"] for v in s["locks"].values()),
+        "irq_off_share": s["cpu"]["irq_off_share"], "irq_off_max_ns": s["cpu"]["irq_off_max_ns"],
+        "bytes_total_peak": float(tl[total_cols].sum(axis=1).max()) if total_cols else 0.0,
+        "frag_external_end": free / objs if objs else 0.0,
+        "emergency_max": max((int(c.get("skc_obj_emergency_max", 0)) for c in caches.values()),
+                             default=0),
+    }
+
+
+def run_point(raw: dict[str, Any], path: str, point: Point, out: str) -> dict[str, Any]:
+    """Run one point into `<out>/points/<id>` (via `<id>.tmp`); its results row. Never
+    raises: a failure is recorded in the row and in point.json."""
+    from experiments.run import run_experiment
+
+    final = Path(out) / "points" / point.id
+    tmp = final.with_name(point.id + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    row: dict[str, Any] = {"point": point.id, "label": point.label,
+                           "settings": json.dumps(point.as_dict(), sort_keys=True, default=str)}
+    for key, value in point.settings:
+        row[key] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
+    try:
+        exp = point_experiment(raw, Path(path), point)
+        res = run_experiment(exp, tmp)
+        row.update(status=res.status, error="", policy=exp.policy.name,
+                   cpus=exp.machine.nodes * exp.machine.cpus_per_node, seed=exp.seed)
+        row.update(headline(tmp))
+    except Exception as exc:  # the point's failure is data; the sweep goes on
+        row.update(status="error", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+    RunFolder(tmp).write_json("point.json", row)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return row
+
+
+def finished(out: Path, point: Point) -> dict[str, Any] | None:
+    """The row of a point that already ran, or None."""
+    f = out / "points" / point.id / "point.json"
+    return json.loads(f.read_text()) if f.exists() else None
+
+
+def table(rows: Iterable[dict[str, Any]], points: list[Point]) -> pd.DataFrame:
+    """The results table: one row per point sorted by id; columns point, label, settings,
+    the grid's keys in grid order, status, error, policy, cpus, seed, then HEADLINE."""
+    keys = list(dict.fromkeys(k for p in points for k, _v in p.settings))
+    cols = ["point", "label", "settings", *keys, "status", "error", "policy", "cpus", "seed",
+            *HEADLINE]
+    df = pd.DataFrame(sorted(rows, key=lambda r: r["point"]))
+    return df.reindex(columns=list(dict.fromkeys(cols)))
+
+
+def run_sweep(file: str | Path, out: str | Path, jobs: int | None = None,
+              dask: str | None = None, progress: bool = True) -> pd.DataFrame:
+    """Run every unfinished point of the sweep in `file` into `out`; the results table."""
+    path = Path(file)
+    raw = load_raw(path)
+    points = grid(raw, path)
+    for p in points[:1] + points[-1:]:
+        point_experiment(raw, path, p)  # bad input fails here, before anything is written
+    out = Path(out)
+    rows = {}
+    todo = []
+    for p in points:
+        done = finished(out, p)
+        if done is not None:
+            rows[p.id] = done
+        else:
+            todo.append(p)
+    bar = _bar(len(points), len(rows), progress)
+    if todo:
+        if dask:
+            results = _run_dask(raw, path, todo, out, dask)
+        else:
+            results = _run_local(raw, path, todo, out, jobs or os.cpu_count() or 1)
+        for row in results:
+            rows[row["point"]] = row
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    df = table(rows.values(), points)
+    RunFolder(out).write_parquet("results.parquet", df)
+    return df
+
+
+def _bar(total: int, done: int, progress: bool) -> Any:
+    if not progress:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, initial=done, unit="point", desc="sweep", file=sys.stderr)
+
+
+def _run_local(raw: dict[str, Any], path: Path, todo: list[Point], out: Path,
+               jobs: int) -> Iterable[dict[str, Any]]:
+    if jobs <= 1:
+        for p in todo:
+            yield run_point(raw, str(path), p, str(out))
+        return
+    with ProcessPoolExecutor(max_workers=min(jobs, len(todo)),
+                             mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(run_point, raw, str(path), p, str(out)) for p in todo]
+        for f in as_completed(futures):
+            yield f.result()
+
+
+def _run_dask(raw: dict[str, Any], path: Path, todo: list[Point], out: Path,
+              address: str) -> Iterable[dict[str, Any]]:
+    from dask.distributed import Client, LocalCluster
+    from dask.distributed import as_completed as dask_completed
+
+    cluster = None
+    if address == "local":
+        cluster = LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1,
+                               processes=True, dashboard_address=None)
+        client = Client(cluster)
+    else:
+        client = Client(address)
+    try:
+        futures = [client.submit(run_point, raw, str(path), p, str(out), pure=False)
+                   for p in todo]
+        for f in dask_completed(futures):
+            yield f.result()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
