@@ -196,7 +196,10 @@ class SplPolicy(Policy):
         return skc
 
     def start(self) -> None:
-        """spl-0.7: schedule the first spl_cache_age of every KVMEM cache."""
+        """The Linux slab's timers (cache_reap) for the KMC_SLAB caches; spl-0.7: schedule
+        the first spl_cache_age of every KVMEM cache."""
+        if self.linux.caches:
+            self.linux.start()
         if self._aging == "off":
             return
         for skc in self.caches:

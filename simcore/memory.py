@@ -197,6 +197,11 @@ class PageAllocator:
     def free_pages(self, t: Thread, addr: int, order: int) -> Gen:
         """free_pages: return 2^order pages."""
         yield from t.sync()
+        self.release_pages(t, addr, order)
+
+    def release_pages(self, t: Thread, addr: int, order: int) -> None:
+        """free_pages as a plain call, for callers that free pages inside a section they do
+        not leave (Linux 2.6.17 free_block destroys slabs under list_lock with IRQs off)."""
         n = 1 << order
         t.charge("page_free", n)
         self.used -= n

@@ -1,0 +1,164 @@
+"""Linux SLAB cache geometry and per-CPU array sizing (seeds/003, Linux 2.6.17 mm/slab.c).
+
+Models `kmem_cache_create`'s alignment and on/off-slab choice, `cache_estimate` and
+`calculate_slab_order` (objects per slab, page order, leftover, colouring), `enable_cpucache`'s
+default limit / batchcount / shared factor, and the metadata sizes of array caches before and
+after the percpu patch (seeds/004). Figures are for a 64-bit kernel: `struct slab` is 48 bytes,
+a bufctl is 4 bytes, a cache line 64 bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SLAB_DESC = 48
+"""sizeof(struct slab) on 64-bit (42 rounded up)."""
+BUFCTL = 4
+"""sizeof(kmem_bufctl_t)."""
+WORD = 8
+"""BYTES_PER_WORD."""
+CACHE_LINE = 64
+"""cache_line_size() / L1 line, the colour step."""
+MAX_GFP_ORDER = 5
+"""Largest slab order on MMU systems (32 pages)."""
+SLAB_LIMIT = 0xFFFFFFFF - 3
+"""Most objects a slab may hold (bufctl sentinels reserved)."""
+MAX_OBJ_SIZE = 4096 << MAX_GFP_ORDER
+"""kmem_cache_create rejects larger objects (2^MAX_OBJ_ORDER pages)."""
+KMALLOC_SIZES = (32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536,
+                 131072)
+"""General cache sizes with 4 KiB pages and 64-byte lines (size-96 and size-192 exist because
+the line is not larger than 64 bytes, as in kmalloc_sizes.h)."""
+ARRAY_HEADER_2617 = 24
+"""struct array_cache header in 2.6.17 (avail, limit, batchcount, touched, lock)."""
+ARRAY_HEADER_PERCPU = 16
+"""struct array_cache header after patch 004 (four u32; alien lock moved out)."""
+ALIEN_LIMIT = 12
+"""alloc_alien_cache capacity."""
+
+
+def align_up(n: int, a: int) -> int:
+    return -(-n // a) * a
+
+
+def kmalloc_size(n: int) -> int:
+    """The general cache a kmalloc of `n` bytes lands in (kmem_find_general_cachep)."""
+    for s in KMALLOC_SIZES:
+        if n <= s:
+            return s
+    raise ValueError(f"kmalloc of {n} bytes is larger than the largest general cache")
+
+
+@dataclass(frozen=True)
+class SlabGeometry:
+    """The shape `kmem_cache_create` computes for a cache."""
+
+    buffer_size: int
+    """Object stride after alignment."""
+    align: int
+    gfporder: int
+    num: int
+    """Objects per slab."""
+    off_slab: bool
+    """CFLGS_OFF_SLAB: the descriptor lives in a general cache."""
+    slab_size: int
+    """Management area: struct slab + bufctl[num] (aligned when on-slab)."""
+    colour: int
+    """Number of colour offsets."""
+    colour_off: int
+    """Bytes per colour step."""
+    leftover: int
+
+    @property
+    def pages(self) -> int:
+        return 1 << self.gfporder
+
+
+def cache_estimate(order: int, size: int, align: int, on_slab: bool,
+                   page_size: int = 4096) -> tuple[int, int, int]:
+    """cache_estimate: (num, leftover, management bytes) for one slab of 2^order pages."""
+    nbytes = page_size << order
+    if not on_slab:
+        num = min(nbytes // size, SLAB_LIMIT)
+        return num, nbytes - num * size, 0
+    num = (nbytes - SLAB_DESC) // (size + BUFCTL)
+    if num > 0 and align_up(SLAB_DESC + num * BUFCTL, align) + num * size > nbytes:
+        num -= 1
+    mgmt = align_up(SLAB_DESC + num * BUFCTL, align) if num > 0 else 0
+    return num, nbytes - num * size - mgmt, mgmt
+
+
+def geometry(size: int, align: int = WORD, hwcache_align: bool = False,
+             reclaim_account: bool = False, page_size: int = 4096,
+             slab_break_gfp_order: int = 1) -> SlabGeometry:
+    """kmem_cache_create + calculate_slab_order: alignment, on/off-slab, order and num."""
+    if size < WORD or size > MAX_OBJ_SIZE:
+        raise ValueError(f"object size {size} outside {WORD}..{MAX_OBJ_SIZE}")
+    size = align_up(size, WORD)
+    if hwcache_align:
+        ralign = CACHE_LINE
+        while size <= ralign // 2:
+            ralign //= 2
+    else:
+        ralign = WORD
+    ralign = max(ralign, align, WORD)
+    size = align_up(size, ralign)
+    off_slab = size >= page_size >> 3
+    best: tuple[int, int, int] | None = None
+    for order in range(MAX_GFP_ORDER + 1):
+        num, left, _mgmt = cache_estimate(order, size, ralign, not off_slab, page_size)
+        if num == 0:
+            continue
+        if off_slab and num > (size - SLAB_DESC) // BUFCTL:
+            break
+        best = (order, num, left)
+        if reclaim_account or order >= slab_break_gfp_order:
+            break
+        if left * 8 <= page_size << order:
+            break
+    if best is None:
+        raise ValueError(f"no slab order fits a {size}-byte object")
+    order, num, left = best
+    slab_size = align_up(num * BUFCTL + SLAB_DESC, ralign)
+    if off_slab and left >= slab_size:
+        off_slab = False
+        left -= slab_size
+    if off_slab:
+        slab_size = num * BUFCTL + SLAB_DESC
+    colour_off = max(CACHE_LINE, ralign)
+    return SlabGeometry(size, ralign, order, num, off_slab, slab_size, left // colour_off,
+                        colour_off, left)
+
+
+@dataclass(frozen=True)
+class CpuCacheTunables:
+    """enable_cpucache's choice for a cache."""
+
+    limit: int
+    batchcount: int
+    shared: int
+
+
+def enable_cpucache(buffer_size: int, page_size: int = 4096, smp: bool = True) -> CpuCacheTunables:
+    """enable_cpucache: limit by object stride, batchcount = (limit + 1) / 2, shared 8 on SMP
+    for objects up to a page."""
+    if buffer_size > 131072:
+        limit = 1
+    elif buffer_size > page_size:
+        limit = 8
+    elif buffer_size > 1024:
+        limit = 24
+    elif buffer_size > 256:
+        limit = 54
+    else:
+        limit = 120
+    shared = 8 if smp and buffer_size <= page_size else 0
+    return CpuCacheTunables(limit, (limit + 1) // 2, shared)
+
+
+def cpu_array_bytes(limit: int, percpu: bool, pointer: int = WORD) -> int:
+    """Memory of one per-CPU array_cache: after patch 004 exactly header + pointer x limit
+    (percpu allocator, no rounding); in 2.6.17 that rounded up to a kmalloc size class."""
+    if percpu:
+        return ARRAY_HEADER_PERCPU + pointer * limit
+    return kmalloc_size(ARRAY_HEADER_2617 + pointer * limit)
