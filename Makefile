@@ -11,7 +11,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/kmemsim run experiments/configs/quickstart.toml --out results/quickstart
+	$(VENV)/bin/kmemsim sweep experiments/configs/demo.toml --out results/demo/sweep
+	$(VENV)/bin/kmemsim compare results/demo/sweep --out results/demo
+	@echo "open results/demo/report.html (figures: results/demo/*.png)"
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -44,7 +44,7 @@ POLICY_COLORS = {"global_lock": "#7f7f7f", "spl": "#1f77b4", "solaris": "#d62728
 
 MARKERS: list[tuple[str, tuple[str, ...], str]] = [
     ("growth", ("grow_start", "kmem_slab_create"), "#2ca02c"),
-    ("reap", ("reap", "kmem_reap", "slab_reclaim", "slab_destroy"), "#9467bd"),
+    ("reap / slab freed", ("reap", "kmem_reap", "slab_reclaim", "slab_destroy"), "#9467bd"),
     ("DEADLOCKED set", ("deadlocked_set",), "#d62728"),
     ("DEADLOCKED clear", ("deadlocked_clear",), "#ff9896"),
     ("emergency obj", ("emergency_alloc", "emergency_free"), "#ff7f0e"),
@@ -151,11 +151,23 @@ def _cdf(run: Run, name: str) -> tuple[Any, Any]:
     return np.maximum(h["hi_ns"].to_numpy(dtype=float), 1.0), np.cumsum(counts) / counts.sum()
 
 
+LINESTYLES = {"global_lock": "-", "spl": "--", "solaris": "-", "linux_slab": ":"}
+"""Line styles that keep overlapping CDFs visible (spl's KMC_SLAB caches run through the Linux
+SLAB model, so their curves can coincide)."""
+
+
 def _cdf_axes(ax: Any, runs: Sequence[Run], name: str, title: str, xlabel: str) -> None:
+    absent = []
     for run in runs:
         x, y = _cdf(run, name)
         if len(x):
-            ax.step(x, y, where="post", color=_color(run), lw=1.6, label=run.label)
+            ax.step(x, y, where="post", color=_color(run), lw=1.8,
+                    ls=LINESTYLES.get(run.policy, "-"), label=run.label)
+        else:
+            absent.append(run.label)
+    if absent:
+        ax.text(0.02, 0.04, "no samples: " + ", ".join(absent), transform=ax.transAxes,
+                fontsize=8, color="0.35")
     ax.set_xscale("log")
     ax.set_ylim(0, 1.02)
     ax.set_title(title)
@@ -170,8 +182,11 @@ def fig_irq_off(runs: Sequence[Run]) -> Any:
     """Cumulative distribution of IRQ-disabled section lengths, one line per policy."""
     reps = representatives(runs)
     fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
-    _cdf_axes(ax, reps, "irq_off", "IRQ-disabled section length",
+    _cdf_axes(ax, reps, "irq_off", "IRQ-disabled section length (all CPUs)",
               "section length (ns, log; power-of-two buckets)")
+    if any(r.policy == "solaris" for r in reps):
+        ax.text(0.02, 0.10, "solaris: per-CPU locks instead of IRQ-off sections",
+                transform=ax.transAxes, fontsize=8, color=POLICY_COLORS["solaris"])
     return fig
 
 
@@ -179,8 +194,10 @@ def fig_latency(runs: Sequence[Run]) -> Any:
     """Allocation and free latency CDFs (log x), one line per policy."""
     reps = representatives(runs)
     fig, (a, f) = plt.subplots(1, 2, figsize=(12, 4), constrained_layout=True)
-    _cdf_axes(a, reps, "latency.alloc", "kmem_cache_alloc latency", "latency (ns, log)")
-    _cdf_axes(f, reps, "latency.free", "kmem_cache_free latency", "latency (ns, log)")
+    _cdf_axes(a, reps, "latency.alloc", "kmem_cache_alloc latency",
+              "latency (ns, log; power-of-two buckets)")
+    _cdf_axes(f, reps, "latency.free", "kmem_cache_free latency",
+              "latency (ns, log; power-of-two buckets)")
     fig.suptitle("Allocation and free latency (simulated time)")
     return fig
 
@@ -226,10 +243,10 @@ def fig_memory(runs: Sequence[Run]) -> Any:
         mem.set_title(f"{run.label}: memory")
         mem.set_xlabel("simulated time (ms)")
         mem.set_ylabel("MiB")
-        mem.set_ylim(0, max(float(held.max()) / 2**20 * 1.35, 1e-3))
+        mem.set_ylim(0, max(float(held.max()) / 2**20 * 1.9, 1e-3))
         mem.grid(alpha=0.3)
         _event_rows(mem, run)
-        mem.legend(fontsize=7, loc="lower right", ncol=2)
+        mem.legend(fontsize=7, loc="upper right", bbox_to_anchor=(1.0, 0.8), ncol=2)
         for c in caches:
             col = f"cache.{c}.frag_external"
             if col in tl:
@@ -324,7 +341,8 @@ def fig_summary(runs: Sequence[Run]) -> Any:
     for ax, (col, title, unit, scale) in zip(axes.flat, panels, strict=True):
         vals = g[col] * scale
         bars = ax.bar(list(g.index), vals, color=colors)
-        ax.bar_label(bars, fmt="%.3g", fontsize=8)
+        ax.bar_label(bars, labels=[f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+                                   for v in vals], fontsize=8)
         ax.set_title(title)
         ax.set_ylabel(unit)
         ax.margins(y=0.15)
