@@ -84,5 +84,10 @@ def load_sweep(path: str | Path, runs: bool = False) -> Any:
     for row in table.itertuples():
         folder = p / "points" / str(row.point)
         if row.status in ("ok", "deadlock") and is_run(folder):
-            out[row.point] = load_run(folder, label=str(row.label))
+            run = load_run(folder)
+            extra = [w for w in str(row.label).split()
+                     if w != run.policy and not w.startswith("cpus=")]
+            if extra:
+                run.label += " " + " ".join(extra)
+            out[row.point] = run
     return table, out
