@@ -276,7 +276,132 @@ def fact_nosleep_failures(vr: VariantResult) -> int:
     return int(vr.result.summary["ops"]["alloc_failures"])
 
 
+def _cache_sum(vr: VariantResult, key: str) -> int:
+    return sum(int(c.get(key, 0) or 0) for c in vr.result.summary.get("caches", {}).values())
+
+
+def fact_grown(vr: VariantResult) -> int:
+    """Slabs created (Linux SLAB `grown`, all caches)."""
+    return _cache_sum(vr, "grown")
+
+
+def fact_free_limit_destroyed(vr: VariantResult) -> int:
+    """Slabs destroyed by free_block because the node held more than free_limit free objects."""
+    return _cache_sum(vr, "free_limit_destroyed")
+
+
+def fact_reaped(vr: VariantResult) -> int:
+    """Slabs destroyed by the periodic reaper (Linux SLAB `reaped`, all caches)."""
+    return _cache_sum(vr, "reaped")
+
+
+def fact_pages_freed(vr: VariantResult) -> int:
+    """Pages returned to the page allocator."""
+    return int(vr.result.summary.get("memory", {}).get("free_pages", 0))
+
+
+def fact_irq_off_max_ns(vr: VariantResult) -> int:
+    """Longest IRQ-disabled section on any CPU, ns."""
+    return int(vr.result.summary["cpu"]["irq_off_max_ns"])
+
+
+def fact_list_lock_hold_max(vr: VariantResult) -> int:
+    """Longest hold of a Linux SLAB list_lock, ns (lock_stat holdtime-max)."""
+    return max((int(v["holdtime_max_ns"]) for k, v in vr.result.summary.get("locks", {}).items()
+                if k.endswith("list_lock")), default=0)
+
+
+def fact_list_lock_hold_total(vr: VariantResult) -> int:
+    """Total time list_locks were held, ns (lock_stat holdtime-total)."""
+    return sum(int(v["holdtime_total_ns"]) for k, v in vr.result.summary.get("locks", {}).items()
+               if k.endswith("list_lock"))
+
+
+def _load_end(vr: VariantResult) -> int:
+    tl = vr.timeline
+    busy = tl.loc[tl["cpu.ops"] > 0, "time_ns"]
+    return int(busy.max()) if len(busy) else 0
+
+
+def _zero_after(vr: VariantResult, suffix: str) -> int | None:
+    tl = vr.timeline
+    cols = [c for c in tl.columns if c.startswith("cache.") and c.endswith(suffix)]
+    end = _load_end(vr)
+    after = tl[(tl.time_ns > end) & (tl[cols].sum(axis=1) == 0)]
+    return int(after.time_ns.iloc[0]) - end if len(after) else None
+
+
+def fact_cached_zero_after(vr: VariantResult) -> int | None:
+    """Time from the end of the load until no object is cached in any array or magazine, ns
+    (at sampling resolution; None if never)."""
+    return _zero_after(vr, ".objs_cached")
+
+
+def fact_arrays_zero_after(vr: VariantResult) -> int | None:
+    """Linux SLAB: time from the end of the load until every per-CPU array is empty, ns."""
+    return _zero_after(vr, ".array_avail")
+
+
+def fact_shared_zero_after(vr: VariantResult) -> int | None:
+    """Linux SLAB: time from the end of the load until every shared array is empty, ns."""
+    return _zero_after(vr, ".shared_avail")
+
+
+def fact_slabs_zero_after(vr: VariantResult) -> int | None:
+    """Time from the end of the load until every slab is returned to the page allocator, ns
+    (at sampling resolution; None if never)."""
+    return _zero_after(vr, ".slabs")
+
+
+def fact_magazine_resizes(vr: VariantResult) -> int:
+    """Magazine resizes (kmem_cache_magazine_resize), all caches."""
+    return len(_kind_times(vr, "magazine_resize"))
+
+
+def fact_magazine_sizes(vr: VariantResult) -> list[int]:
+    """Magazine sizes the cache went through, in order (first is the starting size)."""
+    d = _detail(vr, "magazine_resize")
+    return [d[0]["old"], *[x["new"] for x in d]] if d else []
+
+
+def _window_rate(vr: VariantResult, pattern: str, first: bool) -> float:
+    tl = vr.timeline
+    cols = [c for c in tl.columns if fnmatch.fnmatch(c, pattern)]
+    if not cols or len(tl) < 5:
+        return 0.0
+    k = max(2, len(tl) // 5)
+    part = tl.iloc[:k] if first else tl.iloc[-k:]
+    series = part[cols].sum(axis=1)
+    span = int(part.time_ns.iloc[-1] - part.time_ns.iloc[0])
+    return round(float(series.iloc[-1] - series.iloc[0]) * 1e6 / span, 3) if span else 0.0
+
+
+def fact_depot_contention_start(vr: VariantResult) -> float:
+    """Failed depot try-locks per ms over the first fifth of the run."""
+    return _window_rate(vr, "cache.*.depot_contention", True)
+
+
+def fact_depot_contention_end(vr: VariantResult) -> float:
+    """Failed depot try-locks per ms over the last fifth of the run."""
+    return _window_rate(vr, "cache.*.depot_contention", False)
+
+
 FACTS: dict[str, Callable[[VariantResult], Any]] = {
+    "grown": fact_grown,
+    "free_limit_destroyed": fact_free_limit_destroyed,
+    "reaped": fact_reaped,
+    "pages_freed": fact_pages_freed,
+    "irq_off_max_ns": fact_irq_off_max_ns,
+    "list_lock_hold_max_ns": fact_list_lock_hold_max,
+    "list_lock_hold_total_ns": fact_list_lock_hold_total,
+    "cached_zero_after_ns": fact_cached_zero_after,
+    "slabs_zero_after_ns": fact_slabs_zero_after,
+    "arrays_zero_after_ns": fact_arrays_zero_after,
+    "shared_zero_after_ns": fact_shared_zero_after,
+    "magazine_resizes": fact_magazine_resizes,
+    "magazine_sizes": fact_magazine_sizes,
+    "depot_contention_start": fact_depot_contention_start,
+    "depot_contention_end": fact_depot_contention_end,
     "skc_lock_contentions": fact_skc_lock_contentions,
     "skc_lock_wait_ns": fact_skc_lock_wait_ns,
     "alloc_mean_ns": fact_alloc_mean_ns,

@@ -741,7 +741,12 @@ class LinuxSlabPolicy(Policy):
                    "allocmiss": c.allocmiss, "freehit": c.freehit, "freemiss": c.freemiss,
                    "listallocs": c.num_allocations, "maxobjs": c.high_mark,
                    "nodeallocs": c.node_allocs, "remotefrees": c.node_frees,
-                   "alienoverflow": c.node_overflow, "free_limit_destroyed": c.destroyed})
+                   "alienoverflow": c.node_overflow, "free_limit_destroyed": c.destroyed,
+                   "array_avail": sum(ac.avail for ac in c.array),
+                   "shared_avail": sum(l3.shared.avail for l3 in c.nodelists
+                                       if l3.shared is not None),
+                   "alien_avail": sum(a.avail for l3 in c.nodelists
+                                      for a in l3.alien.values())})
 
     def check_invariants(self) -> None:
         """Checklist item 13 and s_show's checks: list membership by inuse, num_objs -

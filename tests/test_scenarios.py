@@ -12,6 +12,7 @@ import pytest
 
 from experiments import scenarios
 from experiments.cli import main
+from policies.solaris_magazine import KMEM_MAGTYPE_TABLE
 
 MS = 1_000_000
 
@@ -38,7 +39,8 @@ def test_list_shows_every_scenario_with_one_line(capsys):
     assert main(["scenario", "--list"]) == 0
     out = capsys.readouterr().out
     for name in ("reclaim-deadlock", "missed-wakeup", "irq-aging-lockup", "reap-storm",
-                 "nosleep-sleeps"):
+                 "nosleep-sleeps", "solaris-resize", "linux-free-limit-churn",
+                 "linux-reaper-decay"):
         assert name in out
 
 
@@ -133,6 +135,49 @@ def test_nosleep_callers_sleep_only_under_the_seed_rule(tmp_path):
     assert res["seed"]["facts"]["sleeps_in_atomic"] > 0
     assert res["2023"]["facts"]["sleeps_in_atomic"] == 0
     assert res["2023"]["facts"]["allocs"] > 1000
+
+
+def test_solaris_resize_climbs_until_contention_subsides(tmp_path):
+    res = _run("solaris-resize", tmp_path)
+    f, nf = res["resize"]["facts"], res["no-resize"]["facts"]
+    # sustained contention moves the cache up the magazine-type table, one row at a time
+    assert f["magazine_resizes"] >= 1
+    sizes = f["magazine_sizes"]
+    table = [row[0] for row in KMEM_MAGTYPE_TABLE]
+    assert all(table.index(b) == table.index(a) + 1
+               for a, b in zip(sizes, sizes[1:], strict=False))
+    # then the depot is quiet; without resizing it stays contended
+    assert f["depot_contention_start"] > 1 and f["depot_contention_end"] == 0
+    assert nf["magazine_resizes"] == 0 and nf["depot_contention_end"] > 0.5
+
+
+def test_linux_free_limit_churn_grows_back_what_each_burst_destroyed(tmp_path):
+    res = _run("linux-free-limit-churn", tmp_path)
+    old, new = res["2.6.17"]["facts"], res["3.x"]["facts"]
+    # four bursts of 3000 256-byte objects (15 per slab): nearly every slab is destroyed by
+    # free_block when it empties (free_limit = 3 x 60 + 15 = 195) and grown again next burst;
+    # what stays is the CPU array (limit 120) and free_limit free objects in slabs
+    assert old["grown"] > 3 * 3000 // 15
+    assert old["free_limit_destroyed"] >= old["grown"] - ((120 + 195) // 15 + 1)
+    assert old["pages_freed"] == old["free_limit_destroyed"]
+    # destroying outside list_lock (3.x) shortens the lock holds, not the churn
+    assert new["grown"] == old["grown"]
+    assert new["list_lock_hold_max_ns"] < old["list_lock_hold_max_ns"]
+    assert new["list_lock_hold_total_ns"] < old["list_lock_hold_total_ns"]
+
+
+def test_linux_reaper_decay_in_the_reference_steps(tmp_path):
+    f = _run("linux-reaper-decay", tmp_path)["2.6.17"]["facts"]
+    s = 1_000_000_000
+    # CPU arrays (limit 120, -24 per 2 s pass): about six passes
+    assert 9 * s <= f["arrays_zero_after_ns"] <= 14 * s
+    # a full 480-entry shared array: 96 per node visit (4 s), five visits
+    assert 18 * s <= f["shared_zero_after_ns"] <= 27 * s
+    # every slab goes back, after the arrays
+    assert f["shared_zero_after_ns"] < f["slabs_zero_after_ns"] <= 45 * s
+    tl = pd.read_parquet(tmp_path / "2.6.17" / "timeline.parquet")
+    levels = sorted(set(tl["cache.size-64.shared_avail"]), reverse=True)
+    assert levels == [480, 384, 288, 192, 96, 0]
 
 
 def test_unknown_scenario_is_one_line_and_exit_2(capsys):
