@@ -353,6 +353,50 @@ def fact_slabs_zero_after(vr: VariantResult) -> int | None:
     return _zero_after(vr, ".slabs")
 
 
+def fact_slabs_peak(vr: VariantResult) -> int:
+    """Most slabs the caches held at once."""
+    tl = vr.timeline
+    cols = [c for c in tl.columns if c.startswith("cache.") and c.endswith(".slabs")]
+    return int(tl[cols].sum(axis=1).max()) if cols else 0
+
+
+def fact_slabs_after_fill(vr: VariantResult) -> int:
+    """Slabs held once the first fill-and-free is over (first sample after the peak of objects
+    in use at which in-use objects have stopped falling)."""
+    tl = vr.timeline
+    inuse = tl[[c for c in tl.columns if c.endswith(".objs_inuse")]].sum(axis=1)
+    slabs = tl[[c for c in tl.columns if c.startswith("cache.") and c.endswith(".slabs")]].sum(
+        axis=1)
+    peak = int(inuse.idxmax())
+    for i in range(peak + 1, len(tl)):
+        if inuse.iloc[i] >= inuse.iloc[i - 1]:
+            return int(slabs.iloc[i])
+    return int(slabs.iloc[-1])
+
+
+def fact_slabs_end(vr: VariantResult) -> int:
+    """Slabs held at the end of the run."""
+    tl = vr.timeline
+    cols = [c for c in tl.columns if c.startswith("cache.") and c.endswith(".slabs")]
+    return int(tl[cols].sum(axis=1).iloc[-1]) if cols else 0
+
+
+def fact_consolidator_yes(vr: VariantResult) -> int:
+    """Buffers the consolidator moved (move callbacks answered YES)."""
+    return sum(1 for d in _detail(vr, "consolidator_move") if d.get("response") == "YES")
+
+
+def fact_slabs_after_first_episode(vr: VariantResult) -> int | None:
+    """Slabs held 2 ms after the first pressure episode ended (None: no episode ended)."""
+    end = _first(vr, "pressure_end")
+    if end is None:
+        return None
+    tl = vr.timeline
+    cols = [c for c in tl.columns if c.startswith("cache.") and c.endswith(".slabs")]
+    after = tl[tl.time_ns >= end + 2_000_000]
+    return int(after[cols].sum(axis=1).iloc[0]) if len(after) else None
+
+
 def fact_magazine_resizes(vr: VariantResult) -> int:
     """Magazine resizes (kmem_cache_magazine_resize), all caches."""
     return len(_kind_times(vr, "magazine_resize"))
@@ -399,6 +443,11 @@ FACTS: dict[str, Callable[[VariantResult], Any]] = {
     "arrays_zero_after_ns": fact_arrays_zero_after,
     "shared_zero_after_ns": fact_shared_zero_after,
     "magazine_resizes": fact_magazine_resizes,
+    "slabs_peak": fact_slabs_peak,
+    "slabs_after_fill": fact_slabs_after_fill,
+    "slabs_end": fact_slabs_end,
+    "consolidator_yes": fact_consolidator_yes,
+    "slabs_after_first_episode": fact_slabs_after_first_episode,
     "magazine_sizes": fact_magazine_sizes,
     "depot_contention_start": fact_depot_contention_start,
     "depot_contention_end": fact_depot_contention_end,

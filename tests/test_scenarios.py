@@ -39,7 +39,8 @@ def test_list_shows_every_scenario_with_one_line(capsys):
     assert main(["scenario", "--list"]) == 0
     out = capsys.readouterr().out
     for name in ("reclaim-deadlock", "missed-wakeup", "irq-aging-lockup", "reap-storm",
-                 "nosleep-sleeps", "solaris-resize", "linux-free-limit-churn",
+                 "nosleep-sleeps", "solaris-resize", "solaris-consolidate",
+                 "linux-free-limit-churn",
                  "linux-reaper-decay"):
         assert name in out
 
@@ -149,6 +150,25 @@ def test_solaris_resize_climbs_until_contention_subsides(tmp_path):
     # then the depot is quiet; without resizing it stays contended
     assert f["depot_contention_start"] > 1 and f["depot_contention_end"] == 0
     assert nf["magazine_resizes"] == 0 and nf["depot_contention_end"] > 0.5
+
+
+def test_solaris_consolidate_slowly_without_pressure_at_once_under_it(tmp_path):
+    res = _run("solaris-consolidate", tmp_path)
+    slow, fast = res["no-pressure"]["facts"], res["pressure"]["facts"]
+    kept = 1638  # 10 % of 16384, on 8-buffer slabs
+    # the reap at 50 ms returns the freed buffers; survivors pin most of the 2048 slabs
+    assert slow["slabs_peak"] == 2048
+    assert 1000 < slow["slabs_after_first_episode"] < 2048
+    # no pressure: one candidate slab per 20 ms update (its single buffer moved, the slab freed)
+    updates = (600 - 60) // 20
+    assert updates - 3 <= slow["consolidator_yes"] <= updates + 3
+    assert slow["slabs_after_first_episode"] - slow["slabs_end"] == pytest.approx(
+        slow["consolidator_yes"], abs=3)
+    # pressure: kmem_cache_defrag moves every partial slab's buffers in one pass
+    ev = _events(tmp_path / "pressure", "consolidator_move")
+    burst = ev[(ev.time_ns >= 300 * MS) & (ev.time_ns < 305 * MS)]
+    assert len(burst) > 1000
+    assert fast["slabs_end"] <= kept // 8 + 5
 
 
 def test_linux_free_limit_churn_grows_back_what_each_burst_destroyed(tmp_path):

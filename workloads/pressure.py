@@ -19,8 +19,9 @@ class PressureParams(WorkloadParams):
     duration: Duration = Field(default=10_000_000, gt=0, description="length of an episode")
     period: Duration | None = Field(default=None, gt=0,
                                     description="time between episode starts (none: one episode)")
-    take: float = Field(default=0.5, gt=0, le=1,
-                        description="share of the free pages other users take at episode start")
+    take: float = Field(default=0.5, ge=0, le=1, description=(
+        "share of the free pages other users take at episode start (0: reaps only, as an "
+        "ARC eviction pass calling kmem_cache_reap_now without a page shortage)"))
     reap_interval: Duration = Field(default=1_000_000, gt=0,
                                     description="time between two reaps of every cache")
     caches: list[str] = Field(default_factory=list, description="caches to reap (empty = all)")
