@@ -121,7 +121,7 @@ class Experiment(_Section):
     costs: dict[str, Duration] = Field(default_factory=dict)
     memory: MemorySection = Field(default_factory=MemorySection)
     policy: PolicySection
-    caches: list[CacheSection] = Field(min_length=1)
+    caches: list[CacheSection] = Field(default_factory=list)
     workloads: list[WorkloadSection] = Field(min_length=1)
     sampling: SamplingSection = Field(default_factory=SamplingSection)
     sweep: dict[str, Any] | None = None
@@ -242,6 +242,7 @@ def validate(data: dict[str, Any], path: Path) -> Experiment:
         if names.index(n) != i:
             raise ConfigError(f"{path}: caches[{i}].name: duplicate cache name {n!r}")
     exp.workload_params = []
+    checks = []
     for i, w in enumerate(exp.workloads):
         try:
             cls = workload_registry.get(w.kind)
@@ -256,13 +257,19 @@ def validate(data: dict[str, Any], path: Path) -> Experiment:
             _raise(path, exc, prefix=f"workloads[{i}]")
         except ValueError as exc:
             raise ConfigError(f"{path}: workloads[{i}]: {exc}") from None
+        names += [n for n in cls.creates(p) if n not in names]
+        checks.append((i, p))
+        exp.workload_params.append(p)
+    if not names:
+        raise ConfigError(f"{path}: caches: no caches (add [[caches]] tables or a workload "
+                          "that creates its own, such as size_classes)")
+    for i, p in checks:
         for key in ("cache", "caches"):
             ref = getattr(p, key, None)
             for n in [ref] if isinstance(ref, str) else (ref or []):
                 if n not in names:
                     raise ConfigError(f"{path}: workloads[{i}].{key}: no cache named {n!r} "
-                                      f"in [[caches]]")
-        exp.workload_params.append(p)
+                                      f"in [[caches]] or created by a workload")
     return exp
 
 

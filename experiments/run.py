@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from experiments.config import Experiment, resolved_dict
+from experiments.config import ConfigError, Experiment, resolved_dict
 from experiments.output import RunFolder
 from experiments.reports import format_lock_stat, format_slabinfo, merge_lock_stats
 from policies import registry as policy_registry
@@ -91,10 +91,20 @@ def build(exp: Experiment) -> Simulation:
     policy = policy_registry.get(exp.policy.name)(machine, exp.policy.tunables)
     caches = {}
     for c in exp.caches:
-        caches[c.name] = policy.cache_create(CacheSpec(c.name, c.size, c.align, c.ctor_cost,
-                                                       c.dtor_cost, tuple(c.flags)))
+        try:
+            caches[c.name] = policy.cache_create(CacheSpec(c.name, c.size, c.align, c.ctor_cost,
+                                                           c.dtor_cost, tuple(c.flags)))
+        except ValueError as exc:
+            raise ConfigError(f"{exp.name}: cache {c.name}: {policy.name} cannot create it: "
+                              f"{exc}") from None
     workloads = [workload_registry.get(w.kind)(machine, policy, caches, p, i)
                  for i, (w, p) in enumerate(zip(exp.workloads, exp.workload_params, strict=True))]
+    for i, w in enumerate(workloads):
+        try:
+            w.create_caches()
+        except ValueError as exc:
+            raise ConfigError(f"{exp.name}: workloads[{i}] ({w.kind}): {policy.name} cannot "
+                              f"create its caches: {exc}") from None
     policy.start()
     for w in workloads:
         w.start()
@@ -278,9 +288,9 @@ def write_outputs(sim: Simulation, folder: RunFolder, summary: dict[str, Any],
 def run_experiment(exp: Experiment, out: Path | None, progress: bool = False) -> RunResult:
     """Build and run `exp`; write the run folder to `out` (None: write nothing)."""
     folder = RunFolder(out) if out is not None else None
+    sim = build(exp)
     if folder is not None:
         folder.write_toml("config.toml", resolved_dict(exp))
-    sim = build(exp)
     freeze_heap()
     t0 = time.perf_counter()
     try:

@@ -142,9 +142,9 @@ class GlobalLockPolicy(Policy):
             t.charge("kmalloc")
         if c.spec.ctor_cost:
             t.charge_ns(c.spec.ctor_cost * c.objs_per_slab)
+        irqf = yield from c.lock.lock_irqsave(t)
         for obj in slab.free:
             c.owner[obj] = slab
-        irqf = yield from c.lock.lock_irqsave(t)
         c.empty.append(slab)
         c.grown += 1
         t.charge("list_op")

@@ -369,13 +369,13 @@ class LinuxSlabPolicy(Policy):
             start = base + offset + geo.slab_size
         slab = LinuxSlab(base, geo.num, nodeid, offset)
         slab.free = [start + i * geo.buffer_size for i in range(geo.num - 1, -1, -1)]
-        for obj in slab.free:
-            c.owner[obj] = slab
         if c.spec.ctor_cost:
             t.charge_ns(c.spec.ctor_cost * geo.num)
         if sleeping:
             t.local_irq_disable()
         yield from l3.list_lock.lock(t)
+        for obj in slab.free:
+            c.owner[obj] = slab
         l3.slabs_free.add_tail(slab)
         c.grown += 1
         l3.free_objects += geo.num

@@ -64,6 +64,15 @@ class Workload:
         self._alloc_fast = policy.alloc_fast if fast else _no_fast_alloc
         self._free_fast = policy.free_fast if fast else _no_fast_free
 
+    @classmethod
+    def creates(cls, params: Any) -> list[str]:
+        """Names of the caches this workload creates itself at start (none by default)."""
+        return []
+
+    def create_caches(self) -> None:
+        """Create the caches named by `creates` (called for every workload before any
+        workload starts)."""
+
     @property
     def label(self) -> str:
         return f"{self.kind}{self.index}"
