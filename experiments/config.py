@@ -254,6 +254,9 @@ def validate(data: dict[str, Any], path: Path) -> Experiment:
         try:
             p = cls.Params.model_validate(params, context={"base_dir": path.parent})
         except ValidationError as exc:
+            cause = exc.errors()[0].get("ctx", {}).get("error")
+            if cause is not None and type(cause).__name__ == "TraceError":
+                raise ConfigError(str(cause)) from None
             _raise(path, exc, prefix=f"workloads[{i}]")
         except ValueError as exc:
             raise ConfigError(f"{path}: workloads[{i}]: {exc}") from None

@@ -134,10 +134,10 @@ class ProducerConsumer(Workload):
                     yield from t.sleep(due - t.now)
                     continue
                 box.items.popleft()
-                if cpu != t.cpu.id:
-                    self.cross_frees += 1
                 if not self.try_free(t, cache, obj):
                     yield from self.do_free(t, cache, obj)
+                if cpu != t.cpu.id:
+                    self.cross_frees += 1
                 if box.drained is not None and not box.drained.triggered \
                         and len(box.items) < self.params.queue_limit // 2:
                     box.drained.succeed()
