@@ -167,3 +167,13 @@ def test_help_explains_commands(capsys):
     assert code == 0
     for word in ("run", "policies", "workloads", "exit status"):
         assert word in out
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in Path("experiments/configs").glob(
+    "*.toml")))
+def test_every_shipped_config_runs(tmp_path, config):
+    out = tmp_path / "run"
+    assert main(["run", f"experiments/configs/{config}", "--out", str(out), "--no-progress",
+                 "--set", "duration='1ms'"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["invariants"] == "ok" and s["status"] == "ok"
