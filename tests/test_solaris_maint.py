@@ -90,7 +90,7 @@ def test_s4_resize_stops_at_the_chunk_size_cap():
         m, p, c = setup(size=size)
         assert c.cache_magtype.mt_magsize == start
 
-        def resize_many(t, c=c):
+        def resize_many(t, c=c, p=p):
             for _ in range(12):
                 yield from p.kmem_cache_magazine_resize(t, c)
 

@@ -329,3 +329,16 @@ def test_s14_sleep_under_exhaustion_blocks_until_memory_returns():
     assert 0 < t_got - t_free < 100_000
     assert _ks(p, c)["alloc_fail"] == 0
     p.check_invariants()
+
+
+def test_shipped_config_writes_kmastat_with_the_other_reports(tmp_path):
+    from experiments.cli import main
+
+    out = tmp_path / "sol"
+    assert main(["run", "experiments/configs/solaris.toml", "--out", str(out), "--no-progress",
+                 "--set", "duration='3ms'"]) == 0
+    for f in ("kmastat.txt", "kmem_slabs.txt", "kstat.txt", "slabinfo.txt", "lock_stat.txt",
+              "summary.json"):
+        assert (out / f).stat().st_size > 0
+    kmastat = (out / "kmastat.txt").read_text().splitlines()
+    assert kmastat[0].split()[:2] == ["cache", "buf"]
