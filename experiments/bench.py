@@ -67,6 +67,10 @@ def raw_simpy_rate(events: int = 300_000) -> float:
     return events / (time.perf_counter() - t0)
 
 
+WARM_OPS_PER_CPU = 300
+"""Operations per CPU before the measured window starts."""
+
+
 def experiment(point: BenchPoint, duration: int) -> dict[str, Any]:
     """The experiment file contents for one benchmark point."""
     wl: dict[str, Any]
@@ -76,7 +80,7 @@ def experiment(point: BenchPoint, duration: int) -> dict[str, Any]:
     else:
         half = point.cpus // 2 or 1
         wl = {"kind": "producer_consumer", "producers": list(range(half)),
-              "consumers": list(range(half, point.cpus)) or [0]}
+              "consumers": list(range(half, point.cpus)) or [0], "queue_limit": 64}
     return {
         "name": f"bench-{point.policy}-{point.workload}-{point.cpus}",
         "seed": 1,
@@ -99,9 +103,11 @@ def _measure(point: BenchPoint) -> BenchResult:
     freeze_heap()
     env = sim.machine.env
     ops_of = lambda: sum(w.allocs + w.frees for w in sim.workloads)  # noqa: E731
+    # warm up until every CPU has done a few hundred operations, so the window measures the
+    # steady state rather than the first slab growths of each CPU's caches
     warm = 200_000
     env.run(until=warm)
-    while ops_of() < max(2000, point.cpus * 40):
+    while ops_of() < max(2000, point.cpus * WARM_OPS_PER_CPU):
         warm *= 2
         env.run(until=warm)
     # calibrate: how much simulated time holds target_ops operations

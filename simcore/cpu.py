@@ -129,6 +129,8 @@ class CPU:
             return
         if self.runq:
             t, ev = self.runq.popleft()
+            if t.affinity is None or len(t.affinity) > 1:
+                self.machine.unpinned_waiting -= 1
         else:
             found = self.machine.steal_runnable(self)
             if found is None:
@@ -419,6 +421,8 @@ class Thread:
         ev = self.env.event()
         cpu = self.cpu
         cpu.runq.append((self, ev))
+        if self.affinity is None or len(self.affinity) > 1:
+            self.machine.unpinned_waiting += 1
         cpu.current = None
         cpu.dispatch_next()
         yield ev
