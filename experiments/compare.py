@@ -246,7 +246,7 @@ def fig_memory(runs: Sequence[Run]) -> Any:
         mem.set_ylim(0, max(float(held.max()) / 2**20 * 1.9, 1e-3))
         mem.grid(alpha=0.3)
         _event_rows(mem, run)
-        mem.legend(fontsize=7, loc="upper right", bbox_to_anchor=(1.0, 0.8), ncol=2)
+        mem.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, 0.82), ncol=2)
         for c in caches:
             col = f"cache.{c}.frag_external"
             if col in tl:
