@@ -188,13 +188,17 @@ def main(quick: bool, out: Path, only: list[str] | None = None, cpus: list[int] 
         r = run_point(p)
         if isinstance(r, BenchResult):
             results.append(r)
+            print(f"    {r.ops_per_wall_s:,d} ops/wall-s, {r.events_per_op:.3f} events/op, "
+                  f"{r.wall_ns_per_op:.0f} ns/op", file=sys.stderr, flush=True)
         else:
             failed.append({**asdict(p), "error": r})
             print(f"    failed: {r}", file=sys.stderr)
+        # rewritten (atomically) after every point: a long bench cut short keeps what it has
+        RunFolder(out.parent).write_json(out.name, {"results": [asdict(x) for x in results],
+                                                    "failed": failed, "quick": quick,
+                                                    "complete": i == len(pts)})
     print(format_table(results))
     for f in failed:
         print(f"FAILED {f['policy']} {f['workload']} {f['cpus']}: {f['error']}")
-    RunFolder(out.parent).write_json(out.name, {"results": [asdict(r) for r in results],
-                                                "failed": failed, "quick": quick})
     print(f"wrote {out}")
     return 1 if failed else 0
