@@ -596,7 +596,7 @@ def _cmd(args: argparse.Namespace) -> int:
 def add_parser(sub: Any) -> None:
     """Register `kmemsim scenario` on the CLI's subparsers."""
     s = sub.add_parser(
-        "scenario", help="run a shipped deadlock / emergency-path scenario",
+        "scenario", help="run a shipped scenario (deadlocks, emergency paths, allocator dynamics)",
         description="Run a scenario from experiments/configs/scenarios/ (or a scenario file): "
         "every variant into its own run folder, then timeline.png with event markers, "
         "narrative.md (what happened, when, with the numbers) and scenario.json. Exit status "
