@@ -354,3 +354,17 @@ def test_grow_timeout_variants():
         m.spawn("user", body, cpu=0)
         m.run(1200 * MS)
         assert _events(m, "deadlocked_set")[0]["waited"] == expect
+
+
+def test_shipped_config_writes_proc_spl_kmem_slab_with_lock_stat_and_slabinfo(tmp_path):
+    from experiments.cli import main
+
+    out = tmp_path / "spl"
+    assert main(["run", "experiments/configs/spl.toml", "--out", str(out), "--no-progress",
+                 "--set", "duration='3ms'"]) == 0
+    slab = (out / "spl_slab.txt").read_text().splitlines()
+    assert slab[0].startswith("--------------------- cache")
+    assert slab[1].split()[:4] == ["name", "flags", "size", "alloc"]
+    assert len(slab) > 2
+    assert (out / "lock_stat.txt").read_text().startswith("lock_stat version 0.4")
+    assert (out / "slabinfo.txt").read_text().startswith("slabinfo - version: 2.1")
