@@ -39,7 +39,8 @@ def test_list_shows_every_scenario_with_one_line(capsys):
     assert main(["scenario", "--list"]) == 0
     out = capsys.readouterr().out
     for name in ("reclaim-deadlock", "missed-wakeup", "irq-aging-lockup", "reap-storm",
-                 "nosleep-sleeps", "solaris-resize", "solaris-consolidate",
+                 "nosleep-sleeps", "spl-reclaim-churn", "solaris-resize",
+                 "solaris-consolidate",
                  "linux-free-limit-churn",
                  "linux-reaper-decay"):
         assert name in out
@@ -198,6 +199,21 @@ def test_linux_reaper_decay_in_the_reference_steps(tmp_path):
     tl = pd.read_parquet(tmp_path / "2.6.17" / "timeline.parquet")
     levels = sorted(set(tl["cache.size-64.shared_avail"]), reverse=True)
     assert levels == [480, 384, 288, 192, 96, 0]
+
+
+def test_spl_reclaim_churn_regrows_what_each_flush_reclaimed(tmp_path):
+    res = _run("spl-reclaim-churn", tmp_path)
+    kv, sl = res["kvmem"]["facts"], res["kmc_slab"]["facts"]
+    grows = _events(tmp_path / "kvmem", "grow_start")
+    reclaims = _events(tmp_path / "kvmem", "slab_reclaim")
+    # flush-time reclaim keeps returning slabs and producers keep growing them back, to the end
+    assert len(reclaims) > 50 and len(grows) > 300
+    assert grows.time_ns.max() > 19 * MS and reclaims.time_ns.max() > 19 * MS
+    assert kv["grow_waits"] > len(grows)  # several producers wait on each growth
+    # as KMC_SLAB the Linux SLAB keeps free slabs (free_limit): growth stops after warm-up
+    assert sl["grow_waits"] == 0
+    assert _events(tmp_path / "kmc_slab", "slab_reclaim").empty
+    assert sl["allocs"] > 10 * kv["allocs"]
 
 
 def test_unknown_scenario_is_one_line_and_exit_2(capsys):
