@@ -91,6 +91,28 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value!r}")
+    return n
+
+
+def _cpu_list(value: str) -> list[int]:
+    """`--cpus 4,64`: positive CPU counts."""
+    try:
+        cpus = [int(x) for x in value.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected CPU counts like 4,64, got {value!r}") \
+            from None
+    if any(n < 1 for n in cpus):
+        raise argparse.ArgumentTypeError(f"CPU counts must be >= 1, got {value!r}")
+    return cpus
+
+
 def _cmd_policies(_args: argparse.Namespace) -> int:
     from policies.registry import available
     for name, cls in sorted(available().items()):
@@ -154,9 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--policy", action="append", help="only this policy (repeatable)")
     b.add_argument("--workload", choices=["steady", "producer_consumer"],
                    help="only this workload")
-    b.add_argument("--cpus", type=lambda v: [int(x) for x in v.split(",")], metavar="N,N,..",
+    b.add_argument("--cpus", type=_cpu_list, metavar="N,N,..",
                    help="CPU counts instead of the fixed set, e.g. 64 or 4,64")
-    b.add_argument("--ops", type=int, metavar="N",
+    b.add_argument("--ops", type=_positive_int, metavar="N",
                    help="operations per measured window (e.g. 10000000 for the memory bound)")
     b.add_argument("--json", default="results/bench.json", metavar="FILE",
                    help="where to write the JSON results (default: results/bench.json)")
@@ -172,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "(exit 1 if any failed).")
     s.add_argument("file", help="experiment TOML file with a [sweep] table")
     s.add_argument("--out", metavar="DIR", help="sweep folder (default: results/<file>-sweep)")
-    s.add_argument("--jobs", type=int, metavar="N", help="parallel processes (default: cores)")
+    s.add_argument("--jobs", type=_positive_int, metavar="N",
+                   help="parallel processes (default: cores)")
     s.add_argument("--dask", metavar="ADDRESS",
                    help="run on the Dask scheduler at ADDRESS, or 'local' for a LocalCluster")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -127,6 +127,8 @@ class Experiment(_Section):
     sweep: dict[str, Any] | None = None
 
     base_dir: Path = Field(default=Path("."), exclude=True)
+    source: Path = Field(default=Path("experiment.toml"), exclude=True)
+    """The experiment file (error messages name it)."""
     workload_params: list[Any] = Field(default_factory=list, exclude=True)
 
 
@@ -217,6 +219,7 @@ def validate(data: dict[str, Any], path: Path) -> Experiment:
     except ValidationError as exc:
         _raise(path, exc)
     exp.base_dir = path.parent
+    exp.source = path
     if not exp.name:
         exp.name = path.stem
     for key in exp.costs:

@@ -95,7 +95,7 @@ def build(exp: Experiment) -> Simulation:
             caches[c.name] = policy.cache_create(CacheSpec(c.name, c.size, c.align, c.ctor_cost,
                                                            c.dtor_cost, tuple(c.flags)))
         except ValueError as exc:
-            raise ConfigError(f"{exp.name}: cache {c.name}: {policy.name} cannot create it: "
+            raise ConfigError(f"{exp.source}: caches: {c.name}: {policy.name} cannot create it: "
                               f"{exc}") from None
     workloads = [workload_registry.get(w.kind)(machine, policy, caches, p, i)
                  for i, (w, p) in enumerate(zip(exp.workloads, exp.workload_params, strict=True))]
@@ -103,7 +103,7 @@ def build(exp: Experiment) -> Simulation:
         try:
             w.create_caches()
         except ValueError as exc:
-            raise ConfigError(f"{exp.name}: workloads[{i}] ({w.kind}): {policy.name} cannot "
+            raise ConfigError(f"{exp.source}: workloads[{i}] ({w.kind}): {policy.name} cannot "
                               f"create its caches: {exc}") from None
     policy.start()
     for w in workloads:
