@@ -4,8 +4,10 @@ arithmetic, geometry against the reference's worked table, and the slabinfo layo
 from __future__ import annotations
 
 import zlib
+from functools import partial
 
 import pytest
+from simrun import run_on
 
 from policies.base import CacheSpec
 from policies.linux_slab import LinuxSlabPolicy
@@ -23,16 +25,7 @@ def setup(cpus: int = 2, nodes: int = 1, size: int = 32, flags=("SLAB_HWCACHE_AL
     return m, p, c
 
 
-def run(m: Machine, cpu: int, body, span: int = 50_000_000) -> None:
-    done = []
-
-    def wrapper(t):
-        yield from body(t)
-        done.append(True)
-
-    m.spawn(f"op{m.env.now}-{cpu}", wrapper, cpu=cpu)
-    m.run(m.env.now + span)
-    assert done, "operation did not finish"
+run = partial(run_on, span=50_000_000)
 
 
 def alloc_n(p, c, n, out, flags=KM_SLEEP):

@@ -4,6 +4,10 @@ and the magazine-size cap."""
 
 from __future__ import annotations
 
+from functools import partial
+
+from simrun import run_on
+
 from policies.base import CacheSpec
 from policies.solaris import SolarisPolicy
 from policies.solaris_magazine import KMEM_MAGTYPE_TABLE
@@ -23,16 +27,7 @@ def setup(cpus=1, size=64, interval_ticks=10, **tun):
     return m, p, c
 
 
-def run(m, cpu, body, span=100 * MS):
-    done = []
-
-    def wrapper(t):
-        yield from body(t)
-        done.append(True)
-
-    m.spawn(f"op{m.env.now}-{cpu}", wrapper, cpu=cpu)
-    m.run(m.env.now + span)
-    assert done
+run = partial(run_on, span=100 * MS)
 
 
 def burst(p, c, n, held):

@@ -5,6 +5,9 @@ reference/solaris-kmem.md 9.2."""
 from __future__ import annotations
 
 import random
+from functools import partial
+
+from simrun import run_on
 
 from policies.base import CacheSpec
 from policies.solaris import SolarisPolicy
@@ -24,17 +27,7 @@ def _setup(cpus: int, memory: MemoryConfig | None = None, **spec):
     return m, p, c
 
 
-def _run(m: Machine, cpu: int, body, span: int = 50_000_000) -> None:
-    """Run `body(t)` on `cpu` to completion (the simulation jumps over idle time)."""
-    done = []
-
-    def wrapper(t):
-        yield from body(t)
-        done.append(True)
-
-    m.spawn(f"op{m.env.now}", wrapper, cpu=cpu)
-    m.run(m.env.now + span)
-    assert done, "operation did not finish"
+_run = partial(run_on, span=50_000_000)
 
 
 def _ks(p, c):

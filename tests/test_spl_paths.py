@@ -4,6 +4,10 @@ them (HZ/10)."""
 
 from __future__ import annotations
 
+from functools import partial
+
+from simrun import run_on
+
 from policies.base import CacheSpec
 from policies.spl import SplPolicy
 from policies.spl_structs import KMC_BIT_DEADLOCKED
@@ -24,16 +28,7 @@ def _setup(cpus: int = 1, mem: MemoryConfig | None = None, size: int = 32 * 1024
     return m, p, c
 
 
-def _run(m: Machine, cpu: int, body, span: int = 2_000 * MS) -> None:
-    done = []
-
-    def wrapper(t):
-        yield from body(t)
-        done.append(True)
-
-    m.spawn(f"op{m.env.now}.{cpu}", wrapper, cpu=cpu)
-    m.run(m.env.now + span)
-    assert done, "operation did not finish"
+_run = partial(run_on, span=2_000 * MS)
 
 
 def _slab_names(c, slabs) -> list[str]:
