@@ -263,31 +263,22 @@ def fig_memory(runs: Sequence[Run]) -> Any:
 
 
 def results_frame(runs: Sequence[Run]) -> pd.DataFrame:
-    """One row per run with the headline figures."""
+    """One row per run with the headline figures (`Run.headline`) and the per-CPU and
+    per-MiB forms the figures plot."""
     rows = []
     for r in runs:
-        s = r.summary
-        locks = s["locks"].values()
-        lat = s["latency"]
-        end = s["end_ns"] or 1
+        h = r.headline
+        end = h["end_ns"] or 1
         rows.append({
-            "label": r.label, "policy": r.policy, "cpus": r.cpus, "seed": s["seed"],
-            "status": s["status"], "ops_per_sim_s": r.ops_per_sim_second,
-            "ops_per_cpu_ms": r.ops_per_sim_second / r.cpus / 1e3,
-            "alloc_mean_ns": lat.get("latency.alloc", {}).get("mean", 0.0),
-            "alloc_p99_ns": lat.get("latency.alloc", {}).get("p99", 0.0),
-            "free_mean_ns": lat.get("latency.free", {}).get("mean", 0.0),
-            "lock_contentions": sum(v["contentions"] for v in locks),
-            "lock_wait_share": sum(v["waittime_total_ns"] for v in locks) / (end * r.cpus),
-            "irq_off_share": s["cpu"]["irq_off_share"],
-            "bytes_peak_mib": _peak_mib(r),
+            "label": r.label, "policy": r.policy, "cpus": r.cpus, "seed": r.summary["seed"],
+            "status": r.summary["status"], "ops_per_sim_s": h["ops_per_sim_s"],
+            "ops_per_cpu_ms": h["ops_per_sim_s"] / r.cpus / 1e3,
+            "alloc_mean_ns": h["alloc_mean_ns"], "alloc_p99_ns": h["alloc_p99_ns"],
+            "free_mean_ns": h["free_mean_ns"], "lock_contentions": h["lock_contentions"],
+            "lock_wait_share": h["lock_wait_ns"] / (end * r.cpus),
+            "irq_off_share": h["irq_off_share"], "bytes_peak_mib": h["bytes_total_peak"] / 2**20,
         })
     return pd.DataFrame(rows)
-
-
-def _peak_mib(run: Run) -> float:
-    cols = [c for c in run.timeline.columns if c.endswith(".bytes_total")]
-    return float(run.timeline[cols].sum(axis=1).max()) / 2**20 if cols else 0.0
 
 
 def fig_scaling(runs: Sequence[Run]) -> Any | None:

@@ -20,6 +20,13 @@ REPORT_FILES = ("spl_slab.txt", "kmastat.txt", "slabinfo.txt", "lock_stat.txt", 
 """Text reports a run folder may hold, in the order reports show them."""
 
 
+HEADLINE = ["allocs", "frees", "alloc_failures", "end_ns", "ops_per_sim_s", "alloc_mean_ns",
+            "alloc_p99_ns", "free_mean_ns", "lock_contentions", "lock_wait_ns",
+            "irq_off_share", "irq_off_max_ns", "bytes_total_peak", "frag_external_end",
+            "emergency_max"]
+"""The headline figures of a run (`Run.headline`): sweep tables and comparisons carry them."""
+
+
 @dataclass
 class Run:
     """One run folder: its summary and its tables."""
@@ -46,6 +53,36 @@ class Run:
         ops = self.summary["ops"]
         end = self.summary["end_ns"]
         return (ops["allocs"] + ops["frees"]) * 1e9 / end if end else 0.0
+
+    @property
+    def headline(self) -> dict[str, Any]:
+        """The HEADLINE figures: operation counts and rate, latency, lock totals, IRQ-off,
+        peak memory held by the caches, final external fragmentation, most emergency objects."""
+        s = self.summary
+        lat = s["latency"]
+        total_cols = [c for c in self.timeline.columns
+                      if c.startswith("cache.") and c.endswith(".bytes_total")]
+        caches = s.get("caches", {})
+        objs = sum(c.get("objs_free", 0) + c.get("objs_cached", 0) + c.get("objs_inuse", 0)
+                   for c in caches.values())
+        free = sum(c.get("objs_free", 0) for c in caches.values())
+        return {
+            "allocs": s["ops"]["allocs"], "frees": s["ops"]["frees"],
+            "alloc_failures": s["ops"]["alloc_failures"], "end_ns": s["end_ns"],
+            "ops_per_sim_s": self.ops_per_sim_second,
+            "alloc_mean_ns": lat.get("latency.alloc", {}).get("mean", 0.0),
+            "alloc_p99_ns": lat.get("latency.alloc", {}).get("p99", 0.0),
+            "free_mean_ns": lat.get("latency.free", {}).get("mean", 0.0),
+            "lock_contentions": sum(v["contentions"] for v in s["locks"].values()),
+            "lock_wait_ns": sum(v["waittime_total_ns"] for v in s["locks"].values()),
+            "irq_off_share": s["cpu"]["irq_off_share"],
+            "irq_off_max_ns": s["cpu"]["irq_off_max_ns"],
+            "bytes_total_peak": float(self.timeline[total_cols].sum(axis=1).max())
+            if total_cols else 0.0,
+            "frag_external_end": free / objs if objs else 0.0,
+            "emergency_max": max((int(c.get("skc_obj_emergency_max", 0))
+                                  for c in caches.values()), default=0),
+        }
 
     def histogram(self, name: str) -> pd.DataFrame:
         """Buckets of one latency histogram (lo_ns, hi_ns, count)."""

@@ -39,6 +39,7 @@ from typing import Any
 import pandas as pd
 
 from experiments.config import ConfigError, _set_path, load_raw, validate
+from experiments.load import HEADLINE, load_run
 from experiments.output import RunFolder
 
 SWEEP_KEYS = {"policy": "policy.name", "cpus": "machine.cpus_per_node", "seed": "seed",
@@ -123,42 +124,6 @@ def point_experiment(raw: dict[str, Any], path: Path, point: Point) -> Any:
     return validate(data, path)
 
 
-HEADLINE = ["allocs", "frees", "alloc_failures", "end_ns", "ops_per_sim_s", "alloc_mean_ns",
-            "alloc_p99_ns", "free_mean_ns", "lock_contentions", "lock_wait_ns",
-            "irq_off_share", "irq_off_max_ns", "bytes_total_peak", "frag_external_end",
-            "emergency_max"]
-"""Figures every results row carries (see `headline`)."""
-
-
-def headline(folder: Path) -> dict[str, Any]:
-    """The headline figures of a finished run folder."""
-    s = json.loads((folder / "summary.json").read_text())
-    lat = s["latency"]
-    tl = pd.read_parquet(folder / "timeline.parquet")
-    total_cols = [c for c in tl.columns if c.startswith("cache.") and c.endswith(".bytes_total")]
-    caches = s.get("caches", {})
-    objs = sum(c.get("objs_free", 0) + c.get("objs_cached", 0) + c.get("objs_inuse", 0)
-               for c in caches.values())
-    free = sum(c.get("objs_free", 0) for c in caches.values())
-    end = s["end_ns"]
-    ops = s["ops"]["allocs"] + s["ops"]["frees"]
-    return {
-        "allocs": s["ops"]["allocs"], "frees": s["ops"]["frees"],
-        "alloc_failures": s["ops"]["alloc_failures"], "end_ns": end,
-        "ops_per_sim_s": ops * 1e9 / end if end else 0.0,
-        "alloc_mean_ns": lat.get("latency.alloc", {}).get("mean", 0.0),
-        "alloc_p99_ns": lat.get("latency.alloc", {}).get("p99", 0.0),
-        "free_mean_ns": lat.get("latency.free", {}).get("mean", 0.0),
-        "lock_contentions": sum(v["contentions"] for v in s["locks"].values()),
-        "lock_wait_ns": sum(v["waittime_total_ns"] for v in s["locks"].values()),
-        "irq_off_share": s["cpu"]["irq_off_share"], "irq_off_max_ns": s["cpu"]["irq_off_max_ns"],
-        "bytes_total_peak": float(tl[total_cols].sum(axis=1).max()) if total_cols else 0.0,
-        "frag_external_end": free / objs if objs else 0.0,
-        "emergency_max": max((int(c.get("skc_obj_emergency_max", 0)) for c in caches.values()),
-                             default=0),
-    }
-
-
 def run_point(raw: dict[str, Any], path: str, point: Point, out: str) -> dict[str, Any]:
     """Run one point into `<out>/points/<id>` (via `<id>.tmp`); its results row. Never
     raises: a failure is recorded in the row and in point.json."""
@@ -177,7 +142,7 @@ def run_point(raw: dict[str, Any], path: str, point: Point, out: str) -> dict[st
         res = run_experiment(exp, tmp)
         row.update(status=res.status, error="", policy=exp.policy.name,
                    cpus=exp.machine.nodes * exp.machine.cpus_per_node, seed=exp.seed)
-        row.update(headline(tmp))
+        row.update(load_run(tmp).headline)
     except Exception as exc:  # the point's failure is data; the sweep goes on
         row.update(status="error", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
     RunFolder(tmp).write_json("point.json", row)
