@@ -167,6 +167,18 @@ def _detail(vr: VariantResult, kind: str) -> list[dict[str, Any]]:
     return [json.loads(d) for d in vr.events.loc[vr.events.kind == kind, "detail"]]
 
 
+def _cache_sum(vr: VariantResult, key: str) -> int:
+    """A final per-cache figure of summary.json summed over all caches."""
+    return sum(int(c.get(key, 0) or 0) for c in vr.result.summary.get("caches", {}).values())
+
+
+def _cache_total(vr: VariantResult, suffix: str) -> pd.Series:
+    """A timeline figure summed over all caches (`cache.<name><suffix>` columns), per sample."""
+    tl = vr.timeline
+    cols = [c for c in tl.columns if c.startswith("cache.") and c.endswith(suffix)]
+    return tl[cols].sum(axis=1)
+
+
 def _max_column(vr: VariantResult, pattern: str) -> float:
     cols = [c for c in vr.timeline.columns if fnmatch.fnmatch(c, pattern)]
     if not cols:
@@ -232,8 +244,7 @@ def fact_emergency_max(vr: VariantResult) -> int:
 
 def fact_emergency_left(vr: VariantResult) -> int:
     """Emergency objects still outstanding at the end."""
-    return sum(int(c.get("objs_emergency", 0) or 0)
-               for c in vr.result.summary.get("caches", {}).values())
+    return _cache_sum(vr, "objs_emergency")
 
 
 def fact_sleeps_in_atomic(vr: VariantResult) -> int:
@@ -243,8 +254,7 @@ def fact_sleeps_in_atomic(vr: VariantResult) -> int:
 
 def fact_age_skipped(vr: VariantResult) -> int:
     """spl-0.7 aging: magazine age-outs skipped because skc_lock was contended."""
-    return sum(int(c.get("age_skipped", 0) or 0)
-               for c in vr.result.summary.get("caches", {}).values())
+    return _cache_sum(vr, "age_skipped")
 
 
 def _skc_locks(vr: VariantResult) -> list[dict[str, Any]]:
@@ -274,10 +284,6 @@ def fact_allocs(vr: VariantResult) -> int:
 def fact_nosleep_failures(vr: VariantResult) -> int:
     """Allocations that returned NULL."""
     return int(vr.result.summary["ops"]["alloc_failures"])
-
-
-def _cache_sum(vr: VariantResult, key: str) -> int:
-    return sum(int(c.get(key, 0) or 0) for c in vr.result.summary.get("caches", {}).values())
 
 
 def fact_grown(vr: VariantResult) -> int:
@@ -325,9 +331,8 @@ def _load_end(vr: VariantResult) -> int:
 
 def _zero_after(vr: VariantResult, suffix: str) -> int | None:
     tl = vr.timeline
-    cols = [c for c in tl.columns if c.startswith("cache.") and c.endswith(suffix)]
     end = _load_end(vr)
-    after = tl[(tl.time_ns > end) & (tl[cols].sum(axis=1) == 0)]
+    after = tl[(tl.time_ns > end) & (_cache_total(vr, suffix) == 0)]
     return int(after.time_ns.iloc[0]) - end if len(after) else None
 
 
@@ -355,30 +360,13 @@ def fact_slabs_zero_after(vr: VariantResult) -> int | None:
 
 def fact_slabs_peak(vr: VariantResult) -> int:
     """Most slabs the caches held at once."""
-    tl = vr.timeline
-    cols = [c for c in tl.columns if c.startswith("cache.") and c.endswith(".slabs")]
-    return int(tl[cols].sum(axis=1).max()) if cols else 0
-
-
-def fact_slabs_after_fill(vr: VariantResult) -> int:
-    """Slabs held once the first fill-and-free is over (first sample after the peak of objects
-    in use at which in-use objects have stopped falling)."""
-    tl = vr.timeline
-    inuse = tl[[c for c in tl.columns if c.endswith(".objs_inuse")]].sum(axis=1)
-    slabs = tl[[c for c in tl.columns if c.startswith("cache.") and c.endswith(".slabs")]].sum(
-        axis=1)
-    peak = int(inuse.idxmax())
-    for i in range(peak + 1, len(tl)):
-        if inuse.iloc[i] >= inuse.iloc[i - 1]:
-            return int(slabs.iloc[i])
-    return int(slabs.iloc[-1])
+    return int(_cache_total(vr, ".slabs").max() or 0)
 
 
 def fact_slabs_end(vr: VariantResult) -> int:
     """Slabs held at the end of the run."""
-    tl = vr.timeline
-    cols = [c for c in tl.columns if c.startswith("cache.") and c.endswith(".slabs")]
-    return int(tl[cols].sum(axis=1).iloc[-1]) if cols else 0
+    slabs = _cache_total(vr, ".slabs")
+    return int(slabs.iloc[-1]) if len(slabs) else 0
 
 
 def fact_consolidator_yes(vr: VariantResult) -> int:
@@ -391,10 +379,8 @@ def fact_slabs_after_first_episode(vr: VariantResult) -> int | None:
     end = _first(vr, "pressure_end")
     if end is None:
         return None
-    tl = vr.timeline
-    cols = [c for c in tl.columns if c.startswith("cache.") and c.endswith(".slabs")]
-    after = tl[tl.time_ns >= end + 2_000_000]
-    return int(after[cols].sum(axis=1).iloc[0]) if len(after) else None
+    slabs = _cache_total(vr, ".slabs")[vr.timeline.time_ns >= end + 2_000_000]
+    return int(slabs.iloc[0]) if len(slabs) else None
 
 
 def fact_magazine_resizes(vr: VariantResult) -> int:
@@ -444,7 +430,6 @@ FACTS: dict[str, Callable[[VariantResult], Any]] = {
     "shared_zero_after_ns": fact_shared_zero_after,
     "magazine_resizes": fact_magazine_resizes,
     "slabs_peak": fact_slabs_peak,
-    "slabs_after_fill": fact_slabs_after_fill,
     "slabs_end": fact_slabs_end,
     "consolidator_yes": fact_consolidator_yes,
     "slabs_after_first_episode": fact_slabs_after_first_episode,
