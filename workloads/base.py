@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from policies.base import CacheSpec
 from simcore.flags import KM_SLEEP
 from simcore.machine import Machine
 
@@ -71,7 +72,14 @@ class Workload:
 
     def create_caches(self) -> None:
         """Create the caches named by `creates` (called for every workload before any
-        workload starts)."""
+        workload starts), each with `ensure_cache`."""
+
+    def ensure_cache(self, name: str, size: int) -> Any:
+        """kmem_cache_create of `name` unless the experiment already has a cache by that name;
+        the cache either way."""
+        if name not in self.caches:
+            self.caches[name] = self.policy.cache_create(CacheSpec(name, size))
+        return self.caches[name]
 
     @property
     def label(self) -> str:

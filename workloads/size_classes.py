@@ -18,7 +18,6 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from policies.base import CacheSpec
 from simcore.cpu import Gen, Thread
 from simcore.flags import NAMES
 from simcore.units import Duration, Size
@@ -80,9 +79,7 @@ class SizeClasses(Workload):
         p: SizeClassesParams = self.params
         self.sizes = zio_sizes(p.min_size, p.max_size)
         for size in self.sizes:
-            name = f"{p.prefix}{size}"
-            if name not in self.caches:
-                self.caches[name] = self.policy.cache_create(CacheSpec(name, size))
+            self.ensure_cache(f"{p.prefix}{size}", size)
 
     def start(self) -> None:
         p: SizeClassesParams = self.params

@@ -37,7 +37,6 @@ from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr, ValidationInfo, model_validator
 
-from policies.base import CacheSpec
 from simcore.cpu import Gen, Thread
 from simcore.flags import KM_NOSLEEP, KM_SLEEP
 from workloads.base import Workload, WorkloadParams
@@ -282,9 +281,7 @@ class TraceReplay(Workload):
     def create_caches(self) -> None:
         p: TraceParams = self.params
         for name, size in p.trace.caches.items():
-            full = p.cache_prefix + name
-            if full not in self.caches:
-                self.caches[full] = self.policy.cache_create(CacheSpec(full, size))
+            self.ensure_cache(p.cache_prefix + name, size)
 
     def start(self) -> None:
         p: TraceParams = self.params
