@@ -207,15 +207,15 @@ class LinuxSlabPolicy(Policy):
 
     def alloc_fast(self, t: Thread, c: LinuxCache, flags: int) -> int | None:
         """The array hit of __cache_alloc as a plain call (no interrupt due meanwhile)."""
-        entry = c.array[t.cpu.id].entry
-        if not entry or not t.irq_free_for(self._alloc_hit_ns):
+        ac = c.array[t.cpu.id]
+        if not ac.entry or not t.irq_free_for(self._alloc_hit_ns):
             return None
         start = t.pending
         t.charge("call")
         was_off = t.local_irq_save()
         c.allochit += 1
-        c.array[t.cpu.id].touched = True
-        obj = entry.pop()
+        ac.touched = True
+        obj = ac.entry.pop()
         t.charge("magazine_pop")
         t.local_irq_restore_fast(was_off)
         c.inuse += 1
@@ -394,9 +394,9 @@ class LinuxSlabPolicy(Policy):
         c.inuse -= 1
         c.frees += 1
         hist = self._h_free_hit
-        slab = c.owner[obj]
-        if self.machine.nodes > 1 and slab.nodeid != t.cpu.node:
-            yield from self.cache_free_alien(t, c, obj, slab.nodeid)
+        node = c.owner[obj].nodeid if self.machine.nodes > 1 else t.cpu.node
+        if node != t.cpu.node:
+            yield from self.cache_free_alien(t, c, obj, node)
             hist = self._h_flush
         else:
             ac = c.array[t.cpu.id]
