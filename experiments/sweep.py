@@ -77,11 +77,14 @@ def grid(raw: dict[str, Any], path: Path) -> list[Point]:
             known = ", ".join(sorted([*SWEEP_KEYS, "set"]))
             raise ConfigError(f"{path}: sweep.{key}: unknown sweep key (known: {known})")
         axes.append((SWEEP_KEYS[key], _values(path, f"sweep.{key}", values)))
+    from policies.registry import available
+
+    tunables = {name: {tb.name for tb in cls.tunables} for name, cls in available().items()}
     points: dict[str, Point] = {}
     default_policy = raw.get("policy", {}).get("name")
     for combo in itertools.product(*(v for _k, v in axes)):
         settings = tuple((k, v) for (k, _vals), v in zip(axes, combo, strict=True))
-        settings = _applicable(settings, default_policy)
+        settings = _applicable(settings, tunables, default_policy)
         digest = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode())
         label = " ".join(_short(k, v) for k, v in settings)
         point = Point(digest.hexdigest()[:10], label, settings)
@@ -89,15 +92,13 @@ def grid(raw: dict[str, Any], path: Path) -> list[Point]:
     return list(points.values())
 
 
-def _applicable(settings: tuple[tuple[str, Any], ...],
+def _applicable(settings: tuple[tuple[str, Any], ...], tunables: dict[str, set[str]],
                 default_policy: Any) -> tuple[tuple[str, Any], ...]:
     """`settings` without the `policy.tunables.X` entries the point's policy does not have
-    (so a tunable axis does not repeat identical runs of the other policies)."""
-    from policies.registry import available
-
+    (so a tunable axis does not repeat identical runs of the other policies); `tunables`
+    maps each policy to its tunable names."""
     policy = dict(settings).get("policy.name", default_policy)
-    cls = available().get(str(policy))
-    known = {tb.name for tb in cls.tunables} if cls is not None else set()
+    known = tunables.get(str(policy), set())
     return tuple((k, v) for k, v in settings
                  if not k.startswith("policy.tunables.") or k.split(".", 2)[2] in known)
 
