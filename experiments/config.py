@@ -212,8 +212,15 @@ def load_raw(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not a text file") from None
 
 
+RUN_FIELDS = ("base_dir", "source", "workload_params")
+"""Experiment fields filled in by `validate`, not keys of the experiment file."""
+
+
 def validate(data: dict[str, Any], path: Path) -> Experiment:
     """Validate a raw experiment mapping (already overridden); raises ConfigError."""
+    for key in RUN_FIELDS:
+        if key in data:
+            raise ConfigError(f"{path}: {key}: unknown key")
     try:
         exp = Experiment.model_validate(data)
     except ValidationError as exc:
