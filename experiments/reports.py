@@ -1,4 +1,5 @@
-"""Text reports in the formats users already read: /proc/lock_stat and /proc/slabinfo 2.1.
+"""Text reports in the formats users already read: /proc/lock_stat here, and /proc/slabinfo 2.1
+from `policies.slabinfo` (re-exported).
 
 Policy-specific reports (/proc/spl/kmem/slab, ::kmastat, SLAB's statistics slabinfo) come from
 the policies' own `reports()`.
@@ -8,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from policies.base import CacheStats
+from policies.slabinfo import format_slabinfo, slabinfo_row
 from simcore.spinlock import LockStat
+
+__all__ = ["format_lock_stat", "format_slabinfo", "merge_lock_stats", "slabinfo_row"]
 
 _LS_COLS = ("con-bounces", "contentions", "waittime-min", "waittime-max", "waittime-total",
             "waittime-avg", "acq-bounces", "acquisitions", "holdtime-min", "holdtime-max",
@@ -57,24 +60,4 @@ def format_lock_stat(classes: list[LockStat]) -> str:
                 _us(s.holdtime_avg)]
         lines.append(f"{s.name + ':':>41}" + "".join(f" {v:>14}" for v in vals)[1:])
         lines.append("." * width)
-    return "\n".join(lines) + "\n"
-
-
-def slabinfo_row(s: CacheStats) -> str:
-    """One /proc/slabinfo 2.1 line (layout of mm/slab_common.c cache_show)."""
-    num_objs = s.slabs * s.objs_per_slab
-    active_objs = num_objs - s.objs_free
-    active_slabs = s.slabs - s.slabs_empty
-    return (f"{s.name:<17} {active_objs:6d} {num_objs:6d} {s.obj_size:6d} {s.objs_per_slab:4d} "
-            f"{s.pages_per_slab:4d} : tunables {s.limit:4d} {s.batchcount:4d} {s.shared:4d} "
-            f": slabdata {active_slabs:6d} {s.slabs:6d} {s.shared_avail:6d}")
-
-
-def format_slabinfo(stats: list[CacheStats]) -> str:
-    """/proc/slabinfo version 2.1 from the common per-cache numbers."""
-    lines = ["slabinfo - version: 2.1",
-             "# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab>"
-             " : tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs>"
-             " <num_slabs> <sharedavail>"]
-    lines += [slabinfo_row(s) for s in stats]
     return "\n".join(lines) + "\n"

@@ -11,7 +11,7 @@ from simrun import run_on
 
 from policies.base import CacheSpec
 from policies.linux_slab import LinuxSlabPolicy
-from policies.linux_slab_geometry import enable_cpucache, geometry
+from policies.linux_slab.geometry import enable_cpucache, geometry
 from simcore import Machine, MachineConfig, MemoryConfig
 from simcore.flags import KM_NOSLEEP, KM_SLEEP
 

@@ -12,7 +12,7 @@ import pytest
 
 from experiments import scenarios
 from experiments.cli import main
-from policies.solaris_magazine import KMEM_MAGTYPE_TABLE
+from policies.solaris.magazine import KMEM_MAGTYPE_TABLE
 
 MS = 1_000_000
 

@@ -8,7 +8,7 @@ import pytest
 
 from policies.base import CacheSpec
 from policies.solaris import SolarisPolicy
-from policies.solaris_magazine import KMEM_MAGTYPE_TABLE, max_magtype_index
+from policies.solaris.magazine import KMEM_MAGTYPE_TABLE, max_magtype_index
 from simcore import Machine, MachineConfig, MemoryConfig
 from simcore.flags import KM_SLEEP
 

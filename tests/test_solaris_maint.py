@@ -10,8 +10,8 @@ from simrun import run_on
 
 from policies.base import CacheSpec
 from policies.solaris import SolarisPolicy
-from policies.solaris_magazine import KMEM_MAGTYPE_TABLE
-from policies.solaris_slab import KMEM_SLAB_NOMOVE
+from policies.solaris.magazine import KMEM_MAGTYPE_TABLE
+from policies.solaris.slab import KMEM_SLAB_NOMOVE
 from simcore import Machine, MachineConfig, MemoryConfig
 from simcore.flags import KM_SLEEP
 

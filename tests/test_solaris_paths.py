@@ -11,7 +11,7 @@ from simrun import run_on
 
 from policies.base import CacheSpec
 from policies.solaris import SolarisPolicy
-from policies.solaris_magazine import Magazine
+from policies.solaris.magazine import Magazine
 from simcore import Machine, MachineConfig, MemoryConfig
 from simcore.flags import KM_NOSLEEP, KM_SLEEP
 

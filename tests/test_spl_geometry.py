@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from policies.spl_geometry import geometry, spl_magazine_size, spl_slab_size
+from policies.spl.geometry import geometry, spl_magazine_size, spl_slab_size
 
 PAGE = 4096
 

@@ -10,7 +10,7 @@ from simrun import run_on
 
 from policies.base import CacheSpec
 from policies.spl import SplPolicy
-from policies.spl_structs import KMC_BIT_DEADLOCKED
+from policies.spl.structs import KMC_BIT_DEADLOCKED
 from simcore import Machine, MachineConfig, MemoryConfig
 from simcore.flags import KM_SLEEP
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from policies.solaris_cache import KmemCache
+from policies.solaris.cache import KmemCache
 
 VMEM_IDS = {"kmem_msb": 4, "kmem_default": 6}
 """vm_id of the simulated arenas (vmem_source kstat); the numbers are illustrative."""

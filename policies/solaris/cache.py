@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from policies.base import CacheSpec
-from policies.solaris_magazine import KmemCpuCache, KmemMaglist, KmemMagtype
-from policies.solaris_slab import KmemHash, KmemSlab, PartialSlabTree, SlabGeometry
+from policies.solaris.magazine import KmemCpuCache, KmemMaglist, KmemMagtype
+from policies.solaris.slab import KmemHash, KmemSlab, PartialSlabTree, SlabGeometry
 from simcore.spinlock import SpinLock
 
 KMM_DESPERATE = 0x1

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from policies.base import CacheSpec
-from policies.linux_slab_geometry import CpuCacheTunables, SlabGeometry
-from policies.spl_structs import SlabList
+from policies.linux_slab.geometry import CpuCacheTunables, SlabGeometry
+from policies.list_head import SlabList
 from simcore.spinlock import SpinLock
 
 

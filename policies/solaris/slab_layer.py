@@ -27,8 +27,8 @@ Deviations (also noted at the code):
 from __future__ import annotations
 
 from policies.base import Gen, InvariantError
-from policies.solaris_cache import KmemCache
-from policies.solaris_slab import KMEM_SLAB_MOVE_PENDING, KMEM_SLAB_NOMOVE, KmemSlab
+from policies.solaris.cache import KmemCache
+from policies.solaris.slab import KMEM_SLAB_MOVE_PENDING, KMEM_SLAB_NOMOVE, KmemSlab
 from simcore.cpu import Thread
 from simcore.flags import KM_NOSLEEP
 

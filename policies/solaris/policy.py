@@ -65,25 +65,24 @@ from collections import Counter
 from typing import Any
 
 from policies.base import CacheSpec, CacheStats, Gen, InvariantError, Policy, Tunable
-from policies.solaris_cache import KmemCache
-from policies.solaris_consolidator import KmemConsolidator
-from policies.solaris_magazine import (
-    KMEM_MAGTYPE_TABLE,
-    KmemCpuCache,
-    KmemMaglist,
-    KmemMagtype,
-    Magazine,
-    initial_magtype_index,
-    kmem_cpu_reload,
-)
-from policies.solaris_maint import KmemMaintenance
-from policies.solaris_report import (
+from policies.solaris.cache import KmemCache
+from policies.solaris.consolidator import KmemConsolidator
+from policies.solaris.cpu_cache import KMEM_CPU_CACHE_SIZE, KmemCpuLayer
+from policies.solaris.depot import KmemDepot
+from policies.solaris.kmastat import (
     format_kmastat,
     format_kmem_slabs,
     format_kstat_p,
     kmem_cache_kstat,
 )
-from policies.solaris_slab import (
+from policies.solaris.magazine import (
+    KMEM_MAGTYPE_TABLE,
+    KmemCpuCache,
+    KmemMaglist,
+    KmemMagtype,
+    initial_magtype_index,
+)
+from policies.solaris.slab import (
     KMEM_ALIGN,
     KMEM_BUFCTL_SIZE,
     KMEM_SLAB_SIZE,
@@ -91,45 +90,18 @@ from policies.solaris_slab import (
     PartialSlabTree,
     kmem_slab_geometry,
 )
-from policies.solaris_slablayer import KmemSlabLayer
+from policies.solaris.slab_layer import KmemSlabLayer
+from policies.solaris.update import KmemMaintenance
 from simcore.cpu import Thread
-from simcore.flags import KM_NOSLEEP
 from simcore.machine import Machine
 from simcore.mutex import Mutex
 from simcore.spinlock import SpinLock
 from simcore.taskq import Taskq
 from simcore.waitqueue import WaitQueue
 
-KMEM_CPU_CACHE_SIZE = 64
-"""Bytes of one padded kmem_cpu_cache_t."""
 
-
-def _cc_lock_local(t: Thread, lock: SpinLock) -> None:
-    """mutex_enter(&ccp->cc_lock) charged to the local clock; the caller checked that the lock
-    is free, unwanted and released no later than t.now (see the module docstring)."""
-    st = lock.stat
-    st.acquisitions += 1
-    cpu = t.cpu
-    acquired = t.now
-    if lock.last_cpu != cpu.id and lock.last_cpu >= 0:
-        st.acq_bounces += 1
-        t.charge("cacheline_remote_node" if lock.last_node != cpu.node else "cacheline_transfer")
-    else:
-        t.charge("lock_acquire")
-    lock.last_cpu = cpu.id
-    lock.last_node = cpu.node
-    lock.owner = t
-    lock.owner_in_irq = bool(t.in_irq)
-    lock.acquired_at = acquired
-    t.preempt_count += 1
-    t.held.append(lock)
-
-
-def _cc_free_now(t: Thread, lock: SpinLock) -> bool:
-    return lock.owner is None and not lock.waiters and lock.free_at <= t.now
-
-
-class SolarisPolicy(KmemSlabLayer, KmemMaintenance, KmemConsolidator, Policy):
+class SolarisPolicy(KmemCpuLayer, KmemDepot, KmemSlabLayer, KmemMaintenance, KmemConsolidator,
+                    Policy):
     """illumos kmem: magazines, depot, resizing, reaping, slab consolidator."""
 
     name = "solaris"
@@ -238,209 +210,6 @@ class SolarisPolicy(KmemSlabLayer, KmemMaintenance, KmemConsolidator, Policy):
         """Pageout's call into kmem: start a (throttled, asynchronous) kmem_reap."""
         yield from self.kmem_reap(t)
         return 0
-
-    # --- the CPU layer ------------------------------------------------------------------------
-    def _cc_enter(self, t: Thread, lock: SpinLock) -> Gen:
-        """mutex_enter(&ccp->cc_lock): local when nobody else can hold it, else the lock."""
-        if _cc_free_now(t, lock):
-            _cc_lock_local(t, lock)
-            return
-        yield from lock.lock(t)
-
-    def _alloc_hit(self, t: Thread, cp: KmemCache) -> int | None:
-        """kmem_cache_alloc's A1/A2 with cc_lock free: pop the loaded magazine, first swapping
-        in a full previous one (kmem_cpu_reload). No event; None (nothing charged) when the
-        CPU has no round or the lock is not free."""
-        ccp = cp.cache_cpu[t.cpu.id]
-        if ccp.cc_rounds <= 0 and ccp.cc_prounds <= 0:
-            return None
-        lock = ccp.cc_lock
-        if not _cc_free_now(t, lock):
-            return None
-        start = t.now
-        t.charge("call")
-        _cc_lock_local(t, lock)
-        if ccp.cc_rounds <= 0:
-            kmem_cpu_reload(ccp, ccp.cc_ploaded, ccp.cc_prounds)
-            t.charge("object_move")
-        ccp.cc_rounds -= 1
-        buf = ccp.cc_loaded.mag_round[ccp.cc_rounds]
-        t.charge("magazine_pop")
-        ccp.cc_alloc += 1
-        cp.inuse += 1
-        lock._release(t)
-        if cp.record:
-            self._h["alloc.hit"].record(t.now - start)
-        return buf
-
-    def _free_hit(self, t: Thread, cp: KmemCache, buf: int) -> bool:
-        """kmem_cache_free's F1/F2 with cc_lock free: push onto the loaded magazine, first
-        swapping in an empty previous one. No event; False (nothing charged) otherwise."""
-        ccp = cp.cache_cpu[t.cpu.id]
-        ms = ccp.cc_magsize
-        if not ms or not (0 <= ccp.cc_rounds < ms or ccp.cc_prounds == 0):
-            return False
-        lock = ccp.cc_lock
-        if not _cc_free_now(t, lock):
-            return False
-        start = t.now
-        t.charge("call")
-        _cc_lock_local(t, lock)
-        if not 0 <= ccp.cc_rounds < ms:
-            kmem_cpu_reload(ccp, ccp.cc_ploaded, 0)
-            t.charge("object_move")
-        ccp.cc_loaded.mag_round[ccp.cc_rounds] = buf
-        ccp.cc_rounds += 1
-        t.charge("magazine_push")
-        ccp.cc_free += 1
-        cp.inuse -= 1
-        lock._release(t)
-        if cp.record:
-            self._h["free.hit"].record(t.now - start)
-        return True
-
-    def kmem_depot_alloc(self, t: Thread, cp: KmemCache, mlp: KmemMaglist) -> Gen:
-        """kmem_depot_alloc (L2084): try the depot lock, and only if that fails take it and
-        count cache_depot_contention; pop the list's head magazine (LIFO), lowering ml_min and
-        counting ml_alloc. A full magazine's rounds are in transit until installed or
-        destroyed. Returns the magazine or None."""
-        lock = cp.cache_depot_lock
-        ok = yield from lock.trylock(t)
-        if not ok:
-            yield from lock.lock(t)
-            cp.cache_depot_contention += 1
-        mp = None
-        if mlp.ml_list:
-            mp = mlp.ml_list.pop()
-            mlp.ml_total -= 1
-            if mlp.ml_total < mlp.ml_min:
-                mlp.ml_min = mlp.ml_total
-            mlp.ml_alloc += 1
-            t.charge("list_op")
-            if mlp is cp.cache_full:
-                cp.in_transit += cp.cache_magtype.mt_magsize
-        yield from lock.unlock(t)
-        return mp
-
-    def kmem_depot_free(self, t: Thread, cp: KmemCache, mlp: KmemMaglist, mp: Magazine) -> Gen:
-        """kmem_depot_free (L2116): push a magazine on a depot list under the depot lock (a
-        plain mutex_enter: never counted as contention)."""
-        lock = cp.cache_depot_lock
-        yield from lock.lock(t)
-        mlp.ml_list.append(mp)
-        mlp.ml_total += 1
-        t.charge("list_op")
-        yield from lock.unlock(t)
-
-    def kmem_cache_alloc(self, t: Thread, cp: KmemCache, kmflag: int) -> Gen:
-        """kmem_cache_alloc (L2178), cc_lock held around the magazine loop: A1 pop the loaded
-        magazine; A2 swap in a full previous one; A3 magazines disabled -> slab layer; A4 take
-        a full magazine from the depot (returning an empty previous one to the empty list) and
-        retry; no full magazine -> slab layer. A slab-layer buffer is constructed. Magazines
-        are never allocated or filled here. Returns the buffer or None (KM_NOSLEEP failure)."""
-        buf = self._alloc_hit(t, cp)
-        if buf is not None:
-            return buf
-        start = t.now
-        ccp = cp.cache_cpu[t.cpu.id]
-        lock = ccp.cc_lock
-        t.charge("call")
-        yield from self._cc_enter(t, lock)
-        refilled = False
-        while True:
-            if ccp.cc_rounds > 0:
-                ccp.cc_rounds -= 1
-                buf = ccp.cc_loaded.mag_round[ccp.cc_rounds]
-                t.charge("magazine_pop")
-                ccp.cc_alloc += 1
-                cp.inuse += 1
-                lock._release(t)
-                if cp.record:
-                    self._h["alloc.refill" if refilled else "alloc.hit"].record(t.now - start)
-                return buf
-            if ccp.cc_prounds > 0:
-                kmem_cpu_reload(ccp, ccp.cc_ploaded, ccp.cc_prounds)
-                t.charge("object_move")
-                continue
-            if ccp.cc_magsize == 0:
-                break
-            fmp = yield from self.kmem_depot_alloc(t, cp, cp.cache_full)
-            if fmp is None:
-                break
-            if ccp.cc_ploaded is not None:
-                yield from self.kmem_depot_free(t, cp, cp.cache_empty, ccp.cc_ploaded)
-            kmem_cpu_reload(ccp, fmp, ccp.cc_magsize)
-            cp.in_transit -= ccp.cc_magsize
-            t.charge("object_move")
-            refilled = True
-        lock._release(t)
-        buf = yield from self.kmem_slab_alloc(t, cp, kmflag)
-        if buf is None:
-            return None
-        if cp.spec.ctor_cost:
-            t.charge_ns(cp.spec.ctor_cost)
-        if cp.record:
-            self._h["alloc.grow"].record(t.now - start)
-        return buf
-
-    def kmem_cache_free(self, t: Thread, cp: KmemCache, buf: int) -> Gen:
-        """kmem_cache_free (L2315), cc_lock held around the magazine loop: F1 push onto the
-        loaded magazine; F2 swap in an empty previous one; F3 magazines disabled -> slab
-        layer; F4 take an empty magazine from the depot (pushing a full previous one to the
-        full list) and retry; F5 none: drop cc_lock, allocate a magazine KM_NOSLEEP from the
-        current type's cache, re-take cc_lock, discard it if the size changed meanwhile, else
-        push it on the empty list and retry; no magazine -> destruct and free to the slab."""
-        if self._free_hit(t, cp, buf):
-            return
-        start = t.now
-        ccp = cp.cache_cpu[t.cpu.id]
-        lock = ccp.cc_lock
-        t.charge("call")
-        yield from self._cc_enter(t, lock)
-        exchanged = False
-        while True:
-            ms = ccp.cc_magsize
-            if 0 <= ccp.cc_rounds < ms:
-                ccp.cc_loaded.mag_round[ccp.cc_rounds] = buf
-                ccp.cc_rounds += 1
-                t.charge("magazine_push")
-                ccp.cc_free += 1
-                cp.inuse -= 1
-                lock._release(t)
-                if cp.record:
-                    self._h["free.flush" if exchanged else "free.hit"].record(t.now - start)
-                return
-            if ccp.cc_prounds == 0:
-                kmem_cpu_reload(ccp, ccp.cc_ploaded, 0)
-                t.charge("object_move")
-                continue
-            if ms == 0:
-                break
-            exchanged = True
-            emp = yield from self.kmem_depot_alloc(t, cp, cp.cache_empty)
-            if emp is not None:
-                if ccp.cc_ploaded is not None:
-                    yield from self.kmem_depot_free(t, cp, cp.cache_full, ccp.cc_ploaded)
-                kmem_cpu_reload(ccp, emp, 0)
-                t.charge("object_move")
-                continue
-            mtp = cp.cache_magtype
-            lock._release(t)
-            maddr = yield from self.kmem_cache_alloc(t, mtp.mt_cache, KM_NOSLEEP)
-            yield from self._cc_enter(t, lock)
-            if maddr is None:
-                break
-            if ccp.cc_magsize != mtp.mt_magsize:
-                lock._release(t)
-                yield from self.kmem_cache_free(t, mtp.mt_cache, maddr)
-                yield from self._cc_enter(t, lock)
-                continue
-            mp = Magazine(maddr, [0] * mtp.mt_magsize)
-            yield from self.kmem_depot_free(t, cp, cp.cache_empty, mp)
-        lock._release(t)
-        yield from self.kmem_slab_free_constructed(t, cp, buf, False)
-        if cp.record:
-            self._h["free.flush"].record(t.now - start)
 
     # --- Policy hooks ---------------------------------------------------------------------
     def alloc(self, t: Thread, cache: KmemCache, flags: int) -> Gen:

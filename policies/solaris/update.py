@@ -24,9 +24,9 @@ Deviations (also noted at the code):
 from __future__ import annotations
 
 from policies.base import Gen
-from policies.solaris_cache import KmemCache
-from policies.solaris_magazine import Magazine
-from policies.solaris_slab import KMEM_HASH_INITIAL, highbit
+from policies.solaris.cache import KmemCache
+from policies.solaris.magazine import Magazine
+from policies.solaris.slab import KMEM_HASH_INITIAL, highbit
 from simcore.cpu import Thread
 from simcore.taskq import Taskq
 
@@ -42,40 +42,6 @@ def int32(x: int) -> int:
 
 class KmemMaintenance:
     """Maintenance paths of the illumos kmem policy (mixed into SolarisPolicy)."""
-
-    # --- depot working set -----------------------------------------------------------------
-    def kmem_depot_ws_update(self, t: Thread, cp: KmemCache) -> Gen:
-        """kmem_depot_ws_update (L2130): reaplimit <- min, min <- total, for both lists,
-        under the depot lock."""
-        lock = cp.cache_depot_lock
-        yield from lock.lock(t)
-        for mlp in (cp.cache_full, cp.cache_empty):
-            mlp.ml_reaplimit = mlp.ml_min
-            mlp.ml_min = mlp.ml_total
-        yield from lock.unlock(t)
-
-    def kmem_depot_ws_reap(self, t: Thread, cp: KmemCache) -> Gen:
-        """kmem_depot_ws_reap (L2144): destroy MIN(reaplimit, min) full magazines, then as
-        many empty ones, popping with kmem_depot_alloc (which counts ml_alloc and may count
-        contention). Runs on kmem_taskq (or in the caller of destroy); no lock held."""
-        reap = min(cp.cache_full.ml_reaplimit, cp.cache_full.ml_min)
-        freed = 0
-        while reap > 0:
-            reap -= 1
-            mp = yield from self.kmem_depot_alloc(t, cp, cp.cache_full)
-            if mp is None:
-                break
-            yield from self.kmem_magazine_destroy(t, cp, mp, cp.cache_magtype.mt_magsize)
-            freed += 1
-        reap = min(cp.cache_empty.ml_reaplimit, cp.cache_empty.ml_min)
-        while reap > 0:
-            reap -= 1
-            mp = yield from self.kmem_depot_alloc(t, cp, cp.cache_empty)
-            if mp is None:
-                break
-            yield from self.kmem_magazine_destroy(t, cp, mp, 0)
-            freed += 1
-        return freed
 
     def kmem_magazine_destroy(self, t: Thread, cp: KmemCache, mp: Magazine,
                               nrounds: int) -> Gen:

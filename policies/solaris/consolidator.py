@@ -29,7 +29,7 @@ Choices and deviations (also noted at the code):
 from __future__ import annotations
 
 from policies.base import Gen
-from policies.solaris_cache import (
+from policies.solaris.cache import (
     KMM_DESPERATE,
     KMM_NOTIFY,
     KmemCache,
@@ -37,14 +37,14 @@ from policies.solaris_cache import (
     KmemMove,
     MoveCallback,
 )
-from policies.solaris_magazine import Magazine
-from policies.solaris_maint import U64
-from policies.solaris_slab import (
+from policies.solaris.magazine import Magazine
+from policies.solaris.slab import (
     KMEM_SLAB_MOVE_PENDING,
     KMEM_SLAB_NOMOVE,
     KMEM_VOID_FRACTION,
     KmemSlab,
 )
+from policies.solaris.update import U64
 from simcore.cpu import Thread
 from simcore.flags import KM_NOSLEEP
 

@@ -4,7 +4,7 @@ allocated-buffer hash of large-object caches.
 Models the geometry code of `kmem_cache_create` (seeds/002, L3356-3437), `kmem_slab_t`, the
 partial-slab AVL tree with `kmem_partial_slab_cmp` / KMEM_PARTIAL_SLAB_WEIGHT (L3143-3209) and
 the KMF_HASH bufctl hash (L1689-1696, L1782-1795, L2851-2895). Plain data and plain functions;
-the locked paths live in `policies.solaris_slablayer`.
+the locked paths live in `policies.solaris.slab_layer`.
 
 Deviations (also noted at the code):
 - The partial-slab AVL tree is a sorted Python list searched with `bisect`, keyed by

@@ -4,12 +4,12 @@ the slab lists, which are kernel `list_head` lists with head and tail insertion.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from policies.base import CacheSpec
-from policies.spl_geometry import SlabGeometry
+from policies.list_head import SlabList
+from policies.spl.geometry import SlabGeometry
 from simcore.spinlock import SpinLock
 from simcore.waitqueue import BitFlags, WaitQueue
 
@@ -23,6 +23,12 @@ KMC_FLAG_BITS = {"KMC_NOTOUCH": 0, "KMC_NODEBUG": 1, "KMC_NOMAGAZINE": 2, "KMC_N
                  "KMC_QCACHE": 4, "KMC_KMEM": 5, "KMC_VMEM": 6, "KMC_KVMEM": 7, "KMC_SLAB": 8,
                  "KMC_NOEMERGENCY": KMC_BIT_NOEMERGENCY}
 """Creation flags by name -> bit in skc_flags (spl-0.7 numbering)."""
+
+ENOMEM, EAGAIN, EEXIST, ENOENT = 12, 11, 17, 2
+"""The errno values the SPL paths return (negated)."""
+
+SPL_KMEM_CACHE_DELAY = 15.0
+"""spl-0.7: seconds a magazine may sit unused before the aging timer flushes it (skc_delay)."""
 
 
 @dataclass(eq=False)
@@ -41,69 +47,6 @@ class SplSlab:
     prev: SplSlab | None = field(default=None, repr=False)
     next: SplSlab | None = field(default=None, repr=False)
     on: SlabList | None = field(default=None, repr=False)
-
-
-class SlabList:
-    """A list_head of slabs: list_add (head), list_add_tail, list_del in O(1)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.head: SplSlab | None = None
-        self.tail: SplSlab | None = None
-        self.count = 0
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __bool__(self) -> bool:
-        return self.head is not None
-
-    def __iter__(self) -> Iterator[SplSlab]:
-        s = self.head
-        while s is not None:
-            nxt = s.next
-            yield s
-            s = nxt
-
-    def reversed(self) -> Iterator[SplSlab]:
-        s = self.tail
-        while s is not None:
-            prv = s.prev
-            yield s
-            s = prv
-
-    def add(self, s: SplSlab) -> None:
-        """list_add: insert at the head."""
-        s.prev, s.next, s.on = None, self.head, self
-        if self.head is not None:
-            self.head.prev = s
-        else:
-            self.tail = s
-        self.head = s
-        self.count += 1
-
-    def add_tail(self, s: SplSlab) -> None:
-        """list_add_tail: insert at the tail."""
-        s.prev, s.next, s.on = self.tail, None, self
-        if self.tail is not None:
-            self.tail.next = s
-        else:
-            self.head = s
-        self.tail = s
-        self.count += 1
-
-    def remove(self, s: SplSlab) -> None:
-        """list_del."""
-        if s.prev is not None:
-            s.prev.next = s.next
-        else:
-            self.head = s.next
-        if s.next is not None:
-            s.next.prev = s.prev
-        else:
-            self.tail = s.prev
-        s.prev = s.next = s.on = None
-        self.count -= 1
 
 
 @dataclass(eq=False)

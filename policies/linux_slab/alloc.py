@@ -1,0 +1,180 @@
+"""Linux SLAB allocation (seed 003 mm/slab.c): __cache_alloc / ____cache_alloc (array hit),
+cache_alloc_refill (shared array, partial, free lists), transfer_objects, and the node-directed
+__cache_alloc_node."""
+
+from __future__ import annotations
+
+from policies.base import Gen
+from policies.linux_slab.structs import ArrayCache, LinuxCache, LinuxSlab
+from simcore.cpu import Thread
+
+BATCHREFILL_LIMIT = 16
+"""First refill after an untouched interval takes at most this many objects."""
+
+
+class SlabAllocPaths:
+    """Allocation paths of LinuxSlabPolicy."""
+
+    # --- allocation -------------------------------------------------------------------------
+    def alloc(self, t: Thread, c: LinuxCache, flags: int) -> Gen:
+        """__cache_alloc: IRQs saved; ____cache_alloc pops this CPU's array (allochit) or
+        counts allocmiss and runs cache_alloc_refill."""
+        start = t.now
+        t.charge("call")
+        was_off = t.local_irq_save()
+        ac = c.array[t.cpu.id]
+        hist = self._h_hit
+        if ac.entry:
+            c.allochit += 1
+            ac.touched = True
+            obj = ac.entry.pop()
+            t.charge("magazine_pop")
+        else:
+            c.allocmiss += 1
+            t.slab_grew = False
+            obj = yield from self.cache_alloc_refill(t, c, flags)
+            hist = self._h_grow if t.slab_grew else self._h_refill
+        yield from t.local_irq_restore(was_off)
+        if obj is None:
+            c.alloc_fail += 1
+            self.machine.metrics.event("alloc_fail", cache=c.name, cpu=t.cpu.id)
+            return None
+        c.inuse += 1
+        c.allocs += 1
+        hist.record(t.now - start)
+        return obj
+
+    def alloc_fast(self, t: Thread, c: LinuxCache, flags: int) -> int | None:
+        """The array hit of __cache_alloc as a plain call (no interrupt due meanwhile)."""
+        ac = c.array[t.cpu.id]
+        if not ac.entry or not t.irq_free_for(self._alloc_hit_ns):
+            return None
+        start = t.pending
+        t.charge("call")
+        was_off = t.local_irq_save()
+        c.allochit += 1
+        ac.touched = True
+        obj = ac.entry.pop()
+        t.charge("magazine_pop")
+        t.local_irq_restore_fast(was_off)
+        c.inuse += 1
+        c.allocs += 1
+        self._h_hit.record(t.pending - start)
+        return obj
+
+    def cache_alloc_refill(self, t: Thread, c: LinuxCache, flags: int) -> Gen:
+        """cache_alloc_refill (IRQs off): batchcount objects (16 after an untouched interval)
+        from the shared array, else from the head of slabs_partial / slabs_free under
+        list_lock; with nothing found cache_grow once and retry. NULL if grow failed and the
+        array is still empty."""
+        while True:
+            ac = c.array[t.cpu.id]
+            node = t.cpu.node
+            l3 = c.nodelists[node]
+            n = ac.batchcount
+            if not ac.touched and n > BATCHREFILL_LIMIT:
+                n = BATCHREFILL_LIMIT
+            yield from l3.list_lock.lock(t)
+            if l3.shared is not None and self.transfer_objects(t, ac, l3.shared, n):
+                if self.tun["shared_touched_on_refill"]:
+                    l3.shared.touched = True
+            else:
+                taken = 0
+                while n > 0:
+                    slab = l3.slabs_partial.head
+                    if slab is None:
+                        l3.free_touched = True
+                        slab = l3.slabs_free.head
+                        if slab is None:
+                            break
+                    while slab.inuse < c.geo.num and n > 0:
+                        c.num_allocations += 1
+                        c.num_active += 1
+                        if c.num_active > c.high_mark:
+                            c.high_mark = c.num_active
+                        ac.entry.append(self.slab_get_obj(t, slab))
+                        taken += 1
+                        n -= 1
+                    slab.on.remove(slab)
+                    if not slab.free:
+                        l3.slabs_full.add(slab)
+                    else:
+                        l3.slabs_partial.add(slab)
+                    t.charge("list_op")
+                l3.free_objects -= taken
+            yield from l3.list_lock.unlock(t)
+            if not ac.entry:
+                ok = yield from self.cache_grow(t, c, flags, node)
+                t.slab_grew = True
+                ac = c.array[t.cpu.id]
+                if not ok and not ac.entry:
+                    return None
+                if not ac.entry:
+                    continue
+            ac.touched = True
+            t.charge("magazine_pop")
+            return ac.entry.pop()
+
+    def slab_get_obj(self, t: Thread, slab: LinuxSlab) -> int:
+        """slab_get_obj: the object at slabp->free; inuse++ (list_lock held)."""
+        slab.inuse += 1
+        t.charge("slab_obj_op")
+        return slab.free.pop()
+
+    def transfer_objects(self, t: Thread, to: ArrayCache, frm: ArrayCache, maximum: int) -> int:
+        """transfer_objects: move the newest min(from.avail, max, to.limit - to.avail)
+        pointers; 2.6.17 marks the destination touched."""
+        nr = min(frm.avail, maximum, to.limit - to.avail)
+        if nr <= 0:
+            return 0
+        to.entry.extend(frm.entry[-nr:])
+        del frm.entry[-nr:]
+        t.charge("object_move", nr)
+        if not self.tun["shared_touched_on_refill"]:
+            to.touched = True
+        return nr
+
+    def alloc_node(self, t: Thread, c: LinuxCache, flags: int, nodeid: int) -> Gen:
+        """kmem_cache_alloc_node: the local node takes the array path; another node's objects
+        come from __cache_alloc_node, one object per list_lock round trip (node_allocs)."""
+        if nodeid == -1 or nodeid == t.cpu.node:
+            return (yield from self.alloc(t, c, flags))
+        start = t.now
+        t.charge("call")
+        was_off = t.local_irq_save()
+        obj = yield from self.cache_alloc_node(t, c, flags, nodeid)
+        yield from t.local_irq_restore(was_off)
+        if obj is None:
+            c.alloc_fail += 1
+            return None
+        c.inuse += 1
+        c.allocs += 1
+        self._h_refill.record(t.now - start)
+        return obj
+
+    def cache_alloc_node(self, t: Thread, c: LinuxCache, flags: int, nodeid: int) -> Gen:
+        """__cache_alloc_node: one object from the partial (else free) head of `nodeid`."""
+        l3 = c.nodelists[nodeid]
+        while True:
+            yield from l3.list_lock.lock(t)
+            slab = l3.slabs_partial.head
+            if slab is None:
+                l3.free_touched = True
+                slab = l3.slabs_free.head
+            if slab is not None:
+                c.node_allocs += 1
+                c.num_active += 1
+                if c.num_active > c.high_mark:
+                    c.high_mark = c.num_active
+                obj = self.slab_get_obj(t, slab)
+                l3.free_objects -= 1
+                slab.on.remove(slab)
+                (l3.slabs_full if not slab.free else l3.slabs_partial).add(slab)
+                t.charge("list_op")
+                yield from l3.list_lock.unlock(t)
+                return obj
+            yield from l3.list_lock.unlock(t)
+            ok = yield from self.cache_grow(t, c, flags, nodeid)
+            if not ok:
+                return None
+

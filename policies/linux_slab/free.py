@@ -1,0 +1,136 @@
+"""Linux SLAB free (seed 003 mm/slab.c): __cache_free (array push), cache_flusharray (shared
+array, else free_block), free_block with the free_limit rule, slab_destroy."""
+
+from __future__ import annotations
+
+from policies.base import Gen
+from policies.linux_slab.structs import ArrayCache, LinuxCache, LinuxSlab
+from simcore.cpu import Thread
+
+
+class SlabFreePaths:
+    """Free paths of LinuxSlabPolicy."""
+
+    # --- free -----------------------------------------------------------------------------------
+    def free(self, t: Thread, c: LinuxCache, obj: int) -> Gen:
+        """__cache_free (IRQs saved): a remote-node object goes to cache_free_alien; else push
+        on this CPU's array (freehit) or cache_flusharray first (freemiss)."""
+        start = t.now
+        t.charge("call")
+        was_off = t.local_irq_save()
+        c.inuse -= 1
+        c.frees += 1
+        hist = self._h_free_hit
+        node = c.owner[obj].nodeid if self.machine.nodes > 1 else t.cpu.node
+        if node != t.cpu.node:
+            yield from self.cache_free_alien(t, c, obj, node)
+            hist = self._h_flush
+        else:
+            ac = c.array[t.cpu.id]
+            if ac.avail < ac.limit:
+                c.freehit += 1
+            else:
+                c.freemiss += 1
+                yield from self.cache_flusharray(t, c, ac)
+                hist = self._h_flush
+            ac.entry.append(obj)
+            t.charge("magazine_push")
+        yield from t.local_irq_restore(was_off)
+        hist.record(t.now - start)
+
+    def free_fast(self, t: Thread, c: LinuxCache, obj: int) -> bool:
+        """The local array push of __cache_free as a plain call."""
+        ac = c.array[t.cpu.id]
+        if ac.avail >= ac.limit or not t.irq_free_for(self._free_hit_ns):
+            return False
+        if self.machine.nodes > 1 and c.owner[obj].nodeid != t.cpu.node:
+            return False
+        start = t.pending
+        t.charge("call")
+        was_off = t.local_irq_save()
+        c.inuse -= 1
+        c.frees += 1
+        c.freehit += 1
+        ac.entry.append(obj)
+        t.charge("magazine_push")
+        t.local_irq_restore_fast(was_off)
+        self._h_free_hit.record(t.pending - start)
+        return True
+
+    def cache_flusharray(self, t: Thread, c: LinuxCache, ac: ArrayCache) -> Gen:
+        """cache_flusharray: the oldest batchcount entries go to the shared array if it has
+        room (as many as fit), else to free_block; the rest move down."""
+        n = ac.batchcount
+        l3 = c.nodelists[t.cpu.node]
+        yield from l3.list_lock.lock(t)
+        shared = l3.shared
+        room = shared.limit - shared.avail if shared is not None else 0
+        victims: list[LinuxSlab] = []
+        if room > 0:
+            n = min(n, room)
+            shared.entry.extend(ac.entry[:n])
+            t.charge("object_move", n)
+        else:
+            victims = self.free_block(t, c, ac.entry[:n])
+        nfree = len(l3.slabs_free)
+        if self.tun["STATS"]:
+            t.charge("list_op", nfree)
+        if nfree > c.max_freeable:
+            c.max_freeable = nfree
+        yield from l3.list_lock.unlock(t)
+        del ac.entry[:n]
+        yield from self._destroy_after_unlock(t, c, victims)
+
+    def free_block(self, t: Thread, c: LinuxCache, objs: list[int]) -> list[LinuxSlab]:
+        """free_block (list_lock held): each object back to its slab; a slab that empties is
+        destroyed when the node holds more than free_limit free objects, else put at the
+        head of slabs_free; a slab still in use goes to the tail of slabs_partial. Returns the
+        slabs to destroy after the lock is dropped (empty with destroy_under_lock)."""
+        num = c.geo.num
+        later: list[LinuxSlab] = []
+        for obj in objs:
+            slab = c.owner[obj]
+            l3 = c.nodelists[slab.nodeid]
+            slab.on.remove(slab)
+            slab.free.append(obj)
+            slab.inuse -= 1
+            c.num_active -= 1
+            l3.free_objects += 1
+            t.charge("slab_obj_op")
+            t.charge("list_op")
+            if slab.inuse == 0:
+                if l3.free_objects > l3.free_limit:
+                    l3.free_objects -= num
+                    if self.tun["destroy_under_lock"]:
+                        self.slab_destroy(t, c, slab, "free_limit")
+                    else:
+                        later.append(slab)
+                else:
+                    l3.slabs_free.add(slab)
+            else:
+                l3.slabs_partial.add_tail(slab)
+        return later
+
+    def _destroy_after_unlock(self, t: Thread, c: LinuxCache, slabs: list[LinuxSlab]) -> Gen:
+        """3.x slabs_destroy: destroy outside list_lock."""
+        for slab in slabs:
+            self.slab_destroy(t, c, slab, "free_limit")
+        if slabs:
+            yield from t.sync()
+
+    def slab_destroy(self, t: Thread, c: LinuxCache, slab: LinuxSlab, why: str) -> None:
+        """slab_destroy: destructors, kmem_freepages, the off-slab descriptor back to its
+        general cache. Charged in the caller's context (under list_lock in 2.6.17's
+        free_block)."""
+        geo = c.geo
+        if c.spec.dtor_cost:
+            t.charge_ns(c.spec.dtor_cost * geo.num)
+        for obj in slab.free:
+            del c.owner[obj]
+        self.machine.memory.release_pages(t, slab.base, geo.gfporder)
+        if geo.off_slab:
+            t.charge("kmalloc")
+        if why == "free_limit":
+            c.destroyed += 1
+        self.machine.metrics.event("slab_destroy", cache=c.name, cpu=t.cpu.id, why=why)
+

@@ -1,0 +1,292 @@
+"""`linux_slab`: the Linux SLAB allocator (seeds/003: Linux 2.6.17 mm/slab.c; seeds/004: the
+percpu allocator for CPU caches, Linux 3.18).
+
+Read side by side with the seed:
+
+- allocation: `kmem_cache_alloc` -> `__cache_alloc` (IRQs saved) -> `____cache_alloc` (array
+  hit) or `cache_alloc_refill` (shared array first, then partial head, then free head, then
+  `cache_grow` and retry); node-directed `kmem_cache_alloc_node` -> `__cache_alloc_node`;
+- growth: `cache_grow` (colour step under list_lock, IRQs on only for requests that may sleep,
+  pages then constructors, link at the tail of slabs_free);
+- free: `kmem_cache_free` -> `__cache_free` (alien check, array push or `cache_flusharray`:
+  shared array, else `free_block`, which destroys a slab that empties while the node holds
+  more than free_limit free objects);
+- NUMA: `cache_free_alien`, `__drain_alien_cache`, `reap_alien` (nodes > 1 only);
+- the reaper: `start_cpu_timer` / `cache_reap` per CPU every REAPTIMEOUT_CPUC (2 s) after the
+  previous pass, first at HZ + 3 x cpu jiffies; per-node work every REAPTIMEOUT_LIST3 (4 s)
+  with a per-cache offset; `drain_array` with the touched rule; free slabs trimmed
+  ceil(free_limit / (5 num)) per visit unless free_touched; a pass is skipped when
+  cache_chain_mutex is busy;
+- shrink: `kmem_cache_shrink` -> `drain_cpu_caches` (every CPU array, alien and shared array)
+  then every free slab;
+- tunables: `enable_cpucache` defaults; free_limit = (1 + CPUs on node) x batchcount + num;
+- statistics: the STATS counters and `/proc/slabinfo` 2.1 (statistics) with s_show's layout.
+
+Switches for behaviour that changed after 2.6.17 (defaults are 2.6.17):
+`shared_touched_on_refill` (4.x marks the shared array touched on every refill from it, so a
+busy shared array is spared by the reaper), `destroy_under_lock` (3.x destroys slabs after
+dropping list_lock), `reap_from_free_head` (2.6.17 cache_reap takes the head of slabs_free;
+drain_freelist the tail), `percpu_cpu_cache` (patch 004: arrays for every possible CPU from the
+percpu allocator, 16 + 8 x limit bytes, no kmalloc rounding).
+
+Deliberate deviations from the seed:
+
+- Off-slab descriptors (objects >= PAGE_SIZE/8) are charged as a kmalloc cost and counted as
+  metadata (rounded to their general cache size); they are not allocated from a modelled
+  size-N cache, so the nested slabp_cache allocation and its lock are not simulated.
+- The STATS counters are always kept and always printed (the kernel keeps them only in
+  CONFIG_DEBUG_SLAB builds); the O(free slabs) walk that STATS adds to every flush is charged
+  only when `STATS` is true.
+- `kmem_cache_shrink`'s drain IPIs run as interrupts on every other CPU (raise_irq); the caller
+  sleeps until all have run instead of spinning in on_each_cpu.
+- Retuning through /proc/slabinfo writes is not modelled at run time: limit, batchcount and
+  shared are set at creation (`cpucache_limit`, `cpucache_batchcount`, `cpucache_shared`).
+- Colouring is computed and rotated per node (colour_next) but has no cache effect in the model.
+- Task migration during a sleeping grow follows the simulated scheduler: the array is re-read
+  after cache_grow, as in the seed.
+- One page allocator serves every node (memory is not per node).
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+from policies.base import CacheSpec, CacheStats, Gen, InvariantError, Policy, Tunable
+from policies.linux_slab.alien import SlabAlien
+from policies.linux_slab.alloc import SlabAllocPaths
+from policies.linux_slab.free import SlabFreePaths
+from policies.linux_slab.geometry import (
+    ALIEN_LIMIT,
+    ARRAY_HEADER_2617,
+    CpuCacheTunables,
+    align_up,
+    cpu_array_bytes,
+    enable_cpucache,
+    geometry,
+    kmalloc_size,
+)
+from policies.linux_slab.grow import SlabGrow
+from policies.linux_slab.reap import SlabReaper
+from policies.linux_slab.slabinfo import format_slabinfo_stats
+from policies.linux_slab.structs import ArrayCache, KmemList3, LinuxCache
+from simcore.cpu import Thread
+from simcore.mutex import Mutex
+from simcore.spinlock import SpinLock
+from simcore.timer import PeriodicWork
+
+
+class LinuxSlabPolicy(SlabAllocPaths, SlabGrow, SlabFreePaths, SlabAlien, SlabReaper, Policy):
+    """Linux 2.6.17 SLAB: per-CPU array caches, shared and alien arrays, three slab lists per
+    node, free_limit, and the cache_reap timer."""
+
+    name = "linux_slab"
+    summary = ("Linux SLAB (2.6.17 mm/slab.c): per-CPU array caches, shared/alien arrays, "
+               "free_limit, cache_reap; patch 004 percpu accounting")
+    tunables = (
+        Tunable("shared_touched_on_refill", False,
+                "4.x: a refill from the shared array marks it touched, so cache_reap spares a "
+                "busy shared array (2.6.17: only alien drains mark it)"),
+        Tunable("destroy_under_lock", True,
+                "2.6.17 free_block destroys slabs holding list_lock with IRQs off; false: 3.x "
+                "slabs_destroy after the lock is dropped"),
+        Tunable("reap_from_free_head", True,
+                "2.6.17 cache_reap frees from the head of slabs_free; false: drain_freelist "
+                "takes the tail"),
+        Tunable("percpu_cpu_cache", False,
+                "patch 004: per-CPU arrays from the percpu allocator for every possible CPU, "
+                "16 + pointer x limit bytes, no kmalloc rounding"),
+        Tunable("nr_cpu_ids", 0, "possible CPUs for patch 004 accounting (0: the machine's CPUs)",
+                minimum=0),
+        Tunable("sizeof_pointer", 8, "pointer size in bytes for array accounting (4: 32-bit)",
+                choices=(4, 8)),
+        Tunable("STATS", False, "charge the O(free slabs) walk STATS adds to cache_flusharray"),
+        Tunable("slab_break_gfp_order", 1,
+                "calculate_slab_order stops at this order (1 when RAM > 32 MiB)", minimum=0),
+        Tunable("cpucache_limit", 0, "per-CPU array limit for every cache (0: enable_cpucache)",
+                minimum=0),
+        Tunable("cpucache_batchcount", 0, "batchcount (0: (limit + 1) / 2)", minimum=0),
+        Tunable("cpucache_shared", -1, "shared factor (-1: enable_cpucache's 8 / 0)",
+                minimum=-1),
+        Tunable("cache_reap", True, "run the per-CPU cache_reap timers"),
+    )
+
+    def __init__(self, machine: Any, tunables: dict[str, Any] | None = None) -> None:
+        super().__init__(machine, tunables)
+        m = self.machine
+        self.cache_chain_mutex = Mutex(m, "cache_chain_mutex")
+        self.reap_skipped = 0
+        """cache_reap passes skipped because cache_chain_mutex was busy."""
+        self.reapers: list[PeriodicWork] = []
+        self.reap_node = [(cpu.node + 1) % m.nodes for cpu in m.cpus]
+        """Per-CPU NUMA reap rotor (next_reap_node)."""
+        mt = m.metrics
+        self._h_hit = mt.hist("alloc.hit")
+        self._h_refill = mt.hist("alloc.refill")
+        self._h_grow = mt.hist("alloc.grow")
+        self._h_free_hit = mt.hist("free.hit")
+        self._h_flush = mt.hist("free.flush")
+        c = m.costs
+        self._alloc_hit_ns = c["call"] + c["irq_disable"] + c["magazine_pop"] + c["irq_enable"]
+        self._free_hit_ns = c["call"] + c["irq_disable"] + c["magazine_push"] + c["irq_enable"]
+        self._hz_ns = 1_000_000_000 // m.hz
+
+    # --- cache creation ---------------------------------------------------------------------
+    def create_cache(self, spec: CacheSpec) -> LinuxCache:
+        """kmem_cache_create + setup_cpu_cache/enable_cpucache + alloc_kmemlist: geometry, one
+        array per CPU, one kmem_list3 per node with its shared array and alien arrays."""
+        m = self.machine
+        geo = geometry(spec.size, spec.align, "SLAB_HWCACHE_ALIGN" in spec.flags,
+                       "SLAB_RECLAIM_ACCOUNT" in spec.flags, m.memory.page_size,
+                       self.tun["slab_break_gfp_order"])
+        d = enable_cpucache(geo.buffer_size, m.memory.page_size, smp=m.ncpus > 1)
+        limit = self.tun["cpucache_limit"] or d.limit
+        batch = self.tun["cpucache_batchcount"] or (limit + 1) // 2
+        shared = d.shared if self.tun["cpucache_shared"] < 0 else self.tun["cpucache_shared"]
+        if batch > limit:
+            raise ValueError(f"cpucache_batchcount {batch} > limit {limit}")
+        tun = CpuCacheTunables(limit, batch, shared)
+        arrays = [ArrayCache(limit, batch) for _ in m.cpus]
+        nodes = []
+        hz = self._hz_ns
+        offset = (zlib.crc32(spec.name.encode()) % (4 * m.hz)) * hz
+        for node in range(m.nodes):
+            ncpu = len(m.cpus_of_node(node))
+            l3 = KmemList3(node, SpinLock(m, f"{spec.name}->list_lock"),
+                           (1 + ncpu) * batch + geo.num,
+                           next_reap=4 * m.hz * hz + offset)
+            if shared:
+                l3.shared = ArrayCache(shared * batch, 0xBAADF00D)
+            if m.nodes > 1:
+                alien_limit = 1 if limit == 1 else ALIEN_LIMIT
+                for other in range(m.nodes):
+                    if other != node:
+                        l3.alien[other] = ArrayCache(
+                            alien_limit, 0xBAADF00D,
+                            lock=SpinLock(m, f"{spec.name}->alien_lock"))
+            nodes.append(l3)
+        return LinuxCache(spec.name, spec, geo, tun, arrays, nodes)
+
+    def start(self) -> None:
+        """start_cpu_timer: each CPU's cache_reap first after HZ + 3 x cpu jiffies, then
+        REAPTIMEOUT_CPUC (2 s) after each pass ends."""
+        if not self.tun["cache_reap"]:
+            return
+        m = self.machine
+        for cpu in m.cpus:
+            self.reapers.append(PeriodicWork(
+                m, f"events/{cpu.id}:cache_reap", 2 * m.hz * self._hz_ns, self.cache_reap,
+                cpu=cpu.id, first_delay=(m.hz + 3 * cpu.id) * self._hz_ns))
+
+    def destroy(self, t: Thread, c: LinuxCache) -> Gen:
+        """kmem_cache_destroy: shrink; objects still in use make it fail (the cache stays)."""
+        yield from self.reap(t, c)
+        if c.inuse:
+            self.machine.metrics.event("kmem_cache_destroy_not_empty", cache=c.name)
+            raise InvariantError(f"{c.name}: destroy with {c.inuse} objects in use")
+        for w in self.reapers if len(self.caches) == 1 else ():
+            w.cancel()
+        self.caches.remove(c)
+
+    # --- statistics -------------------------------------------------------------------------
+    def possible_cpus(self) -> int:
+        return self.tun["nr_cpu_ids"] or self.machine.ncpus
+
+    def metadata_bytes(self, c: LinuxCache) -> int:
+        """Array caches and off-slab descriptors. 2.6.17: one kmalloc'ed array per online CPU
+        (rounded to its general cache); patch 004: 16 + pointer x limit for every possible
+        CPU. Shared and alien arrays are kmalloc'ed per node in both."""
+        ptr = self.tun["sizeof_pointer"]
+        percpu = self.tun["percpu_cpu_cache"]
+        ncpu = self.possible_cpus() if percpu else self.machine.ncpus
+        total = ncpu * cpu_array_bytes(c.limit, percpu, ptr)
+        for l3 in c.nodelists:
+            if l3.shared is not None:
+                total += kmalloc_size(ARRAY_HEADER_2617 + ptr * l3.shared.limit)
+            for alien in l3.alien.values():
+                total += kmalloc_size(ARRAY_HEADER_2617 + ptr * alien.limit)
+        if c.geo.off_slab:
+            slabs = sum(len(l3.slabs_full) + len(l3.slabs_partial) + len(l3.slabs_free)
+                        for l3 in c.nodelists)
+            total += slabs * kmalloc_size(align_up(c.geo.slab_size, 8))
+        return total
+
+    def stats(self, c: LinuxCache) -> CacheStats:
+        full = sum(len(l3.slabs_full) for l3 in c.nodelists)
+        partial = sum(len(l3.slabs_partial) for l3 in c.nodelists)
+        empty = sum(len(l3.slabs_free) for l3 in c.nodelists)
+        slabs = full + partial + empty
+        cached = sum(ac.avail for ac in c.array) + sum(
+            (l3.shared.avail if l3.shared is not None else 0)
+            + sum(a.avail for a in l3.alien.values()) for l3 in c.nodelists)
+        page = self.machine.memory.page_size
+        return CacheStats(
+            name=c.name, obj_size=c.geo.buffer_size, objs_inuse=c.inuse, objs_cached=cached,
+            objs_free=sum(l3.free_objects for l3 in c.nodelists), slabs=slabs,
+            slabs_partial=partial, slabs_empty=empty, bytes_slab=slabs * (page << c.geo.gfporder),
+            bytes_meta=self.metadata_bytes(c), objs_per_slab=c.geo.num,
+            pages_per_slab=c.geo.pages, limit=c.limit, batchcount=c.batchcount, shared=c.shared,
+            shared_avail=sum(l3.shared.avail for l3 in c.nodelists if l3.shared is not None),
+            extra={"allocs": c.allocs, "frees": c.frees, "grown": c.grown, "reaped": c.reaped,
+                   "alloc_fail": c.alloc_fail, "allochit": c.allochit,
+                   "allocmiss": c.allocmiss, "freehit": c.freehit, "freemiss": c.freemiss,
+                   "listallocs": c.num_allocations, "maxobjs": c.high_mark,
+                   "nodeallocs": c.node_allocs, "remotefrees": c.node_frees,
+                   "alienoverflow": c.node_overflow, "free_limit_destroyed": c.destroyed,
+                   "array_avail": sum(ac.avail for ac in c.array),
+                   "shared_avail": sum(l3.shared.avail for l3 in c.nodelists
+                                       if l3.shared is not None),
+                   "alien_avail": sum(a.avail for l3 in c.nodelists
+                                      for a in l3.alien.values())})
+
+    def check_invariants(self) -> None:
+        """Checklist item 13 and s_show's checks: list membership by inuse, num_objs -
+        active_objs = sum(free_objects), num_active = objects outside slabs = in use + cached,
+        high_mark >= num_active, CPU arrays hold only their node's objects, owner map =
+        slab capacity, allocs - frees = in use."""
+        for c in self.caches:
+            num = c.geo.num
+            slabs = 0
+            outside = 0
+            for l3 in c.nodelists:
+                free_objs = 0
+                for s in l3.slabs_full:
+                    if s.inuse != num or s.free:
+                        raise InvariantError(f"{c.name}: slabs_full accounting error")
+                for s in l3.slabs_partial:
+                    if not 0 < s.inuse < num:
+                        raise InvariantError(f"{c.name}: slabs_partial inuse accounting error")
+                    free_objs += num - s.inuse
+                for s in l3.slabs_free:
+                    if s.inuse:
+                        raise InvariantError(f"{c.name}: slabs_free/inuse accounting error")
+                    free_objs += num
+                for lst in (l3.slabs_full, l3.slabs_partial, l3.slabs_free):
+                    for s in lst:
+                        if s.inuse + len(s.free) != num or s.nodeid != l3.node:
+                            raise InvariantError(f"{c.name}: slab free chain broken")
+                        outside += s.inuse
+                    slabs += len(lst)
+                if free_objs != l3.free_objects:
+                    raise InvariantError(f"{c.name}: free_objects accounting error on node "
+                                         f"{l3.node}: lists {free_objs}, counter "
+                                         f"{l3.free_objects}")
+            st = self.stats(c)
+            if outside != c.num_active or c.num_active != c.inuse + st.objs_cached:
+                raise InvariantError(f"{c.name}: num_active {c.num_active}, outside slabs "
+                                     f"{outside}, in use + cached {c.inuse + st.objs_cached}")
+            if c.high_mark < c.num_active:
+                raise InvariantError(f"{c.name}: high_mark below num_active")
+            if len(c.owner) != slabs * num:
+                raise InvariantError(f"{c.name}: owner map {len(c.owner)} != {slabs * num}")
+            for cpu in self.machine.cpus:
+                ac = c.array[cpu.id]
+                if ac.avail > ac.limit or any(c.owner[o].nodeid != cpu.node for o in ac.entry):
+                    raise InvariantError(f"{c.name}: CPU {cpu.id} array over limit or holding "
+                                         "another node's objects")
+            if c.allocs - c.frees != c.inuse:
+                raise InvariantError(f"{c.name}: allocs - frees != in use")
+
+    def reports(self) -> dict[str, str]:
+        return {"slabinfo.txt": format_slabinfo_stats(self, list(reversed(self.caches)))}
+

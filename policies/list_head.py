@@ -1,0 +1,71 @@
+"""A kernel `list_head` of slabs, shared by the policies whose slab lists are list_heads (the SPL's
+skc_partial_list / skc_complete_list, Linux SLAB's slabs_partial / slabs_full / slabs_free).
+A slab on such a list carries `prev`, `next` and `on` (the list it is on)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+
+class SlabList:
+    """A list_head of slabs: list_add (head), list_add_tail, list_del in O(1)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.head: Any = None
+        self.tail: Any = None
+        self.count = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __bool__(self) -> bool:
+        return self.head is not None
+
+    def __iter__(self) -> Iterator[Any]:
+        s = self.head
+        while s is not None:
+            nxt = s.next
+            yield s
+            s = nxt
+
+    def reversed(self) -> Iterator[Any]:
+        s = self.tail
+        while s is not None:
+            prv = s.prev
+            yield s
+            s = prv
+
+    def add(self, s: Any) -> None:
+        """list_add: insert at the head."""
+        s.prev, s.next, s.on = None, self.head, self
+        if self.head is not None:
+            self.head.prev = s
+        else:
+            self.tail = s
+        self.head = s
+        self.count += 1
+
+    def add_tail(self, s: Any) -> None:
+        """list_add_tail: insert at the tail."""
+        s.prev, s.next, s.on = self.tail, None, self
+        if self.tail is not None:
+            self.tail.next = s
+        else:
+            self.head = s
+        self.tail = s
+        self.count += 1
+
+    def remove(self, s: Any) -> None:
+        """list_del."""
+        if s.prev is not None:
+            s.prev.next = s.next
+        else:
+            self.head = s.next
+        if s.next is not None:
+            s.next.prev = s.prev
+        else:
+            self.tail = s.prev
+        s.prev = s.next = s.on = None
+        self.count -= 1

@@ -1,0 +1,225 @@
+"""The SPL's per-CPU magazines: spl_kmem_cache_alloc / spl_kmem_cache_free with their
+refill (spl_cache_refill) and flush (spl_cache_flush) paths (seed 000, spl-kmem-cache.c)."""
+
+from __future__ import annotations
+
+from policies.base import Gen
+from policies.spl.structs import (
+    SplCache,
+    SplMagazine,
+    SplSlab,
+)
+from simcore.cpu import Thread
+from simcore.flags import KM_NOSLEEP
+
+
+class SplMagazines:
+    """Magazine paths of SplPolicy: alloc, free, refill and flush."""
+
+    # --- allocation -------------------------------------------------------------------------
+    def alloc(self, t: Thread, skc: SplCache, flags: int) -> Gen:
+        """spl_kmem_cache_alloc: KMC_SLAB caches go to the Linux slab (KM_SLEEP retries until it
+        succeeds); otherwise IRQs off, pop this CPU's magazine, or spl_cache_refill and restart
+        (a KM_NOSLEEP caller returns what the refill returned)."""
+        start = t.now
+        t.charge("call")
+        if skc.is_slab:
+            while True:
+                obj = yield from self.linux.alloc(t, skc.linux_cache, flags)
+                if obj is not None or flags & KM_NOSLEEP:
+                    break
+            if obj is not None:
+                skc.linux_alloc += 1
+                self._ctor(t, skc)
+            return obj
+        t.local_irq_disable()
+        hist = self._h_hit
+        while True:
+            skm = skc.mags[t.cpu.id]
+            if skm.objs:
+                obj = skm.objs.pop()
+                t.charge("magazine_pop")
+                if self._aging != "off":
+                    skm.age = t.now
+                break
+            t.spl_grew = False
+            obj = yield from self.spl_cache_refill(t, skc, skm, flags)
+            hist = self._h_grow if t.spl_grew or hist is self._h_grow else self._h_refill
+            if obj is not None:
+                hist = self._h_emerg
+                break
+            if flags & KM_NOSLEEP:
+                break
+        yield from t.local_irq_enable()
+        if obj is not None:
+            self._ctor(t, skc)
+        hist.record(t.now - start)
+        long_wait = getattr(t, "spl_long_wait", 0)
+        if long_wait:
+            self.machine.metrics.count("spl.alloc_long_wait_ns", long_wait)
+            t.spl_long_wait = 0
+        return obj
+
+    def alloc_fast(self, t: Thread, skc: SplCache, flags: int) -> int | None:
+        """The magazine hit of spl_kmem_cache_alloc as a plain call (no interrupt due before
+        IRQs are enabled again); None when the generator path must run."""
+        if skc.linux_cache is not None:
+            mark = t.mark()
+            t.charge("call")
+            obj = self.linux.alloc_fast(t, skc.linux_cache, flags)
+            if obj is None:
+                t.rollback(mark)
+                return None
+            skc.linux_alloc += 1
+            self._ctor(t, skc)
+            return obj
+        objs = skc.mags[t.cpu.id].objs
+        if not objs or not t.irq_free_for(self._alloc_hit_ns):
+            return None
+        start = t.pending
+        t.charge("call")
+        t.local_irq_disable()
+        obj = objs.pop()
+        t.charge("magazine_pop")
+        if self._aging != "off":
+            skc.mags[t.cpu.id].age = t.now
+        t.local_irq_enable_fast()
+        self._ctor(t, skc)
+        self._h_hit.record(t.pending - start)
+        return obj
+
+    def _ctor(self, t: Thread, skc: SplCache) -> None:
+        """The constructor runs on every allocation (spl_kmem_cache_alloc, label ret)."""
+        if skc.spec.ctor_cost:
+            t.charge_ns(skc.spec.ctor_cost)
+
+    def spl_cache_refill(self, t: Thread, skc: SplCache, skm: SplMagazine, flags: int) -> Gen:
+        """spl_cache_refill (IRQs off): under skc_lock take up to min(refill, size - avail)
+        objects from the head of the partial list, moving slabs that become full to the
+        complete list; with no partial slab drop the lock, enable IRQs and spl_cache_grow.
+        Returns an emergency object for the caller, or None (the caller restarts)."""
+        refill = min(skm.refill, skm.size - len(skm.objs))
+        yield from skc.lock.lock(t)
+        while refill > 0:
+            if not skc.partial:
+                yield from skc.lock.unlock(t)
+                yield from t.local_irq_enable()
+                rc, obj = yield from self.spl_cache_grow(t, skc, flags)
+                t.local_irq_disable()
+                if rc == 0 and obj is not None:
+                    return obj
+                if rc:
+                    return None
+                if skm is not skc.mags[t.cpu.id]:
+                    return None
+                refill = min(refill, skm.size - len(skm.objs))
+                yield from skc.lock.lock(t)
+                continue
+            sks = skc.partial.head
+            assert sks is not None
+            while sks.ref < sks.objs and refill > 0:
+                refill -= 1
+                skm.objs.append(self.spl_cache_obj(t, skc, sks))
+            if sks.ref == sks.objs:
+                skc.partial.remove(sks)
+                skc.complete.add(sks)
+                t.charge("list_op")
+        if self._aging != "off":
+            skm.age = t.now
+        yield from skc.lock.unlock(t)
+        return None
+
+    def spl_cache_obj(self, t: Thread, skc: SplCache, sks: SplSlab) -> int:
+        """spl_cache_obj: take the first object off the slab's free list (skc_lock held)."""
+        obj = sks.free.pop()
+        t.charge("object_move")
+        sks.age = t.now
+        sks.ref += 1
+        skc.obj_alloc += 1
+        if skc.obj_alloc > skc.obj_max:
+            skc.obj_max = skc.obj_alloc
+        if sks.ref == 1:
+            skc.slab_alloc += 1
+            if skc.slab_alloc > skc.slab_max:
+                skc.slab_max = skc.slab_alloc
+        return obj
+
+    # --- free -------------------------------------------------------------------------------
+    def free(self, t: Thread, skc: SplCache, obj: int) -> Gen:
+        """spl_kmem_cache_free: destructor; KMC_SLAB objects go back to the Linux slab; a
+        non-vmalloc address is checked against the emergency tree when the cache has emergency
+        objects; otherwise IRQs saved, push onto this CPU's magazine, flushing its oldest
+        `refill` objects first when it is full, and reclaim empty slabs after IRQs are
+        restored."""
+        start = t.now
+        t.charge("call")
+        if skc.spec.dtor_cost:
+            t.charge_ns(skc.spec.dtor_cost)
+        if skc.is_slab:
+            yield from self.linux.free(t, skc.linux_cache, obj)
+            skc.linux_alloc -= 1
+            return
+        if not self._is_vmalloc(obj):
+            yield from skc.lock.lock(t)
+            do_emergency = skc.obj_emergency > 0
+            yield from skc.lock.unlock(t)
+            if do_emergency and (yield from self.spl_emergency_free(t, skc, obj)) == 0:
+                self._h_free_flush.record(t.now - start)
+                return
+        irqf = t.local_irq_save()
+        skm = skc.mags[t.cpu.id]
+        do_reclaim = False
+        if len(skm.objs) >= skm.size:
+            yield from self.spl_cache_flush(t, skc, skm, skm.refill)
+            do_reclaim = True
+        skm.objs.append(obj)
+        t.charge("magazine_push")
+        yield from t.local_irq_restore(irqf)
+        if do_reclaim:
+            yield from self.spl_slab_reclaim(t, skc)
+            self._h_free_flush.record(t.now - start)
+        else:
+            self._h_free_hit.record(t.now - start)
+
+    def free_fast(self, t: Thread, skc: SplCache, obj: int) -> bool:
+        """The magazine push of spl_kmem_cache_free as a plain call: a vmalloc (slab) object,
+        room in the magazine and no interrupt due; False when the generator path must run."""
+        dtor = skc.spec.dtor_cost
+        if skc.linux_cache is not None:
+            mark = t.mark()
+            t.charge("call")
+            if dtor:
+                t.charge_ns(dtor)
+            if not self.linux.free_fast(t, skc.linux_cache, obj):
+                t.rollback(mark)
+                return False
+            skc.linux_alloc -= 1
+            return True
+        skm = skc.mags[t.cpu.id]
+        if (len(skm.objs) >= skm.size or not self._is_vmalloc(obj)
+                or not t.irq_free_for(self._free_hit_ns + dtor)):
+            return False
+        start = t.pending
+        t.charge("call")
+        if dtor:
+            t.charge_ns(dtor)
+        was_off = t.local_irq_save()
+        skm.objs.append(obj)
+        t.charge("magazine_push")
+        t.local_irq_restore_fast(was_off)
+        self._h_free_hit.record(t.pending - start)
+        return True
+
+    def spl_cache_flush(self, t: Thread, skc: SplCache, skm: SplMagazine, flush: int) -> Gen:
+        """spl_cache_flush: under skc_lock return the magazine's first (oldest) min(flush,
+        avail) objects to their slabs and shift the rest down."""
+        yield from skc.lock.lock(t)
+        self._flush_locked(t, skc, skm, flush)
+        yield from skc.lock.unlock(t)
+
+    def _flush_locked(self, t: Thread, skc: SplCache, skm: SplMagazine, flush: int) -> None:
+        count = min(flush, len(skm.objs))
+        for obj in skm.objs[:count]:
+            self.spl_cache_shrink(t, skc, obj)
+        del skm.objs[:count]
+

@@ -1,0 +1,120 @@
+"""The SPL's reaping: spl_kmem_cache_reap_now, spl_kmem_reap and the spl-0.7 aging timer
+(spl_cache_age / spl_magazine_age) (seed 000 and spl-0.7 history)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import simpy
+
+from policies.base import Gen
+from policies.spl.structs import (
+    KMC_BIT_DESTROY,
+    KMC_BIT_REAPING,
+    SplCache,
+)
+from simcore.cpu import Thread
+
+
+class SplReaper:
+    """Reap and aging paths of SplPolicy."""
+
+    # --- reaping ----------------------------------------------------------------------------
+    def reap(self, t: Thread, skc: SplCache) -> Gen:
+        """spl_kmem_cache_reap_now: (not for KMC_SLAB caches) unless another reaper holds
+        KMC_BIT_REAPING, flush this CPU's magazine with IRQs saved, reclaim empty slabs, clear
+        the bit and wake its waiters."""
+        if skc.is_slab:
+            return
+        skc.ref += 1
+        t.charge("atomic_op")
+        busy = yield from skc.flags.test_and_set_bit(t, KMC_BIT_REAPING)
+        if not busy:
+            irqf = t.local_irq_save()
+            skm = skc.mags[t.cpu.id]
+            flushed = len(skm.objs)
+            yield from self.spl_cache_flush(t, skc, skm, flushed)
+            yield from t.local_irq_restore(irqf)
+            yield from self.spl_slab_reclaim(t, skc)
+            yield from skc.flags.clear_bit(t, KMC_BIT_REAPING)
+            yield from skc.flags.wake_up_bit(t, KMC_BIT_REAPING)
+            self.machine.metrics.event("reap", cache=skc.name, cpu=t.cpu.id, flushed=flushed)
+        skc.ref -= 1
+        t.charge("atomic_op")
+
+    def spl_kmem_reap(self, t: Thread) -> Gen:
+        """spl_kmem_reap: spl_kmem_cache_reap_now on every cache."""
+        for skc in list(self.caches):
+            yield from self.reap(t, skc)
+
+    # spl-0.7 aging ------------------------------------------------------------------------
+    def _schedule_age(self, skc: SplCache) -> None:
+        """taskq_dispatch_delay of spl_cache_age skc_delay/3 from now."""
+        delay = int(self.tun["skc_delay"] * 1e9) // 3
+
+        def fire(_ev: object) -> None:
+            if not skc.flags.peek(KMC_BIT_DESTROY):
+                skc.taskqid = self.taskq.dispatch_nowait(self.spl_cache_age, skc)
+
+        self.machine.env.timeout(delay).callbacks.append(fire)
+
+    def spl_cache_age(self, w: Thread, skc: SplCache) -> Gen:
+        """spl-0.7 spl_cache_age (taskq): on_each_cpu(spl_magazine_age), waiting until every
+        CPU has run it, then re-dispatch itself skc_delay/3 later."""
+        m = self.machine
+        done = [m.env.event() for _ in m.cpus]
+        yield from w.sync()
+        for cpu in m.cpus:
+            if cpu is not w.cpu:
+                m.raise_irq(cpu.id, self._age_ipi(skc, done[cpu.id]), "spl_magazine_age")
+        w.charge("atomic_op", len(m.cpus) - 1)
+        was_off = w.local_irq_save()
+        yield from self.spl_magazine_age(w, skc)
+        yield from w.local_irq_restore(was_off)
+        done[w.cpu.id].succeed()
+        yield from w.sync()
+        pending = [ev for ev in done if not ev.triggered]
+        if pending:
+            w.spinning = ("smp_call_function_many", skc.name)
+            w.blocked_on = ("ipi", "smp_call_function_many")
+            w.blocked_since = m.env.now
+            start = m.env.now
+            all_done = m.env.all_of(pending)
+            while True:
+                try:
+                    yield all_done
+                    break
+                except simpy.Interrupt:
+                    yield from w.deliver_irqs()
+            w.cpu.busy_ns += m.env.now - start
+            w.spinning = None
+            w.blocked_on = None
+        if not skc.flags.peek(KMC_BIT_DESTROY):
+            self._schedule_age(skc)
+
+    def _age_ipi(self, skc: SplCache, done: Any) -> Any:
+        def handler(t: Thread) -> Gen:
+            yield from self.spl_magazine_age(t, skc)
+            done.succeed()
+        return handler
+
+    def spl_magazine_age(self, t: Thread, skc: SplCache) -> Gen:
+        """spl-0.7 spl_magazine_age (IRQ context): flush `refill` objects of this CPU's
+        magazine if it has not been used for skc_delay; with the d4899f4 fix only if skc_lock
+        can be taken at once (the handler may have interrupted its holder)."""
+        skm = skc.mags[t.cpu.id]
+        delay = int(self.tun["skc_delay"] * 1e9)
+        if not skm.objs or t.now - skm.age <= delay:
+            return
+        if self._aging == "trylock":
+            got = yield from skc.lock.trylock(t)
+            if not got:
+                skc.age_skipped += 1
+                self.machine.metrics.event("age_skip", cache=skc.name, cpu=t.cpu.id)
+                return
+            self._flush_locked(t, skc, skm, skm.refill)
+            yield from skc.lock.unlock(t)
+        else:
+            yield from self.spl_cache_flush(t, skc, skm, skm.refill)
+        self.machine.metrics.event("magazine_age", cache=skc.name, cpu=t.cpu.id)
+
