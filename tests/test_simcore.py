@@ -139,8 +139,10 @@ def test_spinning_thread_keeps_its_cpu():
     assert lock.stat.waittime_max == 1020
 
 
-def _waitq_setup(lost: bool):
-    m = machine(2, context_switch=0)
+def _waitq_setup(lost: bool, wakeup_ipi: int = 0):
+    # wakeup_ipi 0: the woken waiter re-checks at the instant of the wake-up, so the ordering
+    # alone decides (the wake-up path's own cost is tested below)
+    m = machine(2, context_switch=0, wakeup_ipi=wakeup_ipi)
     wq = WaitQueue(m, "wq")
     flag = [False]
     result: dict[str, int] = {}
@@ -170,6 +172,13 @@ def _waitq_setup(lost: bool):
 
 def test_wait_event_timeout_returns_remaining_when_woken():
     assert _waitq_setup(lost=False) == {"ret": 3800, "at": 1200}
+
+
+def test_wakeup_latency_lets_the_waker_finish_first():
+    # woken onto its idle CPU, the waiter runs only after the IPI and the exit from idle
+    # (3 us): by then the waker has set the flag 100 ns after its early wake-up, so the
+    # wrong order is harmless, as most of zfs#9989's races were
+    assert _waitq_setup(lost=True, wakeup_ipi=3000) == {"ret": 5000 - 4200, "at": 4200}
 
 
 def test_lost_wakeup_is_lost_and_waiter_times_out():

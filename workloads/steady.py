@@ -103,4 +103,4 @@ class Steady(Workload):
             if think:
                 t.charge_ns(think)
             if t.pending >= tick or cpu.runq or (cpu.irqs and cpu.irqs[0].at <= t.now):
-                yield from t.sync()
+                yield from t.checkpoint()

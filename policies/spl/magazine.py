@@ -10,7 +10,7 @@ from policies.spl.structs import (
     SplSlab,
 )
 from simcore.cpu import Thread
-from simcore.flags import KM_NOSLEEP
+from simcore.flags import KM_NOIO, KM_NOSLEEP, KM_PUSHPAGE
 
 
 class SplMagazines:
@@ -23,6 +23,8 @@ class SplMagazines:
         (a KM_NOSLEEP caller returns what the refill returned)."""
         start = t.now
         t.charge("call")
+        if flags & KM_PUSHPAGE and not self._fstrans:
+            flags |= KM_NOIO  # the 2012 SPL: KM_PUSHPAGE was GFP_NOIO
         if skc.is_slab:
             while True:
                 obj = yield from self.linux.alloc(t, skc.linux_cache, flags)
