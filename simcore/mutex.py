@@ -107,8 +107,8 @@ class AdaptiveMutex(SpinLock):
         t.blocked_since = now
         t.wait_timed = False
         t.charge("mutex_spin_check")
-        spun = 0
-        if self._keep_spinning(t):
+        yield from t.sync()
+        if not ev.triggered and self._keep_spinning(t):
             stop = self.env.event()
             self._spinners[t] = stop
             t.spinning = self

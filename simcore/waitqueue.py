@@ -89,19 +89,27 @@ class WaitQueue:
             yield from self._wake_and_recheck(t, None)
 
     def wake_up_all(self, t: Thread | None) -> Gen:
-        """Make every sleeping waiter runnable; each re-checks its own condition when it runs.
-        A woken thread reaches a CPU after the wake-up costs (`Thread.get_cpu`) and preempts
-        the waker only by the scheduler's rules, at the waker's next preemption point
-        (`Thread.wakeup_preempt`)."""
+        """__wake_up: under the queue's lock, taken with spin_lock_irqsave, make every sleeping
+        waiter runnable (`wake_up` each); each re-checks its own condition when it runs.
+        Interrupts that arrive during the wake loop are taken at the spin_unlock_irqrestore,
+        before the waker's next statement. A woken thread reaches a CPU after the wake-up costs
+        (`Thread.get_cpu`) and preempts the waker only by the scheduler's rules, at the waker's
+        next preemption point (`Thread.wakeup_preempt`)."""
         if t is not None:
             yield from t.sync()
         waiters, self.waiters = self.waiters, []
+        if t is None:
+            for _wt, ev in waiters:
+                if not ev.triggered:
+                    ev.succeed()
+            return
+        was_off = t.local_irq_save()
         for _wt, ev in waiters:
             if not ev.triggered:
                 ev.succeed()
-            if t is not None:
-                t.charge("wake_up")
-        if waiters and t is not None:
+            t.charge("wake_up")
+        yield from t.local_irq_restore(was_off)
+        if waiters:
             yield from t.wakeup_preempt()
 
 

@@ -106,7 +106,9 @@ class SplMagazines:
             if not skc.partial:
                 yield from skc.lock.unlock(t)
                 yield from t.local_irq_enable()
+                began = t.now
                 rc, obj = yield from self.spl_cache_grow(t, skc, flags)
+                self.machine.metrics.count("spl.cache_grow_ns", t.now - began)
                 t.local_irq_disable()
                 if rc == 0 and obj is not None:
                     return obj

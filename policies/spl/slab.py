@@ -58,6 +58,8 @@ class SplSlabs:
         self._h_wait.record(waited)
         mt = self.machine.metrics
         mt.count("spl.grow_wait_ns", waited)
+        if waited <= 1_000_000:
+            mt.count("spl.grow_wait_fast")
         if waited >= 100_000_000:
             mt.count("spl.grow_wait_long_ns", waited)
             t.spl_long_wait = getattr(t, "spl_long_wait", 0) + waited
