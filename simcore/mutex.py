@@ -54,8 +54,11 @@ class AdaptiveMutex(SpinLock):
         super().__init__(machine, name)
         self.stat = MutexStat(name)
         self._counted = False
-        self._spinners: dict[Thread, simpy.Event] = {}
-        """Waiters spinning now, with the event that tells each to block."""
+        self._spinners: dict[Thread, bool] = {}
+        """Waiters spinning now -> whether they are parked at the spin (else taking an
+        interrupt)."""
+        self._stop: set[Thread] = set()
+        """Spinners told to block."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
@@ -75,9 +78,11 @@ class AdaptiveMutex(SpinLock):
     def owner_off_cpu(self, owner: Thread) -> None:
         """The owner left its CPU (blocked or preempted): every spinning waiter blocks."""
         if owner is self.owner and self._spinners:
-            for ev in self._spinners.values():
-                if not ev.triggered:
-                    ev.succeed()
+            for w, parked in self._spinners.items():
+                if w not in self._stop:
+                    self._stop.add(w)
+                    if parked:
+                        w.process.interrupt("mutex_block")
 
     def _keep_spinning(self, t: Thread) -> bool:
         o = self.owner
@@ -106,20 +111,23 @@ class AdaptiveMutex(SpinLock):
         t.blocked_on = self
         t.blocked_since = now
         t.wait_timed = False
-        t.charge("mutex_spin_check")
-        yield from t.sync()
+        t.charge("mutex_spin_check")  # stays on the local clock: no sync while queued
         if not ev.triggered and self._keep_spinning(t):
-            stop = self.env.event()
-            self._spinners[t] = stop
+            spinners, stopped = self._spinners, self._stop
+            spinners[t] = True
             t.spinning = self
             start = self.env.now
-            while not ev.triggered and not stop.triggered:
+            while not ev.triggered and t not in stopped:
                 try:
-                    yield ev | stop
-                except simpy.Interrupt:
-                    yield from t.deliver_irqs()
+                    yield ev
+                except simpy.Interrupt as why:
+                    if why.cause != "mutex_block":
+                        spinners[t] = False
+                        yield from t.deliver_irqs()
+                        spinners[t] = True
             t.spinning = None
-            del self._spinners[t]
+            del spinners[t]
+            stopped.discard(t)
             spun = self.env.now - start
             t.cpu.busy_ns += spun
             st.spins += 1

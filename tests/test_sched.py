@@ -146,26 +146,25 @@ def _mutex_case(owner_sleeps: bool) -> tuple[AdaptiveMutex, list[int]]:
 
 
 def test_adaptive_mutex_waiter_spins_while_the_owner_runs():
-    # the waiter asks at 1 us, checks the owner (mutex_spin_check 20 ns) and spins until the
+    # the waiter asks at 1 us and spins (its 20 ns owner check inside the spin) until the
     # owner releases at 10_020 + 50_000 = 60_020
     mtx, other = _mutex_case(owner_sleeps=False)
     st = mtx.stat
     assert (st.spins, st.blocks) == (1, 0)
-    assert st.spin_total == 60_020 - 1_020
+    assert st.spin_total == 60_020 - 1_000
     assert st.waittime_total == 60_020 - 1_000
     # the spinning waiter kept CPU1: the bystander only ran after it
     assert other and other[0] >= 60_020
 
 
 def test_adaptive_mutex_waiter_blocks_when_the_owner_sleeps():
-    # the waiter spins from 1_020 (after its 20 ns owner check) until the owner leaves its
-    # CPU at 10_020, then blocks: CPU1 is free for the bystander. The owner wakes at 60_020
+    # the waiter spins from 1_000 until the owner leaves its CPU at 10_020, then blocks: CPU1 is free for the bystander. The owner wakes at 60_020
     # onto its idle CPU (wakeup_ipi 3 us, context switch 2 us) and releases at 65_020,
     # handing the mutex over.
     mtx, other = _mutex_case(owner_sleeps=True)
     st = mtx.stat
     assert (st.spins, st.blocks) == (1, 1)
-    assert st.spin_total == 10_020 - 1_020
+    assert st.spin_total == 10_020 - 1_000
     assert st.block_total == 65_020 - 10_020
     assert st.waittime_total == 65_020 - 1_000
     assert other and 10_020 <= other[0] < 65_020
