@@ -275,3 +275,43 @@ def test_simcore_imports_one_way():
                     node.module.startswith("simcore."):
                 dep = node.module.split(".")[1]
                 assert layer[dep] < layer[mod], f"simcore/{mod}.py imports simcore.{dep}"
+
+
+def test_kernel_threads_get_their_kernels_priority():
+    # spl_kmem_cache: taskq_create(..., maxclsyspri, ...) -> SCHED_NORMAL nice -20, and
+    # taskq_thread marks itself with spl_fstrans_mark; illumos kmem_taskq and kmem_move_taskq
+    # at minclsyspri (SYS 60); Linux cache_reap kworkers at nice 0
+    from policies.linux_slab.policy import LinuxSlabPolicy
+    from policies.solaris.policy import SolarisPolicy
+    from policies.spl.policy import SplPolicy
+    from simcore.sched import FAIR, SYS
+
+    m = Machine(MachineConfig(nodes=1, cpus_per_node=2))
+    spl = SplPolicy(m, {})
+    w = spl.taskq.workers[0]
+    assert (w.se.cls, w.se.nice, w.memalloc_noio) == (FAIR, -20, True)
+    assert SplPolicy(Machine(MachineConfig(cpus_per_node=2)), {"spl_fstrans": "2012"}) \
+        .taskq.workers[0].memalloc_noio is False
+    sol = SolarisPolicy(Machine(MachineConfig(cpus_per_node=2)))
+    for tq in (sol.kmem_taskq, sol.kmem_move_taskq):
+        assert (tq.workers[0].se.cls, tq.workers[0].se.prio) == (SYS, 60)
+    m3 = Machine(MachineConfig(nodes=1, cpus_per_node=2))
+    lin = LinuxSlabPolicy(m3)
+    from policies.base import CacheSpec
+    lin.cache_create(CacheSpec("c", 256))
+    lin.start()
+    assert lin.reapers and all(r.thread.se.cls == FAIR and r.thread.se.nice == 0
+                               for r in lin.reapers)
+
+
+def test_workload_nice_reaches_its_threads(tmp_path):
+    from experiments.config import validate
+    from experiments.run import build
+
+    exp = validate({"name": "n", "seed": 1, "duration": "1ms",
+                    "machine": {"cpus_per_node": 2}, "policy": {"name": "global_lock"},
+                    "caches": [{"name": "a", "size": 256}],
+                    "workloads": [{"kind": "steady", "nice": 5}]}, tmp_path / "n.toml")
+    sim = build(exp)
+    threads = [t for t in sim.machine.threads if t.name.startswith("steady")]
+    assert threads and all(t.se.nice == 5 and t.se.weight == 335 for t in threads)
