@@ -318,6 +318,7 @@ class PageAllocator:
         unless the thread runs with PF_MEMALLOC_NOIO (fstrans), which applies to every
         allocation the thread makes, page tables included."""
         pages = -(-nbytes // self.page_size)
+        yield from t.might_resched()  # alloc_vmap_area's might_sleep
         yield from self.vmap_lock.lock(t)
         t.charge("vmap_area_search")
         addr = self._next_vm
@@ -350,6 +351,7 @@ class PageAllocator:
                 self._vfree_wake.succeed()
             return
         area = self.vm_areas.pop(addr)
+        yield from t.might_resched()  # vfree's might_sleep
         yield from self.vmap_lock.lock(t)
         t.charge("vmap_area_search")
         yield from self.vmap_lock.unlock(t)
