@@ -5,9 +5,11 @@ figures from public measurements, not calibrations of one machine: an uncontende
 atomic op ~20 ns (a locked instruction on a line in the local cache), a contended lock handing
 its cache line to another core ~100 ns (cross-core transfer, ~200 ns across sockets), a
 magazine/array push or pop a few ns of pointer work, page allocation from the buddy allocator
-~250 ns per order-0 page, vmalloc ~250 ns per page for page-table population under the vmap
-lock, interrupt entry+exit ~1 us, a context switch ~2 us (wake-up to running). Every entry can
-be overridden per experiment in `[costs]`.
+~250 ns per order-0 page, vmalloc ~250 ns per page for page-table population (outside
+vmap_area_lock, which covers only the ~300 ns range search), interrupt entry+exit ~1 us, a
+context switch ~2 us, a wake-up onto an idle CPU ~3 us more (IPI and idle exit). Where each
+number comes from is in `COST_SOURCES`. Every entry can be overridden per experiment in
+`[costs]`.
 """
 
 from __future__ import annotations
