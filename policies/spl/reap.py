@@ -48,20 +48,29 @@ class SplReaper:
             yield from self.reap(t, skc)
 
     # spl-0.7 aging ------------------------------------------------------------------------
-    def _schedule_age(self, skc: SplCache) -> None:
-        """taskq_dispatch_delay of spl_cache_age skc_delay/3 from now."""
-        delay = int(self.tun["skc_delay"] * 1e9) // 3
+    def _age_delay(self) -> int:
+        """skc_delay / 3, ns."""
+        return int(self.tun["skc_delay"] * 1e9) // 3
 
+    def _schedule_age(self, skc: SplCache) -> None:
+        """The first taskq_dispatch_delay of spl_cache_age, skc_delay/3 after the start (from
+        set-up code, not from a thread)."""
         def fire(_ev: object) -> None:
             if not skc.flags.peek(KMC_BIT_DESTROY):
                 skc.taskqid = self.taskq.dispatch_nowait(self.spl_cache_age, skc)
 
-        self.machine.env.timeout(delay).callbacks.append(fire)
+        self.machine.env.timeout(self._age_delay()).callbacks.append(fire)
 
     def spl_cache_age(self, w: Thread, skc: SplCache) -> Gen:
-        """spl-0.7 spl_cache_age (taskq): on_each_cpu(spl_magazine_age), waiting until every
-        CPU has run it, then re-dispatch itself skc_delay/3 later."""
+        """spl-0.7 spl_cache_age (taskq): take a cache reference (skc_ref), run
+        on_each_cpu(spl_magazine_age) and wait until every CPU has run it, spl_slab_reclaim
+        the slabs the age-outs emptied, re-dispatch itself skc_delay/3 later (its id stored
+        in skc_taskqid under skc_lock) and drop the reference."""
         m = self.machine
+        if skc.flags.peek(KMC_BIT_DESTROY):
+            return  # spl_kmem_cache_destroy cancels the pending task (skc_taskqid)
+        skc.ref += 1
+        w.charge("atomic_op")
         done = [m.env.event() for _ in m.cpus]
         yield from w.sync()
         for cpu in m.cpus:
@@ -89,8 +98,16 @@ class SplReaper:
             w.cpu.busy_ns += m.env.now - start
             w.spinning = None
             w.blocked_on = None
+        yield from self.spl_slab_reclaim(w, skc)
+        tid = 0
         if not skc.flags.peek(KMC_BIT_DESTROY):
-            self._schedule_age(skc)
+            tid = yield from self.taskq.dispatch_delay(w, self.spl_cache_age, self._age_delay(),
+                                                       skc)
+        yield from skc.lock.lock(w)
+        skc.taskqid = tid
+        yield from skc.lock.unlock(w)
+        skc.ref -= 1
+        w.charge("atomic_op")
 
     def _age_ipi(self, skc: SplCache, done: Any) -> Any:
         def handler(t: Thread) -> Gen:
