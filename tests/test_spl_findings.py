@@ -269,3 +269,54 @@ def test_zfs10646_irqsave_everywhere_takes_skc_lock_with_irqs_off_at_every_site(
     assert seed.count(False) >= 7
     # ... the what-if never does (lock_irqsave disables IRQs before it spins)
     assert what_if and all(what_if)
+
+
+# --- finding 7: ZFS caches as zio_init creates them -----------------------------------------
+
+def test_zio_init_alignment_rule():
+    from workloads.size_classes import zio_align
+
+    # SPA_MINBLOCKSIZE up to 2 KiB; then min(p2 / 4, PAGESIZE) for multiples of p2 / 4
+    assert [zio_align(s) for s in (512, 1536, 2048)] == [512, 512, 512]
+    assert [zio_align(s) for s in (2560, 3584, 4096, 5120, 8192, 10240)] == \
+        [512, 512, 1024, 1024, 2048, 2048]
+    assert [zio_align(s) for s in (16384, 20480, 131072, 1 << 24)] == [4096] * 4
+    assert zio_align(4608) == 0 and zio_align(9216) == 0   # zio_init creates no cache
+
+
+def _slab_line(text: str, name: str) -> list[str]:
+    rows = [ln.split() for ln in text.splitlines()[2:]]
+    return next(r for r in rows if r[0] == name)
+
+
+def _assert_zio_buf_20480(folder):
+    # zfs#4925's /proc/spl/kmem/slab: zio_buf_20480 slabsize 200704; KMC_NODEBUG is bit 1
+    row = _slab_line((folder / "spl_slab.txt").read_text(), "zio_buf_20480")
+    assert int(row[4]) == 200704 and int(row[5]) == 20480
+    flags = int(row[1], 16)
+    assert flags & (1 << KMC_FLAG_BITS["KMC_NODEBUG"])
+    assert flags & (1 << KMC_FLAG_BITS["KMC_KVMEM"])   # above spl_kmem_cache_slab_limit
+
+
+def test_size_classes_zio_buf_20480_has_the_real_slab_size_and_nodebug(tmp_path):
+    from experiments.cli import main
+
+    exp = tmp_path / "zio.toml"
+    exp.write_text('duration = "1ms"\n[policy]\nname = "spl"\n'
+                   '[[workloads]]\nkind = "size_classes"\nmax_size = "32KiB"\n'
+                   'live_objects = 4\n')
+    out = tmp_path / "out"
+    assert main(["run", str(exp), "--out", str(out), "--no-progress"]) == 0
+    _assert_zio_buf_20480(out)
+    row = _slab_line((out / "spl_slab.txt").read_text(), "zio_data_buf_20480")
+    assert int(row[4]) == 200704
+
+
+def test_shipped_reclaim_deadlock_config_zio_buf_20480(tmp_path):
+    from experiments import scenarios
+    from experiments.run import run_experiment
+
+    sc = scenarios.load(scenarios.available()["reclaim-deadlock"])
+    sc.base["duration"] = "1ms"
+    run_experiment(scenarios.experiment_for(sc, sc.variants[0]), tmp_path / "rd")
+    _assert_zio_buf_20480(tmp_path / "rd")

@@ -74,11 +74,13 @@ class Workload:
         """Create the caches named by `creates` (called for every workload before any
         workload starts), each with `ensure_cache`."""
 
-    def ensure_cache(self, name: str, size: int) -> Any:
+    def ensure_cache(self, name: str, size: int, align: int = 8,
+                     flags: tuple[str, ...] = ()) -> Any:
         """kmem_cache_create of `name` unless the experiment already has a cache by that name;
         the cache either way."""
         if name not in self.caches:
-            self.caches[name] = self.policy.cache_create(CacheSpec(name, size))
+            self.caches[name] = self.policy.cache_create(CacheSpec(name, size, align,
+                                                                   flags=flags))
         return self.caches[name]
 
     @property
