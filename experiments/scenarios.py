@@ -416,6 +416,31 @@ def fact_depot_contention_end(vr: VariantResult) -> float:
     return _window_rate(vr, "cache.*.depot_contention", False)
 
 
+def fact_alloc_max_ns(vr: VariantResult) -> int:
+    """Longest allocation stall: the slowest allocation's latency, ns."""
+    return int(vr.result.summary["latency"]["latency.alloc"]["max"])
+
+
+def fact_skc_lock_spin_share(vr: VariantResult) -> float:
+    """Share of all CPU time spent spinning for skc_lock (waittime-total / CPUs x run)."""
+    s = vr.result.summary
+    cpu_time = s["machine"]["cpus"] * s["end_ns"]
+    return round(fact_skc_lock_wait_ns(vr) / cpu_time, 4) if cpu_time else 0.0
+
+
+def fact_false_deadlocked(vr: VariantResult) -> int:
+    """DEADLOCKED detections while the growth was only slow (not in direct reclaim).
+
+    The growth task was still queued or its worker was running (waiting for a CPU or the
+    vmap lock), not blocked in direct reclaim: a false positive of the detector."""
+    return sum(1 for d in _detail(vr, "deadlocked_set") if d.get("grow") != "reclaim")
+
+
+def fact_true_deadlocked(vr: VariantResult) -> int:
+    """DEADLOCKED detections while the growth worker was in direct reclaim."""
+    return sum(1 for d in _detail(vr, "deadlocked_set") if d.get("grow") == "reclaim")
+
+
 FACTS: dict[str, Callable[[VariantResult], Any]] = {
     "grown": fact_grown,
     "free_limit_destroyed": fact_free_limit_destroyed,
@@ -453,6 +478,10 @@ FACTS: dict[str, Callable[[VariantResult], Any]] = {
     "emergency_max": fact_emergency_max,
     "emergency_left": fact_emergency_left,
     "sleeps_in_atomic": fact_sleeps_in_atomic,
+    "alloc_max_ns": fact_alloc_max_ns,
+    "skc_lock_spin_share": fact_skc_lock_spin_share,
+    "false_deadlocked": fact_false_deadlocked,
+    "true_deadlocked": fact_true_deadlocked,
 }
 """Figures a scenario can ask for in `facts`, by name."""
 

@@ -131,6 +131,10 @@ class SplPolicy(SplMagazines, SplSlabs, SplEmergency, SplReaper, Policy):
         Tunable("skc_delay", SPL_KMEM_CACHE_DELAY,
                 "spl-0.7 aging: seconds before an unused magazine is flushed; the timer runs "
                 "every skc_delay/3 s", minimum=1e-6),
+        Tunable("skc_reclaim_ns", 0,
+                "spl-0.6 reap_now: ns of work of each cache's skc_reclaim callback (the ARC's) "
+                "run before the slabs are reclaimed; 0 = no callback (seed 000 asserts "
+                "reclaim == NULL)", minimum=0),
         Tunable("spl_taskq_thread_timeout_ms", SPL_TASKQ_THREAD_TIMEOUT_MS,
                 "spl-taskq.c: an idle dynamic spl_kmem_cache worker exits at most once per this "
                 "many ms (taskq_thread_should_stop)", minimum=0),
@@ -158,6 +162,7 @@ class SplPolicy(SplMagazines, SplSlabs, SplEmergency, SplReaper, Policy):
         self._irqsave_everywhere = irqs_on == "irqsave_everywhere"
         """Every other IRQs-on skc_lock site takes it with spin_lock_irqsave (what-if)."""
         self._aging = self.tun["spl_kmem_cache_age"]
+        self._reclaim_ns = self.tun["skc_reclaim_ns"]
         self._costs = m.costs.values
         mt = m.metrics
         self._h_hit = mt.hist("alloc.hit")

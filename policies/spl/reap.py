@@ -15,6 +15,9 @@ from policies.spl.structs import (
 )
 from simcore.cpu import Thread
 
+RECLAIM_STEP_NS = 10_000
+"""The skc_reclaim callback's work between two cond_resched() calls, ns."""
+
 
 class SplReaper:
     """Reap and aging paths of SplPolicy."""
@@ -30,6 +33,8 @@ class SplReaper:
         t.charge("atomic_op")
         busy = yield from skc.flags.test_and_set_bit(t, KMC_BIT_REAPING)
         if not busy:
+            if self._reclaim_ns:
+                yield from self.skc_reclaim(t, skc)
             irqf = t.local_irq_save()
             skm = skc.mags[t.cpu.id]
             flushed = len(skm.objs)
@@ -41,6 +46,32 @@ class SplReaper:
             self.machine.metrics.event("reap", cache=skc.name, cpu=t.cpu.id, flushed=flushed)
         skc.ref -= 1
         t.charge("atomic_op")
+
+    def skc_reclaim(self, t: Thread, skc: SplCache) -> Gen:
+        """spl-0.6 spl_kmem_cache_reap_now (before dc1b302 and until the callbacks went,
+        reference B1 item 8): while the cache has slabs, none of them empty, and the last
+        callback lowered skc_obj_alloc, run the cache's skc_reclaim callback (the ARC's, which
+        evicts buffers); checked under skc_lock, the callback run without it, IRQs on, with
+        KMC_BIT_REAPING held. The callback is `skc_reclaim_ns` of work on this CPU in
+        RECLAIM_STEP_NS pieces, each followed by a cond_resched() (the CPU goes to a runnable
+        thread waiting for it, as a long kernel loop must allow); seed 000 has no callbacks
+        (ASSERT(reclaim == NULL) at 000:686), hence the default 0."""
+        objects = None
+        while True:
+            yield from skc.lock.lock(t)
+            do_reclaim = (skc.slab_total > 0 and skc.slab_total == skc.slab_alloc
+                          and (objects is None or skc.obj_alloc < objects))
+            objects = skc.obj_alloc
+            yield from skc.lock.unlock(t)
+            if not do_reclaim:
+                return
+            left = self._reclaim_ns
+            while left > 0:
+                step = min(left, RECLAIM_STEP_NS)
+                t.charge_ns(step)
+                left -= step
+                yield from t.wakeup_preempt()  # cond_resched() in the eviction loop
+            self.machine.metrics.count("spl.skc_reclaim_calls")
 
     def spl_kmem_reap(self, t: Thread) -> Gen:
         """spl_kmem_reap: spl_kmem_cache_reap_now on every cache."""
