@@ -82,7 +82,7 @@ class Steady(Workload):
         live: list[tuple[int, int, int, Any]] = []
         seq = 0
         try_alloc, try_free = self.try_alloc, self.try_free
-        atomic = int(p.preempt_disabled)
+        atomic = p.preempt_disabled
         cpu = t.cpu
         tick = self.machine.tick_ns
         if p.start:
@@ -95,11 +95,13 @@ class Steady(Workload):
                     yield from self.do_free(t, cache, obj)
             elif len(live) < target:
                 cache = single or caches[rng.choice_index(cum)]
-                t.preempt_count += atomic
+                if atomic:
+                    t.preempt_count += 1   # kfpu_begin(): preempt_disable()
                 obj = try_alloc(t, cache, flags)
                 if obj is None:
                     obj = yield from self.do_alloc(t, cache, flags)
-                t.preempt_count -= atomic
+                if atomic:
+                    t.preempt_count -= 1
                 if obj is not None:
                     seq += 1
                     heapq.heappush(live, (t.now + lifetime(), seq, obj, cache))

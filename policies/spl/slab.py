@@ -26,10 +26,11 @@ class SplSlabs:
         """spl_cache_grow (IRQs on, may sleep). Returns (rc, emergency object or None):
         a KM_NOSLEEP caller takes a best-effort emergency object and returns, before anything
         that sleeps (seed 000:1015; with nosleep_rule = wait_like_km_sleep it goes on like
-        KM_SLEEP, as in seed 001); wait for a reaper and return -EAGAIN; the first caller to set KMC_BIT_GROWING
-        dispatches spl_cache_grow_work; a DEADLOCKED cache hands out an emergency object;
-        otherwise wait up to HZ/10 for GROWING to clear and, on a timeout with GROWING still
-        set, mark the cache DEADLOCKED. Every wait returns -ENOMEM (the caller restarts)."""
+        KM_SLEEP, as in seed 001); wait for a reaper and return -EAGAIN; the first caller to
+        set KMC_BIT_GROWING dispatches spl_cache_grow_work; a DEADLOCKED cache hands out an
+        emergency object; otherwise wait up to HZ/10 for GROWING to clear and, on a timeout
+        with GROWING still set, mark the cache DEADLOCKED. Every wait returns -ENOMEM (the
+        caller restarts)."""
         bits = skc.flags
         t.spl_grew = True
         if self._nosleep_2023 and flags & KM_NOSLEEP:
