@@ -108,6 +108,8 @@ def test_reclaim_deadlock_one_worker_queues_the_other_caches_growth(tmp_path):
     assert res["workers-1"]["facts"]["grow_queue_delay_max_ns"] > 10 * MS
     # and both caches have to fall back to emergency objects meanwhile
     assert res["workers-1"]["facts"]["caches_deadlocked"] == ["zio_buf_20480", "zio_buf_32768"]
+    # both detections are true ones: the queued growth waits behind the worker in reclaim
+    assert res["workers-1"]["facts"]["false_deadlocked"] == 0
 
 
 def test_missed_wakeup_long_waits_dominate_only_before_the_fix(tmp_path):
@@ -141,6 +143,8 @@ def test_reap_storm_spinning_thrashes_skc_lock(tmp_path):
     # CPUs spinning on skc_lock ("appear to lock up"); sleeping on KMC_BIT_REAPING does not
     res = _run("reap-storm", tmp_path)
     spin, block = res["spin"]["facts"], res["wait_on_bit"]["facts"]
+    # the machine stops: no allocation or free completes anywhere for at least ten samples
+    assert spin["progress_stall_ns"] >= 10 * max(block["progress_stall_ns"], 1 * MS)
     assert spin["skc_lock_spin_share"] >= 10 * block["skc_lock_spin_share"]
     assert spin["skc_lock_contentions"] > 10 * block["skc_lock_contentions"]
     assert spin["allocs"] < block["allocs"]

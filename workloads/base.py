@@ -149,4 +149,11 @@ class Workload:
             yield from self.do_free(t, cache, obj)
 
     def counts(self) -> dict[str, int]:
-        return {"allocs": self.allocs, "frees": self.frees, "alloc_failures": self.failures}
+        """Operation counts, and the longest allocator call still in progress at the end
+        (ns; a thread stuck in the allocator is not in the latency histograms)."""
+        now = self.machine.env.now
+        prefix = f"{self.label}/"
+        stuck = [now - t.stalled_since for t in self.machine.threads
+                 if t.stalled_since is not None and t.name.startswith(prefix)]
+        return {"allocs": self.allocs, "frees": self.frees, "alloc_failures": self.failures,
+                "in_flight_max_ns": max(stuck, default=0)}

@@ -78,12 +78,17 @@ class SplSlabs:
 
     def _grow_state(self, skc: SplCache) -> str:
         """Where the growth a DEADLOCKED detection gives up on is: `reclaim` (its worker is
-        in direct reclaim, the case the detection exists for), `queued` (no worker has taken
-        it yet) or `running` (the worker is allocating, only slowly)."""
+        in direct reclaim, or it is queued behind workers that all are: the cases the
+        detection exists for, 436ad60), `queued` (waiting for a worker) or `running` (the
+        worker is allocating, only slowly)."""
+        in_reclaim = self.machine.memory.in_reclaim
         task = skc.waitq.wakers[0] if skc.waitq.wakers else None
         if task is None or task.worker is None:
-            return "queued"
-        return "reclaim" if task.worker in self.machine.memory.in_reclaim else "running"
+            workers = self.taskq.workers
+            stuck = len(workers) >= self.taskq.nthreads and all(w in in_reclaim
+                                                                  for w in workers)
+            return "reclaim" if stuck else "queued"
+        return "reclaim" if task.worker in in_reclaim else "running"
 
     def skc_lock_irqs_on(self, t: Thread, skc: SplCache) -> Gen:
         """spin_lock(&skc->skc_lock) at a place the seed takes it with IRQs on (000:340, 427,
