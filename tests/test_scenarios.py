@@ -122,8 +122,8 @@ def test_missed_wakeup_long_waits_dominate_only_before_the_fix(tmp_path):
 
 
 def test_irq_aging_lockup_spin_lock_locks_up_and_trylock_skips(tmp_path):
-    res = _run("irq-aging-lockup", tmp_path, ["spin_lock", "trylock"])
-    spin, fixed = res["spin_lock"], res["trylock"]
+    res = _run("irq-aging-lockup", tmp_path, ["spin_lock-compressed", "trylock-compressed"])
+    spin, fixed = res["spin_lock-compressed"], res["trylock-compressed"]
     assert spin["status"] == "deadlock"
     assert "self-deadlock on zio_buf_32768->skc_lock" in spin["deadlock"]
     assert "[IRQ handler]" in spin["deadlock"]
