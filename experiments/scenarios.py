@@ -38,6 +38,7 @@ import pandas as pd
 from experiments.config import ConfigError, _set_path, load_raw, validate
 from experiments.output import RunFolder
 from experiments.run import EXIT_DEADLOCK, RunResult, run_experiment
+from experiments.spl_facts import SPL_FACTS
 from simcore.units import format_duration
 
 SCENARIO_DIR = Path(__file__).parent / "configs" / "scenarios"
@@ -416,53 +417,6 @@ def fact_depot_contention_end(vr: VariantResult) -> float:
     return _window_rate(vr, "cache.*.depot_contention", False)
 
 
-def fact_alloc_max_ns(vr: VariantResult) -> int:
-    """Longest allocation stall: the slowest allocation's latency, ns."""
-    return int(vr.result.summary["latency"]["latency.alloc"]["max"])
-
-
-def fact_stall_max_ns(vr: VariantResult) -> int:
-    """Longest allocator call: the slowest completed allocation or a call still in progress."""
-    done = int(vr.result.summary["latency"]["latency.alloc"]["max"])
-    stuck = max((int(w.get("in_flight_max_ns", 0)) for w in vr.result.summary["workloads"]),
-                default=0)
-    return max(done, stuck)
-
-
-def fact_progress_stall_ns(vr: VariantResult) -> int:
-    """Longest time no allocation or free completed on any CPU, ns (sampling resolution)."""
-    tl = vr.timeline
-    if "cpu.ops" not in tl.columns or len(tl) < 2:
-        return 0
-    best = run = 0
-    prev = int(tl.time_ns.iloc[0])
-    for t, ops in zip(tl.time_ns.iloc[1:], tl["cpu.ops"].iloc[1:], strict=True):
-        run = run + int(t) - prev if ops == 0 else 0
-        best = max(best, run)
-        prev = int(t)
-    return best
-
-
-def fact_skc_lock_spin_share(vr: VariantResult) -> float:
-    """Share of all CPU time spent spinning for skc_lock (waittime-total / CPUs x run)."""
-    s = vr.result.summary
-    cpu_time = s["machine"]["cpus"] * s["end_ns"]
-    return round(fact_skc_lock_wait_ns(vr) / cpu_time, 4) if cpu_time else 0.0
-
-
-def fact_false_deadlocked(vr: VariantResult) -> int:
-    """DEADLOCKED detections while the growth was only slow (not in direct reclaim).
-
-    The growth task was queued (not behind workers that are all in direct reclaim) or its
-    worker was running (waiting for a CPU or the vmap lock): a false positive."""
-    return sum(1 for d in _detail(vr, "deadlocked_set") if d.get("grow") != "reclaim")
-
-
-def fact_true_deadlocked(vr: VariantResult) -> int:
-    """DEADLOCKED detections while growth was stuck in direct reclaim (or queued behind it)."""
-    return sum(1 for d in _detail(vr, "deadlocked_set") if d.get("grow") == "reclaim")
-
-
 FACTS: dict[str, Callable[[VariantResult], Any]] = {
     "grown": fact_grown,
     "free_limit_destroyed": fact_free_limit_destroyed,
@@ -500,12 +454,7 @@ FACTS: dict[str, Callable[[VariantResult], Any]] = {
     "emergency_max": fact_emergency_max,
     "emergency_left": fact_emergency_left,
     "sleeps_in_atomic": fact_sleeps_in_atomic,
-    "alloc_max_ns": fact_alloc_max_ns,
-    "stall_max_ns": fact_stall_max_ns,
-    "progress_stall_ns": fact_progress_stall_ns,
-    "skc_lock_spin_share": fact_skc_lock_spin_share,
-    "false_deadlocked": fact_false_deadlocked,
-    "true_deadlocked": fact_true_deadlocked,
+    **SPL_FACTS,
 }
 """Figures a scenario can ask for in `facts`, by name."""
 

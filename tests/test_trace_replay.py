@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from experiments.cli import main
 from workloads.trace import flags_context, parse_ftrace
@@ -124,3 +126,30 @@ def test_the_allocator_is_called_in_the_context_of_the_flags(tmp_path, flags, st
     sim.machine.run(e.duration)
     assert seen[0] == state
     assert sim.machine.cpus[0].irq_count == (1 if "h" in flags else 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 7), st.sampled_from(["dentry", "inode", ""])),
+                min_size=1, max_size=40))
+def test_every_nameless_alloc_takes_the_name_of_its_free(tmp_path_factory, seq):
+    # random alloc/free sequences over 8 pointers: no kmem_cache_alloc names its cache; the
+    # free of the same pointer names it ("" = a free without name=); an allocation whose free
+    # names nothing, or that is never freed, falls back to kmalloc-<bytes_alloc>
+    lines, expect, live = [], [], {}
+    for t, (slot, name) in enumerate(seq, start=1):
+        ptr = f"0x{slot + 1:x}"
+        head = f"  a-1 [000] 1.{t:06d}:"
+        if ptr in live:
+            lines.append(f"{head} kmem_cache_free: ptr={ptr}" + (f" name={name}" if name else ""))
+            expect[live.pop(ptr)] = name or "kmalloc-64"
+        else:
+            lines.append(f"{head} kmem_cache_alloc: ptr={ptr} bytes_alloc=64")
+            live[ptr] = len(expect)
+            expect.append("kmalloc-64")
+    f = tmp_path_factory.mktemp("h") / "t.txt"
+    f.write_text("\n".join(lines) + "\n")
+    tr = parse_ftrace(f)
+    assert [op.cache for op in tr.ops if op.op == "alloc"] == expect
+    # a free replays against the cache its allocation was put in
+    by_obj = {op.obj: op.cache for op in tr.ops if op.op == "alloc"}
+    assert all(op.cache == by_obj[op.obj] for op in tr.ops if op.op == "free")
