@@ -218,7 +218,7 @@ def test_spl_taskq_uses_the_kernel_idle_timeout():
 
 def _lock_irq_states(setting: str) -> list[bool]:
     """IRQ state at every skc_lock acquisition while a cache deadlocks, hands out emergency
-    objects, frees them and reclaims (the sites 000:340, 427, 443, 473, 964, 1080, 1336)."""
+    objects, frees them and reclaims (the sites 000:340, 427, 443, 473, 952, 1080, 1336)."""
     mem = MemoryConfig(total_bytes=64 << 20)
     m, p, c = _setup(cpus=2, mem=mem, skc_lock_irqs_on=setting,
                      spl_kmem_cache_magazine_size=2)

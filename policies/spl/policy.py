@@ -122,7 +122,7 @@ class SplPolicy(SplMagazines, SplSlabs, SplEmergency, SplReaper, Policy):
         Tunable("skc_lock_irqs_on", "spin_lock",
                 "how skc_lock is taken where the seed takes it with IRQs on (zfs#10646): "
                 "spin_lock everywhere (the seed), spin_lock_irqsave in __spl_cache_grow only, "
-                "or in every such place (000:340, 427, 443, 473, 964, 1080, 1336) (what-ifs)",
+                "or in every such place (000:340, 427, 443, 473, 952, 1080, 1336) (what-ifs)",
                 choices=("spin_lock", "irqsave_in_grow", "irqsave_everywhere")),
         Tunable("spl_kmem_cache_age", "off",
                 "spl-0.7 aging timer: off (the seed), trylock (d4899f4 fix: skip when "
