@@ -38,6 +38,7 @@ import pandas as pd
 from experiments.config import ConfigError, _set_path, load_raw, validate
 from experiments.output import RunFolder
 from experiments.run import EXIT_DEADLOCK, RunResult, run_experiment
+from experiments.spl_facts import SPL_FACTS
 from simcore.units import format_duration
 
 SCENARIO_DIR = Path(__file__).parent / "configs" / "scenarios"
@@ -462,6 +463,7 @@ FACTS: dict[str, Callable[[VariantResult], Any]] = {
     "emergency_max": fact_emergency_max,
     "emergency_left": fact_emergency_left,
     "sleeps_in_atomic": fact_sleeps_in_atomic,
+    **SPL_FACTS,
 }
 """Figures a scenario can ask for in `facts`, by name."""
 

@@ -3,6 +3,13 @@
 Workers are `Thread`s that need a CPU to run. A fixed taskq starts all its workers; a dynamic one
 (TASKQ_DYNAMIC) starts one and spawns more, up to `nthreads`, when a task is dispatched and no
 worker is idle. Tasks run in dispatch order.
+
+Idle workers of a dynamic taskq exit as spl-taskq.c taskq_thread / taskq_thread_should_stop
+(OpenZFS module/os/linux/spl/spl-taskq.c; spl_taskq_thread_timeout_ms = 5000) let them: a
+worker that finds the queue empty exits unless it is the first worker, a spawn is pending, or
+less than `idle_timeout` has passed since the last spawn or exit (which limits exits to one
+per timeout). The check runs only when a worker comes round its loop (after a task, or after a
+wake-up that found no task), as in the kernel, where an idle worker sleeps until woken.
 """
 
 from __future__ import annotations
@@ -48,7 +55,7 @@ class Taskq:
 
     def __init__(self, machine: Any, name: str, nthreads: int = 1, dynamic: bool = False,
                  affinity: list[int] | None = None, pri: Priority = NICE_0,
-                 memalloc_noio: bool = False) -> None:
+                 memalloc_noio: bool = False, idle_timeout: int | None = None) -> None:
         self.machine = machine
         self.env = machine.env
         self.name = name
@@ -69,6 +76,14 @@ class Taskq:
         self._idle: list[tuple[Thread, simpy.Event]] = []
         self._next_id = 1
         self._spawning = False
+        self.idle_timeout = idle_timeout
+        """Dynamic taskq: the idle-exit rate limit, ns (spl_taskq_thread_timeout_ms); None:
+        workers never exit."""
+        self.lastspawnstop = self.env.now
+        """tq->lastspawnstop: time of the last spawn or idle exit."""
+        self._spawned = 0
+        self.exited = 0
+        """Idle workers that exited (taskq_thread_should_stop)."""
         self.dispatched = 0
         self.completed = 0
         for _ in range(1 if dynamic else nthreads):
@@ -78,8 +93,11 @@ class Taskq:
         return f"<Taskq {self.name}>"
 
     def _spawn_worker(self, initial: bool = False) -> None:
-        idx = len(self.workers)
+        idx = self._spawned
+        self._spawned += 1
         self._spawning = not initial
+        if not initial:
+            self.lastspawnstop = self.env.now
 
         def body(t: Thread) -> Gen:
             if not initial:
@@ -94,9 +112,27 @@ class Taskq:
         t.task = None  # type: ignore[attr-defined]
         self.workers.append(t)
 
+    def _should_stop(self, t: Thread) -> bool:
+        """taskq_thread_should_stop, with the queue empty."""
+        if not self.dynamic or self.idle_timeout is None:
+            return False
+        if self.workers[0] is t or self._spawning:
+            return False
+        now = self.env.now
+        if now < self.lastspawnstop + self.idle_timeout:
+            return False
+        self.lastspawnstop = now
+        return True
+
     def _worker_loop(self, t: Thread) -> Gen:
         while True:
             if not self.queue:
+                if self._should_stop(t):
+                    self.workers.remove(t)
+                    self.exited += 1
+                    self.machine.metrics.event("taskq_thread_exit", taskq=self.name,
+                                               thread=t.name)
+                    return
                 ev = self.env.event()
                 self._idle.append((t, ev))
                 yield from t.block(ev, ("taskq_idle", self))

@@ -1,5 +1,5 @@
 """spl geometry against values computed by hand from spl_slab_size() and spl_magazine_size()
-(seeds/001): 4 KiB pages, 8-byte alignment, spl_kmem_obj_t = 40 bytes and spl_kmem_slab_t =
+(seed 000): 4 KiB pages, 8-byte alignment, spl_kmem_obj_t = 40 bytes and spl_kmem_slab_t =
 64 bytes on 64-bit, 8 objects per slab, 32 MiB maximum slab."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""spl: the allocation, free, growth, emergency and reap paths of spl-kmem-cache.c (seeds/001)
+"""spl: the allocation, free, growth, emergency and reap paths of spl-kmem-cache.c (seed 000)
 checked against what the seed's code implies, with exact simulated times where the seed fixes
 them (HZ/10)."""
 

@@ -96,8 +96,10 @@ def test_irq_arrival_rate(tmp_path):
 def test_size_classes_creates_the_zio_family_and_follows_zipf(tmp_path):
     from workloads.size_classes import SizeClasses, SizeClassesParams
 
+    # zio_init: a zio_buf_ and a zio_data_buf_ cache for each of the 56 aligned classes
     family = SizeClasses.creates(SizeClassesParams(max_size=16 << 20))
-    assert len(family) == 56 and family[0] == "zio_buf_512" and family[-1] == "zio_buf_16777216"
+    assert len(family) == 2 * 56 and family[:2] == ["zio_buf_512", "zio_data_buf_512"]
+    assert family[-1] == "zio_data_buf_16777216"
     assert "zio_buf_5120" in family and "zio_buf_4608" not in family
     e = exp([{"kind": "size_classes", "max_size": "64KiB", "live_objects": 8,
               "lifetime": {"dist": "fixed", "value": "2us"}, "size_dist": "zipf"}],
@@ -105,7 +107,8 @@ def test_size_classes_creates_the_zio_family_and_follows_zipf(tmp_path):
     sim = simulate(e)
     w = sim.workloads[0]
     k = len(w.sizes)
-    assert {n for n in sim.caches} == {f"zio_buf_{s}" for s in w.sizes}
+    assert {n for n in sim.caches} == {f"{pre}{s}" for s in w.sizes
+                                       for pre in ("zio_buf_", "zio_data_buf_")}
     n = sum(w.per_class)
     h = sum(1 / (i + 1) for i in range(k))
     assert n > 5000

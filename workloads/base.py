@@ -81,11 +81,13 @@ class Workload:
         """Create the caches named by `creates` (called for every workload before any
         workload starts), each with `ensure_cache`."""
 
-    def ensure_cache(self, name: str, size: int) -> Any:
+    def ensure_cache(self, name: str, size: int, align: int = 8,
+                     flags: tuple[str, ...] = ()) -> Any:
         """kmem_cache_create of `name` unless the experiment already has a cache by that name;
         the cache either way."""
         if name not in self.caches:
-            self.caches[name] = self.policy.cache_create(CacheSpec(name, size))
+            self.caches[name] = self.policy.cache_create(CacheSpec(name, size, align,
+                                                                   flags=flags))
         return self.caches[name]
 
     @property
@@ -154,4 +156,11 @@ class Workload:
             yield from self.do_free(t, cache, obj)
 
     def counts(self) -> dict[str, int]:
-        return {"allocs": self.allocs, "frees": self.frees, "alloc_failures": self.failures}
+        """Operation counts, and the longest allocator call still in progress at the end
+        (ns; a thread stuck in the allocator is not in the latency histograms)."""
+        now = self.machine.env.now
+        prefix = f"{self.label}/"
+        stuck = [now - t.stalled_since for t in self.machine.threads
+                 if t.stalled_since is not None and t.name.startswith(prefix)]
+        return {"allocs": self.allocs, "frees": self.frees, "alloc_failures": self.failures,
+                "in_flight_max_ns": max(stuck, default=0)}

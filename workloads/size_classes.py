@@ -1,8 +1,14 @@
-"""`size_classes`: many caches at once, the way ZFS uses the SPL: a `zio_buf_<size>` cache per
-size class from `min_size` to `max_size` (the classes of zio_init: every 512 bytes up to 4 KiB,
-then four classes per power of two), created by the workload at start (kmem_cache_create at
-module load), and a size distribution over them. Each thread keeps `live_objects` alive with
-lifetimes from `lifetime`, drawing each allocation's class from `size_dist`:
+"""`size_classes`: many caches at once, the way ZFS uses the SPL: a `zio_buf_<size>` and a
+`zio_data_buf_<size>` cache per size class from `min_size` to `max_size`, created by the
+workload at start as zio_init does (module/zfs/zio.c, ZoL 0.6.5-0.8): the classes are the
+multiples of SPA_MINBLOCKSIZE (512) that get an alignment, which is SPA_MINBLOCKSIZE up to
+4 x SPA_MINBLOCKSIZE (2 KiB), then min(p2 / 4, PAGESIZE) when the size is a multiple of p2 / 4
+(p2: the largest power of two not above the size) -- every 512 bytes up to 4 KiB, then four
+classes per power of two; each cache gets KMC_NODEBUG (a non-debug build's zio_buf_debug_limit
+is 0). A cache the experiment already declares is used as declared. Allocations go to the
+`zio_data_buf_` family with probability `data_share`, else to `zio_buf_`. Each thread keeps
+`live_objects` alive with lifetimes from `lifetime`, drawing each allocation's class from
+`size_dist`:
 
 - `uniform`: every class equally likely;
 - `zipf`: class k (smallest first) with weight 1 / (k + 1) ^ `zipf_s` (small buffers common,
@@ -24,6 +30,20 @@ from simcore.units import Duration, Size
 from workloads.base import Workload, WorkloadParams
 from workloads.lifetimes import Lifetime
 
+SPA_MINBLOCKSIZE = 512
+ZIO_CACHE_FLAGS = ("KMC_NODEBUG",)
+"""zio_init's cflags and data_cflags on a non-debug build."""
+
+
+def zio_align(size: int, page_size: int = 4096) -> int:
+    """The alignment zio_init gives the cache of `size` bytes, 0 when it creates none."""
+    if size <= 4 * SPA_MINBLOCKSIZE:
+        return SPA_MINBLOCKSIZE
+    p2 = 1 << (size.bit_length() - 1)
+    if size % (p2 >> 2) == 0:
+        return min(p2 >> 2, page_size)
+    return 0
+
 
 def zio_sizes(min_size: int, max_size: int) -> list[int]:
     """zio_init's buffer classes between the bounds: multiples of 512 up to 4 KiB, then four
@@ -43,6 +63,10 @@ def zio_sizes(min_size: int, max_size: int) -> list[int]:
 
 class SizeClassesParams(WorkloadParams):
     prefix: str = Field(default="zio_buf_", description="cache name prefix (name = prefix+size)")
+    data_prefix: str = Field(default="zio_data_buf_",
+                             description="prefix of the data-buffer family (zio_data_buf_alloc)")
+    data_share: float = Field(default=0.0, ge=0, le=1,
+                              description="share of allocations from the data-buffer family")
     min_size: Size = Field(default=512, ge=8, description="smallest class, bytes")
     max_size: Size = Field(default=131072, ge=8, description="largest class, bytes (16MiB: all)")
     size_dist: Literal["uniform", "zipf", "bytes_uniform"] = Field(
@@ -72,18 +96,23 @@ class SizeClasses(Workload):
 
     @classmethod
     def creates(cls, params: SizeClassesParams) -> list[str]:
-        return [f"{params.prefix}{s}" for s in zio_sizes(params.min_size, params.max_size)]
+        sizes = zio_sizes(params.min_size, params.max_size)
+        return [f"{pre}{s}" for s in sizes for pre in (params.prefix, params.data_prefix)]
 
     def create_caches(self) -> None:
-        """kmem_cache_create of every class not already in the experiment (zio_init)."""
+        """kmem_cache_create of every class not already in the experiment, in zio_init's
+        order (zio_buf_<size>, then zio_data_buf_<size>), with its alignment and flags."""
         p: SizeClassesParams = self.params
         self.sizes = zio_sizes(p.min_size, p.max_size)
+        page = self.machine.memory.page_size
         for size in self.sizes:
-            self.ensure_cache(f"{p.prefix}{size}", size)
+            for pre in (p.prefix, p.data_prefix):
+                self.ensure_cache(f"{pre}{size}", size, zio_align(size, page), ZIO_CACHE_FLAGS)
 
     def start(self) -> None:
         p: SizeClassesParams = self.params
         self.class_caches = [self.caches[f"{p.prefix}{s}"] for s in self.sizes]
+        self.data_caches = [self.caches[f"{p.data_prefix}{s}"] for s in self.sizes]
         if p.size_dist == "uniform":
             weights = [1.0] * len(self.sizes)
         elif p.size_dist == "zipf":
@@ -114,6 +143,7 @@ class SizeClasses(Workload):
         live: list[tuple[int, int, int, Any]] = []
         seq = 0
         cum, caches, flags = self.cum, self.class_caches, self._flags
+        data, share = self.data_caches, p.data_share
         while True:
             now = t.now
             if live and live[0][0] <= now:
@@ -122,10 +152,11 @@ class SizeClasses(Workload):
             elif len(live) < p.live_objects:
                 k = min(bisect.bisect_right(cum, rng.random()), len(cum) - 1)
                 self.per_class[k] += 1
-                obj = yield from self.alloc(t, caches[k], flags)
+                cache = data[k] if share and rng.random() < share else caches[k]
+                obj = yield from self.alloc(t, cache, flags)
                 if obj is not None:
                     seq += 1
-                    heapq.heappush(live, (t.now + lifetime(), seq, obj, caches[k]))
+                    heapq.heappush(live, (t.now + lifetime(), seq, obj, cache))
             else:
                 yield from t.sleep(max(1, live[0][0] - now))
                 continue

@@ -35,6 +35,9 @@ class SteadyParams(WorkloadParams):
     flags: str = Field(default="KM_SLEEP", pattern="^(KM_SLEEP|KM_NOSLEEP|KM_PUSHPAGE|KM_NOFS)$",
                        description="allocation flags: KM_SLEEP, KM_NOSLEEP, KM_PUSHPAGE (no I/O "
                        "in reclaim, may dip into reserves) or KM_NOFS")
+    preempt_disabled: bool = Field(default=False, description=(
+        "allocate inside a kfpu_begin()/preempt_disable() section: preemption off, so a sleep "
+        "is 'scheduling while atomic' (zfs#13317)"))
     start: Duration = Field(default=0, ge=0, description="when the threads start")
     stop: Duration | None = Field(default=None, gt=0, description="when they stop (default: end)")
 
@@ -79,6 +82,7 @@ class Steady(Workload):
         live: list[tuple[int, int, int, Any]] = []
         seq = 0
         try_alloc, try_free = self.try_alloc, self.try_free
+        atomic = p.preempt_disabled
         cpu = t.cpu
         tick = self.machine.tick_ns
         if p.start:
@@ -91,9 +95,13 @@ class Steady(Workload):
                     yield from self.do_free(t, cache, obj)
             elif len(live) < target:
                 cache = single or caches[rng.choice_index(cum)]
+                if atomic:
+                    t.preempt_count += 1   # kfpu_begin(): preempt_disable()
                 obj = try_alloc(t, cache, flags)
                 if obj is None:
                     obj = yield from self.do_alloc(t, cache, flags)
+                if atomic:
+                    t.preempt_count -= 1
                 if obj is not None:
                     seq += 1
                     heapq.heappush(live, (t.now + lifetime(), seq, obj, cache))

@@ -11,9 +11,21 @@ Two formats (`format = "auto"` tells them apart by the first data line):
           bytes_req=256 bytes_alloc=256 gfp_flags=GFP_KERNEL [node=-1] [name=dentry]
 
   Pointers become object identities (a pointer freed and handed out again is a new object).
-  A `kmem_cache_*` event with `name=` uses that cache; otherwise (older kernels, kmalloc) the
-  object lands in the size class `kmalloc-<bytes_alloc>`. `gfp_flags` containing GFP_ATOMIC or
-  GFP_NOWAIT replays as KM_NOSLEEP. Other events in the file are skipped.
+  A `kmem_cache_alloc` event takes its cache from its `name=`; without one (kernels that print
+  the name only on `kmem_cache_free`) from the `name=` of the next free of the same pointer;
+  only when no free names it (and for kmalloc) does the object land in the size class
+  `kmalloc-<bytes_alloc>`. `gfp_flags` containing GFP_ATOMIC or GFP_NOWAIT replays as
+  KM_NOSLEEP. Other events in the file are skipped. `perf script` lines (`comm pid [cpu]`)
+  are read too.
+
+  The latency-format flags field after `[cpu]` (irqs-off, need-resched, hardirq/softirq,
+  preempt-depth and, since Linux 5.14, migrate-disable: `d.h1`, `d.h2.`, `..s1.`; any width
+  from 1 to 6 characters, or none as trace-cmd report prints by default) sets the event's
+  context: `h`/`H` in the hardirq/softirq column replays the event as an interrupt handler on
+  that CPU (raised there at the event's time: IRQs off, it must not sleep, and it counts in
+  the summary's IRQs), `s` in softirq context (bottom halves and so preemption disabled: a
+  sleep is "scheduling while atomic"), and `d`/`D` in the irqs-off column with IRQs disabled
+  around the call.
 
 Replay: trace CPU c runs on simulated CPU c mod (CPUs); each CPU's thread issues its events in
 order, never before their trace time (scaled by `time_scale`); an event that finds the
@@ -31,7 +43,7 @@ from __future__ import annotations
 import csv
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,8 +55,24 @@ from workloads.base import Workload, WorkloadParams
 
 CSV_HEADER = ["time_ns", "cpu", "op", "cache", "size", "object"]
 FTRACE_LINE = re.compile(
-    r"^\s*(?P<task>.+?)-(?P<pid>\d+)\s+(?:\(\s*[-\d]+\)\s+)?\[(?P<cpu>\d+)\]\s+"
-    r"(?:[^\s\[\]]{4,5}\s+)?(?P<ts>\d+\.\d+):\s+(?P<event>[\w:]+):\s*(?P<args>.*)$")
+    r"^\s*(?P<task>.+?)(?:-|\s+)(?P<pid>\d+)\s+(?:\(\s*[-\d]+\)\s+)?\[(?P<cpu>\d+)\]\s+"
+    r"(?:(?P<flags>[dDXbBNnpZzHhs.0-9a-f]{1,6})\s+)?(?P<ts>\d+\.\d+):\s+"
+    r"(?P<event>[\w:]+):\s*(?P<args>.*)$")
+CONTEXTS = ("", "irq", "softirq", "irqs_off")
+"""Replay contexts: process context, interrupt handler, softirq, process with IRQs off."""
+
+
+def flags_context(flags: str | None) -> str:
+    """The replay context of an event's latency-format flags (see the module docstring)."""
+    if not flags:
+        return ""
+    if len(flags) >= 3 and flags[2] in "hH":
+        return "irq"
+    if len(flags) >= 3 and flags[2] == "s":
+        return "softirq"
+    if flags[0] in "dD":
+        return "irqs_off"
+    return ""
 KMEM_EVENTS = {"kmem_cache_alloc": "alloc", "kmalloc": "alloc", "kmem_cache_free": "free",
                "kfree": "free"}
 
@@ -67,6 +95,8 @@ class TraceOp:
     """Object identity: a serial number per allocation."""
     flags: int
     line: int
+    context: str = ""
+    """One of CONTEXTS."""
 
 
 @dataclass
@@ -80,6 +110,8 @@ class Trace:
     """Lines of frees of objects the trace never allocated (unknown_frees = "skip")."""
     allocs: int = 0
     frees: int = 0
+    contexts: dict[str, int] = field(default_factory=dict)
+    """Events per replay context (ftrace flags)."""
 
 
 class _Builder:
@@ -94,7 +126,7 @@ class _Builder:
         self.t0: int | None = None
 
     def add(self, line: int, time_ns: int, cpu: int, op: str, cache: str, size: int,
-            ident: str, flags: int) -> None:
+            ident: str, flags: int, context: str = "") -> None:
         tr = self.trace
         if self.t0 is None:
             self.t0 = time_ns
@@ -114,8 +146,10 @@ class _Builder:
                                  f"event says {size}")
             self.serial += 1
             self.live[ident] = (self.serial, cache)
-            tr.ops.append(TraceOp(t, cpu, "alloc", cache, size, self.serial, flags, line))
+            tr.ops.append(TraceOp(t, cpu, "alloc", cache, size, self.serial, flags, line,
+                                  context))
             tr.allocs += 1
+            tr.contexts[context] = tr.contexts.get(context, 0) + 1
         else:
             got = self.live.pop(ident, None)
             if got is None:
@@ -127,8 +161,9 @@ class _Builder:
                                  "unknown_frees = \"skip\" for traces started mid-flight")
             serial, alloc_cache = got
             tr.ops.append(TraceOp(t, cpu, "free", alloc_cache, tr.caches[alloc_cache], serial,
-                                  KM_SLEEP, line))
+                                  KM_SLEEP, line, context))
             tr.frees += 1
+            tr.contexts[context] = tr.contexts.get(context, 0) + 1
 
 
 def _sniff(path: Path) -> str:
@@ -190,9 +225,23 @@ def _kv(args: str) -> dict[str, str]:
     return out
 
 
-def parse_ftrace(path: Path, unknown_frees: str = "error") -> Trace:
-    """Parse `trace-cmd report` / trace_pipe text of the kmem events."""
-    b = _Builder(path, unknown_frees)
+@dataclass
+class _FtraceEvent:
+    line: int
+    time_ns: int
+    cpu: int
+    op: str
+    event: str
+    ptr: str
+    size: int
+    name: str
+    flags: int
+    context: str
+
+
+def _read_ftrace(path: Path) -> list[_FtraceEvent]:
+    """The kmem events of a trace-cmd / trace_pipe / perf script text file, in file order."""
+    out = []
     with path.open() as f:
         for line, raw in enumerate(f, start=1):
             s = raw.rstrip("\n")
@@ -214,7 +263,7 @@ def parse_ftrace(path: Path, unknown_frees: str = "error") -> Trace:
                 continue
             sec, usec = m["ts"].split(".")
             time_ns = int(sec) * 1_000_000_000 + int(usec.ljust(9, "0")[:9])
-            size = cache = ""
+            size = 0
             flags = KM_SLEEP
             if op == "alloc":
                 try:
@@ -222,12 +271,41 @@ def parse_ftrace(path: Path, unknown_frees: str = "error") -> Trace:
                 except (KeyError, ValueError):
                     raise TraceError(f"{path}:{line}: {event} without a numeric "
                                      "bytes_alloc=") from None
-                name = kv.get("name")
-                cache = name if event == "kmem_cache_alloc" and name else f"kmalloc-{size}"
                 gfp = kv.get("gfp_flags", "")
                 if "GFP_ATOMIC" in gfp or "GFP_NOWAIT" in gfp:
                     flags = KM_NOSLEEP
-            b.add(line, time_ns, int(m["cpu"]), op, cache, int(size or 0), ptr, flags)
+            name = kv.get("name", "") if event.startswith("kmem_cache_") else ""
+            out.append(_FtraceEvent(line, time_ns, int(m["cpu"]), op, event, ptr, size, name,
+                                    flags, flags_context(m["flags"])))
+    return out
+
+
+def _name_allocs_from_frees(events: list[_FtraceEvent]) -> None:
+    """Give a kmem_cache_alloc without name= the name= of the next kmem_cache_free of the same
+    pointer (the kernel prints the cache name only on frees)."""
+    pending: dict[str, _FtraceEvent] = {}
+    for ev in events:
+        if ev.op == "alloc":
+            if ev.event == "kmem_cache_alloc" and not ev.name:
+                pending[ev.ptr] = ev
+            else:
+                pending.pop(ev.ptr, None)
+        else:
+            alloc = pending.pop(ev.ptr, None)
+            if alloc is not None and ev.name:
+                alloc.name = ev.name
+
+
+def parse_ftrace(path: Path, unknown_frees: str = "error") -> Trace:
+    """Parse `trace-cmd report` / trace_pipe / perf script text of the kmem events."""
+    b = _Builder(path, unknown_frees)
+    events = _read_ftrace(path)
+    _name_allocs_from_frees(events)
+    for ev in events:
+        cache = ""
+        if ev.op == "alloc":
+            cache = ev.name or f"kmalloc-{ev.size}"
+        b.add(ev.line, ev.time_ns, ev.cpu, ev.op, cache, ev.size, ev.ptr, ev.flags, ev.context)
     if not b.trace.ops and not b.trace.skipped_frees:
         raise TraceError(f"{path}:1: no kmem alloc/free events in the trace")
     return b.trace
@@ -303,37 +381,61 @@ class TraceReplay(Workload):
                                cpu=cpu)
 
     def _thread(self, t: Thread, ops: list[TraceOp]) -> Gen:
+        """One trace CPU: each event at its time, in the context its flags give: process
+        context, IRQs off (`d`), softirq (`s`: preemption off), or an interrupt raised on this
+        CPU whose handler makes the call (`h`/`H`). A free waits (in process context) until
+        its allocation has been replayed."""
         p: TraceParams = self.params
         scale = p.time_scale
         for op in ops:
             due = int(op.time_ns * scale)
             if due > t.now:
                 yield from t.sleep(due - t.now)
-            cache = self.caches[p.cache_prefix + op.cache]
-            if op.op == "alloc":
-                obj = yield from self.alloc(t, cache, op.flags)
-                self.replayed_allocs += 1
-                if obj is None:
-                    self.failed.add(op.obj)
-                else:
-                    self.addr[op.obj] = obj
-                ev = self.waiting.pop(op.obj, None)
-                if ev is not None:
-                    ev.succeed()
+            if op.op == "free" and op.obj not in self.addr and op.obj not in self.failed:
+                ev = self.machine.env.event()
+                self.waiting[op.obj] = ev
+                yield from t.block(ev, ("trace_alloc", op.line))
+            if op.context == "irq":
+                yield from t.sync()
+                self.machine.raise_irq(t.cpu.id, lambda h, op=op: self._op(h, op), self.label)
+                yield from t.sync()
+            elif op.context == "softirq":
+                t.preempt_count += 1
+                yield from self._op(t, op)
+                t.preempt_count -= 1
+            elif op.context == "irqs_off":
+                irqf = t.local_irq_save()
+                yield from self._op(t, op)
+                yield from t.local_irq_restore(irqf)
             else:
-                if op.obj not in self.addr and op.obj not in self.failed:
-                    ev = self.machine.env.event()
-                    self.waiting[op.obj] = ev
-                    yield from t.block(ev, ("trace_alloc", op.line))
-                obj = self.addr.pop(op.obj, None)
-                self.failed.discard(op.obj)
-                if obj is not None:
-                    yield from self.free(t, cache, obj)
-                    self.replayed_frees += 1
+                yield from self._op(t, op)
             yield from t.checkpoint()
+
+    def _op(self, t: Thread, op: TraceOp) -> Gen:
+        """The allocator call of one event."""
+        cache = self.caches[self.params.cache_prefix + op.cache]
+        if op.op == "alloc":
+            obj = yield from self.alloc(t, cache, op.flags)
+            self.replayed_allocs += 1
+            if obj is None:
+                self.failed.add(op.obj)
+            else:
+                self.addr[op.obj] = obj
+            ev = self.waiting.pop(op.obj, None)
+            if ev is not None:
+                ev.succeed()
+        else:
+            obj = self.addr.pop(op.obj, None)
+            self.failed.discard(op.obj)
+            if obj is not None:
+                yield from self.free(t, cache, obj)
+                self.replayed_frees += 1
 
     def counts(self) -> dict[str, int]:
         p: TraceParams = self.params
         return {**super().counts(), "trace_allocs": p.trace.allocs,
                 "trace_frees": p.trace.frees, "replayed_allocs": self.replayed_allocs,
-                "replayed_frees": self.replayed_frees, "skipped_frees": self.skipped_frees}
+                "replayed_frees": self.replayed_frees, "skipped_frees": self.skipped_frees,
+                "trace_irq_events": p.trace.contexts.get("irq", 0),
+                "trace_softirq_events": p.trace.contexts.get("softirq", 0),
+                "trace_irqs_off_events": p.trace.contexts.get("irqs_off", 0)}

@@ -5,7 +5,10 @@ The pattern is a small network receive path: CPUs 0 and 1 take interrupts that a
 socket buffers (`skbuff_head_cache`, 256 B, GFP_ATOMIC) and data (`kmalloc-1024`), which the
 application threads on CPUs 2 and 3 free after a short delay; meanwhile every CPU churns
 `dentry` objects (192 B) with short lifetimes. The same event stream is written as CSV and as
-`trace-cmd report` text.
+`trace-cmd report` text; `sample-latency.ftrace.txt` is the same stream as trace_pipe prints it
+on a kernel that names the cache only on frees: no `name=` on `kmem_cache_alloc`, and the
+5-character latency flags (`d.h2.` for the interrupt handlers' allocations, `..s1.` for the
+softirq frees of socket buffers, `d...1` for the kfrees made with IRQs off, `.....` otherwise).
 """
 
 from __future__ import annotations
@@ -85,7 +88,40 @@ def write_ftrace(evs: list) -> None:
     (HERE / "sample.ftrace.txt").write_text("\n".join(lines) + "\n")
 
 
+def write_latency(evs: list) -> None:
+    tasks = {0: "<idle>-0", 1: "<idle>-0", 2: "nginx-4242", 3: "nginx-4243"}
+    lines = []
+    for t, cpu, op, cache, size, ptr, kind in evs:
+        sec, ns = divmod(t + 5_123_000_000_000, 1_000_000_000)
+        if op == "alloc" and cache != "dentry":
+            flags = "d.h2."
+        elif op == "free" and cache == "skbuff_head_cache":
+            flags = "..s1."
+        elif op == "free" and kind == "kmalloc":
+            flags = "d...1"
+        else:
+            flags = "....."
+        head = f"{tasks[cpu]:>16} [{cpu:03d}] {flags} {sec}.{ns // 1000:06d}:"
+        if op == "alloc" and kind == "cache":
+            gfp = "GFP_ATOMIC|__GFP_NOWARN" if cache == "skbuff_head_cache" else "GFP_KERNEL"
+            site = "__alloc_skb+0x4e" if cache == "skbuff_head_cache" else "d_alloc+0x2a"
+            lines.append(f"{head} kmem_cache_alloc: call_site={site} ptr={ptr} "
+                         f"bytes_req={size} bytes_alloc={size} gfp_flags={gfp} node=-1 "
+                         "accounted=false")
+        elif op == "alloc":
+            lines.append(f"{head} kmalloc: call_site=__alloc_skb+0x8b ptr={ptr} "
+                         f"bytes_req=1000 bytes_alloc={size} gfp_flags=GFP_ATOMIC|__GFP_NOWARN "
+                         "node=-1 accounted=false")
+        elif kind == "cache":
+            lines.append(f"{head} kmem_cache_free: call_site=kfree_skbmem+0x2e ptr={ptr} "
+                         f"name={cache}")
+        else:
+            lines.append(f"{head} kfree: call_site=skb_release_data+0x12c ptr={ptr}")
+    (HERE / "sample-latency.ftrace.txt").write_text("\n".join(lines) + "\n")
+
+
 if __name__ == "__main__":
     evs = events()
     write_csv(evs)
     write_ftrace(evs)
+    write_latency(evs)

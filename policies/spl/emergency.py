@@ -26,9 +26,9 @@ class SplEmergency:
         """spl_emergency_alloc: last chance on the partial list (-EEXIST), then a tracking node
         and a page allocation of the object's order, inserted into the emergency tree under
         skc_lock; counts skc_obj_total, skc_obj_emergency and its maximum."""
-        yield from skc.lock.lock(t)
+        irqf = yield from self.skc_lock_irqs_on(t, skc)
         empty = not skc.partial
-        yield from skc.lock.unlock(t)
+        yield from self.skc_unlock_irqs_on(t, skc, irqf)
         if not empty:
             return -EEXIST, None
         t.charge("kmalloc")
@@ -36,14 +36,14 @@ class SplEmergency:
         obj = yield from self.machine.memory.alloc_pages(t, order, flags)
         if obj is None:
             return -ENOMEM, None
-        yield from skc.lock.lock(t)
+        irqf = yield from self.skc_lock_irqs_on(t, skc)
         t.charge("emergency_lookup", self._tree_levels(skc))
         skc.emergency[obj] = order
         skc.obj_total += 1
         skc.obj_emergency += 1
         if skc.obj_emergency > skc.obj_emergency_max:
             skc.obj_emergency_max = skc.obj_emergency
-        yield from skc.lock.unlock(t)
+        yield from self.skc_unlock_irqs_on(t, skc, irqf)
         self.machine.metrics.event("emergency_alloc", cache=skc.name, cpu=t.cpu.id,
                                    outstanding=skc.obj_emergency)
         return 0, obj
@@ -51,13 +51,13 @@ class SplEmergency:
     def spl_emergency_free(self, t: Thread, skc: SplCache, obj: int) -> Gen:
         """spl_emergency_free: find the object in the tree under skc_lock, unlink it and free
         its pages; -ENOENT if it is not an emergency object."""
-        yield from skc.lock.lock(t)
+        irqf = yield from self.skc_lock_irqs_on(t, skc)
         t.charge("emergency_lookup", self._tree_levels(skc))
         order = skc.emergency.pop(obj, None)
         if order is not None:
             skc.obj_emergency -= 1
             skc.obj_total -= 1
-        yield from skc.lock.unlock(t)
+        yield from self.skc_unlock_irqs_on(t, skc, irqf)
         if order is None:
             return -ENOENT
         yield from self.machine.memory.free_pages(t, obj, order)

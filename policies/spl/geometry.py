@@ -1,5 +1,5 @@
 """SPL kmem cache geometry: slab size, objects per slab and magazine size, computed as
-spl-kmem-cache.c computes them (seeds/001; the sizes of the 64-bit structures are those of
+spl-kmem-cache.c computes them (seed 000; the sizes of the 64-bit structures are those of
 include/os/linux/spl/sys/kmem_cache.h).
 
 - `spl_sks_size`: the spl_kmem_slab_t header at the start of every slab, rounded up to the

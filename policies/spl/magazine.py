@@ -164,9 +164,9 @@ class SplMagazines:
             skc.linux_alloc -= 1
             return
         if not self._is_vmalloc(obj):
-            yield from skc.lock.lock(t)
+            irqf = yield from self.skc_lock_irqs_on(t, skc)
             do_emergency = skc.obj_emergency > 0
-            yield from skc.lock.unlock(t)
+            yield from self.skc_unlock_irqs_on(t, skc, irqf)
             if do_emergency and (yield from self.spl_emergency_free(t, skc, obj)) == 0:
                 self._h_free_flush.record(t.now - start)
                 return

@@ -1,11 +1,14 @@
-"""`spl`: the OpenZFS SPL kmem cache (module/os/linux/spl/spl-kmem-cache.c, seeds/001).
+"""`spl`: the OpenZFS SPL kmem cache (module/os/linux/spl/spl-kmem-cache.c, seed 000; seed 001
+is an older revision whose differing rules are kept as tunable values).
 
 Read it side by side with the seed; the functions below carry the seed's names and make its
 decisions in its order:
 
-- cache creation: `create_cache` (spl_kmem_cache_create) picks KMC_SLAB for objects up to
-  `spl_kmem_cache_slab_limit` and KMC_KVMEM above; KVMEM caches get `spl_slab_size` geometry and
-  per-CPU magazines (`spl_magazine_create`), KMC_SLAB caches a Linux slab cache.
+- cache creation: `create_cache` (spl_kmem_cache_create) verifies the alignment, picks KMC_SLAB
+  for objects up to `spl_kmem_cache_slab_limit` and KMC_KVMEM above (KVMEM wins when both are
+  forced); KVMEM caches get `spl_slab_size` geometry and per-CPU magazines
+  (`spl_magazine_create`), KMC_SLAB caches a Linux slab cache unless the object is larger than
+  SPL_MAX_KMEM_ORDER_NR_PAGES pages (creation fails).
 - allocation: `alloc` (spl_kmem_cache_alloc) -> `spl_cache_refill` -> `spl_cache_grow` ->
   the taskq's `spl_cache_grow_work` -> `__spl_cache_grow` -> `spl_slab_alloc`;
   `spl_emergency_alloc` once the cache is KMC_BIT_DEADLOCKED.
@@ -43,6 +46,12 @@ Deviations from the seed (each is also noted at the code):
   not by frees, so a CPU that only frees has an old magazine.
 - The spl-0.7 aging IPI (on_each_cpu) is raised on every CPU, runs on the caller's CPU with IRQs
   off, and the caller spins until every CPU has run it, as smp_call_function_many does.
+- A failed VERIFY in spl_kmem_cache_create (an alignment that is not a power of two, below 8 or
+  above the page size) panics a real kernel; here creation fails with the VERIFY's condition.
+- SPL_MAX_KMEM_ORDER_NR_PAGES depends on the kernel's slab allocator (kmem_cache.h): 4 pages
+  under SLUB (1 << (PAGE_ALLOC_COSTLY_ORDER - 1)), KMALLOC_MAX_SIZE >> PAGE_SHIFT under SLAB
+  (32 pages: the 2.6.17 model's largest kmalloc class is 128 KiB, where a modern SLAB kernel
+  has 4 MiB); it follows the backend serving KMC_SLAB caches.
 - A KM_NOSLEEP allocation that misses the magazine returns NULL after refilling it (the seed's
   `goto ret` for KM_NOSLEEP); this is the seed's behaviour, kept on purpose.
 """
@@ -56,7 +65,7 @@ from policies.base import CacheSpec, CacheStats, Gen, InvariantError, Policy, Tu
 from policies.registry import builtin
 from policies.slabinfo import format_slabinfo
 from policies.spl.emergency import SplEmergency
-from policies.spl.geometry import geometry
+from policies.spl.geometry import SPL_KMEM_CACHE_ALIGN, geometry
 from policies.spl.magazine import SplMagazines
 from policies.spl.proc import format_spl_slab
 from policies.spl.reap import SplReaper
@@ -64,7 +73,10 @@ from policies.spl.slab import SplSlabs
 from policies.spl.structs import (
     KMC_BIT_DESTROY,
     KMC_FLAG_BITS,
+    MAX_ORDER,
+    PAGE_ALLOC_COSTLY_ORDER,
     SPL_KMEM_CACHE_DELAY,
+    SPL_TASKQ_THREAD_TIMEOUT_MS,
     SplCache,
     SplMagazine,
 )
@@ -93,9 +105,6 @@ class SplPolicy(SplMagazines, SplSlabs, SplEmergency, SplReaper, Policy):
         Tunable("spl_kmem_cache_kmem_threads", 4,
                 "spl_kmem_cache taskq threads (spl_kmem_cache_init; 1 before 436ad60)",
                 minimum=1),
-        Tunable("spl_kmem_cache_reclaim", 0,
-                "module parameter of the seed, read by no modelled path (kept for completeness)",
-                choices=(0, 1)),
         Tunable("grow_wait_timeout", "HZ/10",
                 "spl_cache_grow's wait before DEADLOCKED: 1 tick (e2dcc6e, 2012-08), HZ "
                 "(165f13c, 2012-10) or HZ/10 (e50e6cc, 2014-12, the seed)",
@@ -108,13 +117,16 @@ class SplPolicy(SplMagazines, SplSlabs, SplEmergency, SplReaper, Policy):
                 "spl_cache_grow while REAPING: block on KMC_BIT_REAPING (dc1b302, the seed) or "
                 "return at once and retry, spinning on skc_lock (before dc1b302)",
                 choices=("wait_on_bit", "spin")),
-        Tunable("nosleep_rule", "seed",
-                "KM_NOSLEEP in spl_cache_grow: may wait like KM_SLEEP (the seed) or never waits "
-                "and takes a best-effort emergency object (93f8abeff0, zfs#14926, 2023)",
-                choices=("seed", "2023")),
-        Tunable("grow_lock", "spin_lock",
-                "__spl_cache_grow takes skc_lock with spin_lock, IRQs on (the seed; zfs#10646) "
-                "or with spin_lock_irqsave (what-if)", choices=("spin_lock", "spin_lock_irqsave")),
+        Tunable("nosleep_rule", "best_effort_emergency",
+                "KM_NOSLEEP in spl_cache_grow: a best-effort emergency object before any wait, "
+                "never sleeping (93f8abeff0, zfs#14926, seed 000:1015), or waiting for growth "
+                "like KM_SLEEP (seed 001, before 2023)",
+                choices=("best_effort_emergency", "wait_like_km_sleep")),
+        Tunable("skc_lock_irqs_on", "spin_lock",
+                "how skc_lock is taken where the seed takes it with IRQs on (zfs#10646): "
+                "spin_lock everywhere (the seed), spin_lock_irqsave in __spl_cache_grow only, "
+                "or in every such place (000:340, 427, 443, 473, 952, 1080, 1336) (what-ifs)",
+                choices=("spin_lock", "irqsave_in_grow", "irqsave_everywhere")),
         Tunable("spl_kmem_cache_age", "off",
                 "spl-0.7 aging timer: off (the seed), trylock (d4899f4 fix: skip when "
                 "contended) or spin_lock (before d4899f4: spl#210 / zfs#1193)",
@@ -127,6 +139,13 @@ class SplPolicy(SplMagazines, SplSlabs, SplEmergency, SplReaper, Policy):
         Tunable("skc_delay", SPL_KMEM_CACHE_DELAY,
                 "spl-0.7 aging: seconds before an unused magazine is flushed; the timer runs "
                 "every skc_delay/3 s", minimum=1e-6),
+        Tunable("skc_reclaim_ns", 0,
+                "spl-0.6 reap_now: ns of work of each cache's skc_reclaim callback (the ARC's) "
+                "run before the slabs are reclaimed; 0 = no callback (seed 000 asserts "
+                "reclaim == NULL)", minimum=0),
+        Tunable("spl_taskq_thread_timeout_ms", SPL_TASKQ_THREAD_TIMEOUT_MS,
+                "spl-taskq.c: an idle dynamic spl_kmem_cache worker exits at most once per this "
+                "many ms (taskq_thread_should_stop)", minimum=0),
     )
 
     def __init__(self, machine: Any, tunables: dict[str, Any] | None = None) -> None:
@@ -134,7 +153,8 @@ class SplPolicy(SplMagazines, SplSlabs, SplEmergency, SplReaper, Policy):
         m = self.machine
         self._fstrans = self.tun["spl_fstrans"] == "seed"
         self.taskq = Taskq(m, "spl_kmem_cache", nthreads=self.tun["spl_kmem_cache_kmem_threads"],
-                           dynamic=True, pri=SPL_MAXCLSYSPRI, memalloc_noio=self._fstrans)
+                           dynamic=True, pri=SPL_MAXCLSYSPRI, memalloc_noio=self._fstrans,
+                           idle_timeout=self.tun["spl_taskq_thread_timeout_ms"] * 1_000_000)
         """spl_kmem_cache_taskq: growth and (spl-0.7) aging tasks."""
         self.linux = self._linux_backend()
         """The Linux slab that serves KMC_SLAB caches."""
@@ -144,9 +164,14 @@ class SplPolicy(SplMagazines, SplSlabs, SplEmergency, SplReaper, Policy):
         """spl_cache_grow's wait_event_timeout, ns."""
         self._wake_first = self.tun["grow_wake_order"] == "wake_then_clear"
         self._reap_spin = self.tun["grow_reaping"] == "spin"
-        self._nosleep_2023 = self.tun["nosleep_rule"] == "2023"
-        self._grow_irqsave = self.tun["grow_lock"] == "spin_lock_irqsave"
+        self._nosleep_2023 = self.tun["nosleep_rule"] == "best_effort_emergency"
+        irqs_on = self.tun["skc_lock_irqs_on"]
+        self._grow_irqsave = irqs_on != "spin_lock"
+        """__spl_cache_grow takes skc_lock with spin_lock_irqsave (zfs#10646 what-if)."""
+        self._irqsave_everywhere = irqs_on == "irqsave_everywhere"
+        """Every other IRQs-on skc_lock site takes it with spin_lock_irqsave (what-if)."""
         self._aging = self.tun["spl_kmem_cache_age"]
+        self._reclaim_ns = self.tun["skc_reclaim_ns"]
         self._costs = m.costs.values
         mt = m.metrics
         self._h_hit = mt.hist("alloc.hit")
@@ -180,22 +205,50 @@ class SplPolicy(SplMagazines, SplSlabs, SplEmergency, SplReaper, Policy):
                 flags.value |= 1 << KMC_FLAG_BITS[f]
         lock = SpinLock(m, f"{spec.name}->skc_lock")
         waitq = WaitQueue(m, f"{spec.name}->skc_waitq")
+        page = m.memory.page_size
+        align = SPL_KMEM_CACHE_ALIGN
+        if spec.align:
+            if spec.align & (spec.align - 1):
+                raise ValueError(f"VERIFY(ISP2(align)) failed: align {spec.align}")
+            if spec.align < SPL_KMEM_CACHE_ALIGN:
+                raise ValueError(f"VERIFY3U(align, >=, SPL_KMEM_CACHE_ALIGN) failed: align "
+                                 f"{spec.align} < {SPL_KMEM_CACHE_ALIGN}")
+            if spec.align > page:
+                raise ValueError(f"VERIFY3U(align, <=, PAGE_SIZE) failed: align {spec.align} > "
+                                 f"{page}")
+            align = spec.align
         limit = self.tun["spl_kmem_cache_slab_limit"]
         forced = {"KMC_SLAB", "KMC_KVMEM"} & set(spec.flags)
         if not forced:
             use_slab = bool(limit) and spec.size <= limit
             flags.value |= 1 << KMC_FLAG_BITS["KMC_SLAB" if use_slab else "KMC_KVMEM"]
         else:
-            use_slab = "KMC_SLAB" in forced
-        align = max(spec.align, 8)
+            use_slab = "KMC_KVMEM" not in forced
         if use_slab:
+            max_pages = self.spl_max_kmem_order_nr_pages()
+            if spec.size > max_pages * page:
+                raise ValueError(f"KMC_SLAB object of {spec.size} bytes is larger than "
+                                 f"SPL_MAX_KMEM_ORDER_NR_PAGES * PAGE_SIZE ({max_pages} pages "
+                                 f"under {self.linux.name}); spl_kmem_cache_create fails")
             linux = self.linux.cache_create(CacheSpec(spec.name, spec.size, align, 0, 0, ()))
             return SplCache(spec.name, spec, flags, lock, waitq, None, linux_cache=linux)
-        geo = geometry(spec.size, align, m.memory.page_size, self.tun["spl_kmem_cache_obj_per_slab"],
+        geo = geometry(spec.size, align, page, self.tun["spl_kmem_cache_obj_per_slab"],
                        self.tun["spl_kmem_cache_max_size"], self.tun["spl_kmem_cache_magazine_size"])
         skc = SplCache(spec.name, spec, flags, lock, waitq, geo)
         skc.mags = [SplMagazine(cpu.id, geo.mag_size, geo.mag_refill) for cpu in m.cpus]
         return skc
+
+    def spl_max_kmem_order_nr_pages(self) -> int:
+        """SPL_MAX_KMEM_ORDER_NR_PAGES of kmem_cache.h for the slab allocator behind KMC_SLAB:
+        1 << (PAGE_ALLOC_COSTLY_ORDER - 1) under SLUB, KMALLOC_MAX_SIZE >> PAGE_SHIFT under
+        SLAB (the 2.6.17 model's largest kmalloc class, 128 KiB; order MAX_ORDER - 1 for the
+        global_lock stand-in)."""
+        if self.linux.name == "slub":
+            return 1 << (PAGE_ALLOC_COSTLY_ORDER - 1)
+        if self.linux.name == "linux_slab":
+            from policies.linux_slab.geometry import MAX_OBJ_SIZE
+            return MAX_OBJ_SIZE // self.machine.memory.page_size
+        return 1 << (MAX_ORDER - 1)
 
     def start(self) -> None:
         """The Linux slab's timers (cache_reap) for the KMC_SLAB caches; spl-0.7: schedule

@@ -15,6 +15,9 @@ from policies.spl.structs import (
 )
 from simcore.cpu import Thread
 
+RECLAIM_STEP_NS = 10_000
+"""The skc_reclaim callback's work between two cond_resched() calls, ns."""
+
 
 class SplReaper:
     """Reap and aging paths of SplPolicy."""
@@ -30,6 +33,8 @@ class SplReaper:
         t.charge("atomic_op")
         busy = yield from skc.flags.test_and_set_bit(t, KMC_BIT_REAPING)
         if not busy:
+            if self._reclaim_ns:
+                yield from self.skc_reclaim(t, skc)
             irqf = t.local_irq_save()
             skm = skc.mags[t.cpu.id]
             flushed = len(skm.objs)
@@ -42,26 +47,61 @@ class SplReaper:
         skc.ref -= 1
         t.charge("atomic_op")
 
+    def skc_reclaim(self, t: Thread, skc: SplCache) -> Gen:
+        """spl-0.6 spl_kmem_cache_reap_now (before dc1b302 and until the callbacks went,
+        reference B1 item 8): while the cache has slabs, none of them empty, and the last
+        callback lowered skc_obj_alloc, run the cache's skc_reclaim callback (the ARC's, which
+        evicts buffers); checked under skc_lock, the callback run without it, IRQs on, with
+        KMC_BIT_REAPING held. The callback is `skc_reclaim_ns` of work on this CPU in
+        RECLAIM_STEP_NS pieces, each followed by a cond_resched() (the CPU goes to a runnable
+        thread waiting for it, as a long kernel loop must allow); seed 000 has no callbacks
+        (ASSERT(reclaim == NULL) at 000:686), hence the default 0."""
+        objects = None
+        while True:
+            yield from skc.lock.lock(t)
+            do_reclaim = (skc.slab_total > 0 and skc.slab_total == skc.slab_alloc
+                          and (objects is None or skc.obj_alloc < objects))
+            objects = skc.obj_alloc
+            yield from skc.lock.unlock(t)
+            if not do_reclaim:
+                return
+            left = self._reclaim_ns
+            while left > 0:
+                step = min(left, RECLAIM_STEP_NS)
+                t.charge_ns(step)
+                left -= step
+                yield from t.wakeup_preempt()  # cond_resched() in the eviction loop
+            self.machine.metrics.count("spl.skc_reclaim_calls")
+
     def spl_kmem_reap(self, t: Thread) -> Gen:
         """spl_kmem_reap: spl_kmem_cache_reap_now on every cache."""
         for skc in list(self.caches):
             yield from self.reap(t, skc)
 
     # spl-0.7 aging ------------------------------------------------------------------------
-    def _schedule_age(self, skc: SplCache) -> None:
-        """taskq_dispatch_delay of spl_cache_age skc_delay/3 from now."""
-        delay = int(self.tun["skc_delay"] * 1e9) // 3
+    def _age_delay(self) -> int:
+        """skc_delay / 3, ns."""
+        return int(self.tun["skc_delay"] * 1e9) // 3
 
+    def _schedule_age(self, skc: SplCache) -> None:
+        """The first taskq_dispatch_delay of spl_cache_age, skc_delay/3 after the start (from
+        set-up code, not from a thread)."""
         def fire(_ev: object) -> None:
             if not skc.flags.peek(KMC_BIT_DESTROY):
                 skc.taskqid = self.taskq.dispatch_nowait(self.spl_cache_age, skc)
 
-        self.machine.env.timeout(delay).callbacks.append(fire)
+        self.machine.env.timeout(self._age_delay()).callbacks.append(fire)
 
     def spl_cache_age(self, w: Thread, skc: SplCache) -> Gen:
-        """spl-0.7 spl_cache_age (taskq): on_each_cpu(spl_magazine_age), waiting until every
-        CPU has run it, then re-dispatch itself skc_delay/3 later."""
+        """spl-0.7 spl_cache_age (taskq): take a cache reference (skc_ref), run
+        on_each_cpu(spl_magazine_age) and wait until every CPU has run it, spl_slab_reclaim
+        the slabs the age-outs emptied, re-dispatch itself skc_delay/3 later (its id stored
+        in skc_taskqid under skc_lock) and drop the reference."""
         m = self.machine
+        if skc.flags.peek(KMC_BIT_DESTROY):
+            return  # spl_kmem_cache_destroy cancels the pending task (skc_taskqid)
+        skc.ref += 1
+        w.charge("atomic_op")
         done = [m.env.event() for _ in m.cpus]
         yield from w.sync()
         for cpu in m.cpus:
@@ -89,8 +129,16 @@ class SplReaper:
             w.cpu.busy_ns += m.env.now - start
             w.spinning = None
             w.blocked_on = None
+        yield from self.spl_slab_reclaim(w, skc)
+        tid = 0
         if not skc.flags.peek(KMC_BIT_DESTROY):
-            self._schedule_age(skc)
+            tid = yield from self.taskq.dispatch_delay(w, self.spl_cache_age, self._age_delay(),
+                                                       skc)
+        yield from skc.lock.lock(w)
+        skc.taskqid = tid
+        yield from skc.lock.unlock(w)
+        skc.ref -= 1
+        w.charge("atomic_op")
 
     def _age_ipi(self, skc: SplCache, done: Any) -> Any:
         def handler(t: Thread) -> Gen:

@@ -24,20 +24,23 @@ class SplSlabs:
 
     def spl_cache_grow(self, t: Thread, skc: SplCache, flags: int) -> Gen:
         """spl_cache_grow (IRQs on, may sleep). Returns (rc, emergency object or None):
-        wait for a reaper and return -EAGAIN; the first caller to set KMC_BIT_GROWING
-        dispatches spl_cache_grow_work; a DEADLOCKED cache hands out an emergency object;
-        otherwise wait up to HZ/10 for GROWING to clear and, on a timeout with GROWING still
-        set, mark the cache DEADLOCKED. Every wait returns -ENOMEM (the caller restarts)."""
+        a KM_NOSLEEP caller takes a best-effort emergency object and returns, before anything
+        that sleeps (seed 000:1015; with nosleep_rule = wait_like_km_sleep it goes on like
+        KM_SLEEP, as in seed 001); wait for a reaper and return -EAGAIN; the first caller to
+        set KMC_BIT_GROWING dispatches spl_cache_grow_work; a DEADLOCKED cache hands out an
+        emergency object; otherwise wait up to HZ/10 for GROWING to clear and, on a timeout
+        with GROWING still set, mark the cache DEADLOCKED. Every wait returns -ENOMEM (the
+        caller restarts)."""
         bits = skc.flags
         t.spl_grew = True
+        if self._nosleep_2023 and flags & KM_NOSLEEP:
+            return (yield from self.spl_emergency_alloc(t, skc, flags))
         if bits.peek(KMC_BIT_REAPING):
             if self._reap_spin:
                 t.charge("atomic_op")
                 return -EAGAIN, None
             yield from bits.wait_on_bit(t, KMC_BIT_REAPING)
             return -EAGAIN, None
-        if self._nosleep_2023 and flags & KM_NOSLEEP:
-            return (yield from self.spl_emergency_alloc(t, skc, flags))
         was_growing = yield from bits.test_and_set_bit(t, KMC_BIT_GROWING)
         if not was_growing:
             t.charge("kmalloc")
@@ -64,16 +67,46 @@ class SplSlabs:
             mt.count("spl.grow_wait_long_ns", waited)
             t.spl_long_wait = getattr(t, "spl_long_wait", 0) + waited
         if not remaining:
-            yield from skc.lock.lock(t)
+            irqf = yield from self.skc_lock_irqs_on(t, skc)
             if bits.peek(KMC_BIT_GROWING) and not bits.peek(KMC_BIT_NOEMERGENCY):
                 if not bits.peek(KMC_BIT_DEADLOCKED):
                     mt.event("deadlocked_set", cache=skc.name, cpu=t.cpu.id, thread=t.name,
-                             waited=waited)
+                             waited=waited, grow=self._grow_state(skc))
                 bits.value |= 1 << KMC_BIT_DEADLOCKED
                 t.charge("atomic_op")
                 skc.obj_deadlock += 1
-            yield from skc.lock.unlock(t)
+            yield from self.skc_unlock_irqs_on(t, skc, irqf)
         return -ENOMEM, None
+
+    def _grow_state(self, skc: SplCache) -> str:
+        """Where the growth a DEADLOCKED detection gives up on is: `reclaim` (its worker is
+        in direct reclaim, or it is queued behind workers that all are: the cases the
+        detection exists for, 436ad60), `queued` (waiting for a worker) or `running` (the
+        worker is allocating, only slowly)."""
+        in_reclaim = self.machine.memory.in_reclaim
+        task = skc.waitq.wakers[0] if skc.waitq.wakers else None
+        if task is None or task.worker is None:
+            workers = self.taskq.workers
+            stuck = len(workers) >= self.taskq.nthreads and all(w in in_reclaim
+                                                                  for w in workers)
+            return "reclaim" if stuck else "queued"
+        return "reclaim" if task.worker in in_reclaim else "running"
+
+    def skc_lock_irqs_on(self, t: Thread, skc: SplCache) -> Gen:
+        """spin_lock(&skc->skc_lock) at a place the seed takes it with IRQs on (000:340, 427,
+        443, 473, 1080, 1336); spin_lock_irqsave with skc_lock_irqs_on = irqsave_everywhere
+        (the zfs#10646 what-if). Returns the saved IRQ state or None."""
+        if self._irqsave_everywhere:
+            return (yield from skc.lock.lock_irqsave(t))
+        yield from skc.lock.lock(t)
+        return None
+
+    def skc_unlock_irqs_on(self, t: Thread, skc: SplCache, irqf: bool | None) -> Gen:
+        """The matching spin_unlock / spin_unlock_irqrestore."""
+        if irqf is None:
+            yield from skc.lock.unlock(t)
+        else:
+            yield from skc.lock.unlock_irqrestore(t, irqf)
 
     def spl_cache_grow_work(self, w: Thread, skc: SplCache, flags: int) -> Gen:
         """spl_cache_grow_work (taskq worker): __spl_cache_grow, drop the cache reference,
@@ -168,7 +201,7 @@ class SplSlabs:
         """spl_slab_reclaim: under skc_lock unlink every empty slab from the tail of the
         partial list, then vfree them outside the lock."""
         victims = []
-        yield from skc.lock.lock(t)
+        irqf = yield from self.skc_lock_irqs_on(t, skc)
         for sks in skc.partial.reversed():
             if sks.ref > 0:
                 break
@@ -177,7 +210,7 @@ class SplSlabs:
             skc.partial.remove(sks)
             t.charge("list_op")
             victims.append(sks)
-        yield from skc.lock.unlock(t)
+        yield from self.skc_unlock_irqs_on(t, skc, irqf)
         for sks in victims:
             for obj in sks.free:
                 del skc.slab_of[obj]

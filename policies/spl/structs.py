@@ -27,6 +27,14 @@ KMC_FLAG_BITS = {"KMC_NOTOUCH": 0, "KMC_NODEBUG": 1, "KMC_NOMAGAZINE": 2, "KMC_N
 ENOMEM, EAGAIN, EEXIST, ENOENT = 12, 11, 17, 2
 """The errno values the SPL paths return (negated)."""
 
+MAX_ORDER = 11
+"""Linux's MAX_ORDER on x86-64 (orders 0..10), behind KMALLOC_MAX_SIZE under SLAB."""
+PAGE_ALLOC_COSTLY_ORDER = 3
+"""Linux's PAGE_ALLOC_COSTLY_ORDER, behind SPL_MAX_KMEM_ORDER_NR_PAGES under SLUB."""
+
+SPL_TASKQ_THREAD_TIMEOUT_MS = 5000
+"""spl-taskq.c spl_taskq_thread_timeout_ms: the rate limit of idle dynamic worker exits."""
+
 SPL_KMEM_CACHE_DELAY = 15.0
 """spl-0.7: seconds a magazine may sit unused before the aging timer flushes it (skc_delay)."""
 
