@@ -17,7 +17,7 @@ class SlubBulk:
         """__kmem_cache_alloc_bulk: with preemption and IRQs off take objects from the cpu
         freelist (ALLOC_FASTPATH each); when it is empty bump tid, enable IRQs and run
         ___slab_alloc for one object, then continue. On failure everything taken is freed
-        again and the result is empty."""
+        again and the result is empty. The objects returned are in transit."""
         out: list[int] = []
         t.preempt_count += 1
         was_off = t.local_irq_save()
@@ -36,6 +36,7 @@ class SlubBulk:
                 was_off = t.local_irq_save()
                 continue
             out.append(c.freelist.pop())
+            s.transit += 1
             t.charge("object_move")
             c.stat[ALLOC_FASTPATH] += 1
         c.tid += 1
@@ -72,7 +73,8 @@ class SlubBulk:
         return slab, group
 
     def free_bulk(self, t: Thread, s: SlubCache, objs: list[int]) -> Gen:
-        """__kmem_cache_free_bulk: detached freelists, each freed with do_slab_free."""
+        """__kmem_cache_free_bulk: detached freelists (of objects in transit), each freed with
+        do_slab_free."""
         objs = list(objs)
         while objs:
             slab, group = self.build_detached_freelist(t, s, objs)

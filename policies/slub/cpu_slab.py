@@ -89,6 +89,7 @@ class SlubCpuSlab:
         start = t.now
         t.charge("call")
         t.slab_grew = False
+        s.busy += 1
         obj = None
         if s.cpu_sheaves is not None and node == NUMA_NO_NODE:
             obj = yield from self.alloc_from_pcs(t, s, flags)
@@ -104,6 +105,9 @@ class SlubCpuSlab:
                 t.preempt_count += 1
                 obj = yield from self.slab_alloc_slow(t, s, flags, node)
                 t.preempt_count -= 1
+                if obj is not None:
+                    s.transit -= 1
+        s.busy -= 1
         if obj is None:
             s.alloc_fail += 1
             self.machine.metrics.event("alloc_fail", cache=s.name, cpu=t.cpu.id)
@@ -133,6 +137,7 @@ class SlubCpuSlab:
                     freelist = c.freelist
                     c.slab, c.freelist = None, []
                     c.tid += 1
+                    s.transit += len(freelist)
                     yield from t.local_irq_restore(was_off)
                     yield from self.deactivate_slab(t, s, slab, freelist)
                 else:
@@ -152,7 +157,7 @@ class SlubCpuSlab:
                             self.stat(t, s, ALLOC_REFILL)
                             c.freelist = freelist
                     if slab is not None:
-                        return (yield from self._load_freelist(t, c, was_off))
+                        return (yield from self._load_freelist(t, s, c, was_off))
             # new_slab: the cpu partial list
             got = yield from self._take_cpu_partial(t, s, node)
             if got == "reread":
@@ -161,6 +166,7 @@ class SlubCpuSlab:
                 got = yield from self.get_partial(t, s, node)
             if got is not None:
                 freelist = self.freeze_slab(t, s, got)
+                s.transit += len(freelist)
                 slab = got
             else:
                 t.preempt_count -= 1
@@ -177,6 +183,7 @@ class SlubCpuSlab:
                 slab.freelist = []
                 slab.inuse = slab.objects
                 slab.frozen = True
+                s.transit += len(freelist)
                 self.inc_slabs_node(s, slab)
             return (yield from self._retry_load_slab(t, s, slab, freelist))
 
@@ -215,17 +222,20 @@ class SlubCpuSlab:
             flush_freelist, flush_slab = c.freelist, c.slab
             c.slab, c.freelist = None, []
             c.tid += 1
+            s.transit += len(flush_freelist)
             yield from t.local_irq_restore(was_off)
             yield from self.deactivate_slab(t, s, flush_slab, flush_freelist)
             self.stat(t, s, CPUSLAB_FLUSH)
         c.slab = slab
         c.freelist = freelist
-        return (yield from self._load_freelist(t, c, was_off))
+        s.transit -= len(freelist)
+        return (yield from self._load_freelist(t, s, c, was_off))
 
-    def _load_freelist(self, t: Thread, c: KmemCacheCpu, was_off: bool) -> Gen:
-        """load_freelist (local lock held): the first object is returned, the rest becomes
-        the lockless freelist; tid advances."""
+    def _load_freelist(self, t: Thread, s: SlubCache, c: KmemCacheCpu, was_off: bool) -> Gen:
+        """load_freelist (local lock held): the first object is returned (in transit to the
+        caller), the rest becomes the lockless freelist; tid advances."""
         obj = c.freelist.pop()
+        s.transit += 1
         c.tid += 1
         t.charge("magazine_pop")
         yield from t.local_irq_restore(was_off)
@@ -270,21 +280,25 @@ class SlubCpuSlab:
         slab = s.owner[obj]
         s.inuse -= 1
         s.frees += 1
+        s.transit += 1
+        s.busy += 1
         done = False
         if s.cpu_sheaves is not None:
             done = yield from self.free_to_pcs(t, s, obj)
         if not done:
             yield from self.do_slab_free(t, s, slab, [obj])
+        s.busy -= 1
         self._h_free_slow.record(t.now - start)
 
     def do_slab_free(self, t: Thread, s: SlubCache, slab: Slab, objs: list[int]) -> Gen:
-        """do_slab_free: objects of this CPU's cpu slab go onto the lockless freelist
-        (FREE_FASTPATH, per object); any other slab takes __slab_free."""
+        """do_slab_free: objects (in transit) of this CPU's cpu slab go onto the lockless
+        freelist (FREE_FASTPATH, per object); any other slab takes __slab_free."""
         c = s.cpu_slab[t.cpu.id]
         if slab is not c.slab:
             yield from self.slab_free_slow(t, s, slab, objs)
             return
         c.freelist.extend(objs)
+        s.transit -= len(objs)
         c.tid += 1
         t.charge("magazine_push")
         c.stat[FREE_FASTPATH] += len(objs)
@@ -300,6 +314,7 @@ class SlubCpuSlab:
             slab, freelist = c.slab, c.freelist
             c.slab, c.freelist = None, []
             c.tid += 1
+            s.transit += len(freelist)
             yield from t.local_irq_restore(was_off)
             if slab is not None:
                 yield from self.deactivate_slab(t, s, slab, freelist)
@@ -332,9 +347,11 @@ class SlubCpuSlab:
         done = m.env.event()
 
         def flush_cpu_slab(w: Thread, cpu: int) -> Gen:
+            s.busy += 1
             if s.cpu_sheaves is not None:
                 yield from self.pcs_flush_all(w, s)
             yield from self.flush_this_cpu_slab(w, s)
+            s.busy -= 1
             pending.discard(cpu)
             if not pending and not done.triggered:
                 done.succeed()

@@ -166,6 +166,7 @@ class SlubPartial:
         t.charge("object_move", len(freelist))
         slab.inuse -= len(freelist)
         slab.freelist.extend(freelist)
+        s.transit -= len(freelist)
         slab.frozen = False
         t.charge("atomic_op")
         if not slab.inuse and n.nr_partial >= s.min_partial:
@@ -182,7 +183,7 @@ class SlubPartial:
 
     # --- free slow path -----------------------------------------------------------------------
     def slab_free_slow(self, t: Thread, s: SlubCache, slab: Slab, objs: list[int]) -> Gen:
-        """__slab_free: return `objs` (all of one slab) to the slab's freelist with one
+        """__slab_free: return `objs` (all of one slab, in transit) to the slab's freelist with one
         cmpxchg_double. list_lock is taken first, speculatively, only when the slab is not
         frozen and either becomes empty or was full with no cpu partial lists. A full slab
         gets its first free back onto this CPU's partial list (put_cpu_partial, no list_lock);
@@ -211,6 +212,7 @@ class SlubPartial:
                 continue
             slab.freelist.extend(objs)
             slab.inuse = inuse
+            s.transit -= cnt
             break
         if n is None:
             if was_frozen:

@@ -123,8 +123,6 @@ class SlubPolicy(SlubCpuSlab, SlubPartial, SlubSlabs, SlubBulk, SlubSheaves, Slu
         """The flushwq workqueue's per-CPU workers (created on first use)."""
         self.slabs_created = 0
         self.slabs_freed = 0
-        self.sheaves_live: dict[str, int] = {}
-        """Sheaves allocated and not freed, by cache (for the metadata bytes)."""
         self._cycles = m.rng("slub.get_cycles")
         mt = m.metrics
         self._h_hit = mt.hist("alloc.hit")
@@ -178,15 +176,17 @@ class SlubPolicy(SlubCpuSlab, SlubPartial, SlubSlabs, SlubBulk, SlubSheaves, Slu
         if capacity:
             s.sheaf_capacity = capacity
             s.cpu_sheaves = [SlubPercpuSheaves(SlabSheaf()) for _ in m.cpus]
+            s.live_sheaves.update(pcs.main for pcs in s.cpu_sheaves)
             s.cpu_slab[0].stat[SHEAF_ALLOC] += m.ncpus
-            self.sheaves_live[spec.name] = m.ncpus
         return s
 
     # --- shrink and destroy -------------------------------------------------------------------
     def reap(self, t: Thread, s: SlubCache) -> Gen:
         """kmem_cache_shrink -> __kmem_cache_shrink: flush_all, then __kmem_cache_do_shrink."""
+        s.busy += 1
         yield from self.flush_all(t, s)
         yield from self.kmem_cache_do_shrink(t, s)
+        s.busy -= 1
         self.machine.metrics.event("reap", cache=s.name, cpu=t.cpu.id)
 
     def kmem_cache_do_shrink(self, t: Thread, s: SlubCache) -> Gen:
@@ -248,13 +248,8 @@ class SlubPolicy(SlubCpuSlab, SlubPartial, SlubSlabs, SlubBulk, SlubSheaves, Slu
         return set(s.owner.values())
 
     def sheaf_objects(self, s: SlubCache) -> int:
-        """Objects in percpu sheaves and in the barns' full sheaves."""
-        if s.cpu_sheaves is None:
-            return 0
-        total = sum(p.main.size + (p.spare.size if p.spare is not None else 0)
-                    for p in s.cpu_sheaves)
-        return total + sum(sh.size for n in s.node if n.barn is not None
-                           for sh in n.barn.sheaves_full)
+        """Objects in sheaves: percpu, in the barns, or being refilled or flushed."""
+        return sum(sh.size for sh in s.live_sheaves)
 
     def metadata_bytes(self, s: SlubCache) -> int:
         """kmem_cache_cpu per CPU, kmem_cache_node (and node_barn) per node, and every sheaf
@@ -263,7 +258,7 @@ class SlubPolicy(SlubCpuSlab, SlubPartial, SlubSlabs, SlubBulk, SlubSheaves, Slu
         total = m.ncpus * KMEM_CACHE_CPU_BYTES + m.nodes * KMEM_CACHE_NODE_BYTES
         if s.sheaf_capacity:
             total += m.nodes * kmalloc_size(NODE_BARN_BYTES)
-            total += self.sheaves_live.get(s.name, 0) * self.sheaf_bytes(s)
+            total += len(s.live_sheaves) * self.sheaf_bytes(s)
         return total
 
     def stats(self, s: SlubCache) -> CacheStats:
@@ -299,68 +294,79 @@ class SlubPolicy(SlubCpuSlab, SlubPartial, SlubSlabs, SlubBulk, SlubSheaves, Slu
             pages_per_slab=s.geo.pages, extra=extra)
 
     def check_invariants(self) -> None:
-        """Object conservation (every object of every slab is in use, on a cpu freelist, in a
-        sheaf or free in its slab, exactly once), slab state against list membership, the node
-        counters, and allocs - frees = in use."""
+        """Always: object conservation (every object of every slab is in use, in transit on a
+        path, on a cpu freelist, in a sheaf or free in its slab, and on one freelist at
+        most), slab counters, node counters, allocs - frees = in use, sheaf accounting. When
+        no operation is in progress also: list membership against slab state (frozen = cpu
+        slab; node partial slabs unfrozen with free objects; no slab with free objects off
+        every list), every sheaf reachable, no local lock held."""
         for s in self.caches:
-            slabs = self.all_slabs(s)
-            for sl in slabs:
-                if sl.inuse + len(sl.freelist) != sl.objects:
-                    raise InvariantError(f"{s.name}: slab inuse {sl.inuse} + free "
-                                         f"{len(sl.freelist)} != {sl.objects}")
-            cpu_slabs = {c.slab for c in s.cpu_slab if c.slab is not None}
-            cpu_partial = [sl for c in s.cpu_slab for sl in c.partial]
+            self._check_conservation(s)
+            if not s.busy:
+                self._check_lists(s)
+
+    def _check_conservation(self, s: SlubCache) -> None:
+        slabs = self.all_slabs(s)
+        for sl in slabs:
+            if sl.inuse + len(sl.freelist) != sl.objects:
+                raise InvariantError(f"{s.name}: slab inuse {sl.inuse} + free "
+                                     f"{len(sl.freelist)} != {sl.objects}")
+        for n in s.node:
+            mine = [sl for sl in slabs if sl.node == n.node]
+            if len(mine) != n.nr_slabs or sum(sl.objects for sl in mine) != n.total_objects:
+                raise InvariantError(f"{s.name}: nr_slabs / total_objects of node {n.node} "
+                                     "disagree with its slabs")
+        held = [o for c in s.cpu_slab for o in c.freelist]
+        held += [o for sh in s.live_sheaves for o in sh.objects]
+        if any(sh.size > s.sheaf_capacity for sh in s.live_sheaves):
+            raise InvariantError(f"{s.name}: sheaf over sheaf_capacity")
+        free = [o for sl in slabs for o in sl.freelist]
+        total = sum(sl.objects for sl in slabs)
+        if s.inuse + s.transit + len(held) + len(free) != total:
+            raise InvariantError(f"{s.name}: {s.inuse} in use + {s.transit} in transit + "
+                                 f"{len(held)} cached + {len(free)} free != {total} objects")
+        if len(set(held) | set(free)) != len(held) + len(free):
+            raise InvariantError(f"{s.name}: an object is on two freelists")
+        if s.allocs - s.frees != s.inuse:
+            raise InvariantError(f"{s.name}: allocs - frees != in use")
+        if s.total(SHEAF_ALLOC) - s.total(SHEAF_FREE) != len(s.live_sheaves):
+            raise InvariantError(f"{s.name}: sheaf_alloc - sheaf_free != live sheaves")
+
+    def _check_lists(self, s: SlubCache) -> None:
+        slabs = self.all_slabs(s)
+        if s.transit:
+            raise InvariantError(f"{s.name}: {s.transit} objects in transit while idle")
+        cpu_slabs = {c.slab for c in s.cpu_slab if c.slab is not None}
+        cpu_partial = [sl for c in s.cpu_slab for sl in c.partial]
+        if len(cpu_partial) != len(set(cpu_partial)) or any(
+                sl.frozen or sl.node_partial for sl in cpu_partial):
+            raise InvariantError(f"{s.name}: cpu partial slab also elsewhere")
+        for n in s.node:
+            for sl in n.partial:
+                if sl.frozen or not sl.node_partial or not sl.freelist or sl.node != n.node:
+                    raise InvariantError(f"{s.name}: bad slab on node {n.node} partial list")
+        for sl in slabs:
+            if (sl in cpu_slabs) != sl.frozen:
+                raise InvariantError(f"{s.name}: frozen flag disagrees with the cpu slabs")
+            if not sl.frozen and not sl.node_partial and sl not in cpu_partial and sl.freelist:
+                raise InvariantError(f"{s.name}: slab with free objects on no list")
+        for c in s.cpu_slab:
+            if c.freelist and (c.slab is None or any(s.owner[o] is not c.slab
+                                                     for o in c.freelist)):
+                raise InvariantError(f"{s.name}: cpu {c.cpu} freelist not of its cpu slab")
+        if s.cpu_sheaves is not None:
+            reach = [p.main for p in s.cpu_sheaves] + [p.spare for p in s.cpu_sheaves
+                                                       if p.spare is not None]
             for n in s.node:
-                if sum(1 for sl in slabs if sl.node == n.node) != n.nr_slabs:
-                    raise InvariantError(f"{s.name}: nr_slabs of node {n.node} disagrees")
-                if sum(sl.objects for sl in slabs if sl.node == n.node) != n.total_objects:
-                    raise InvariantError(f"{s.name}: total_objects of node {n.node} disagrees")
-                for sl in n.partial:
-                    if sl.frozen or not sl.node_partial or not sl.freelist or sl.node != n.node:
-                        raise InvariantError(f"{s.name}: bad slab on node {n.node} partial")
-            for sl in slabs:
-                on_node = sl.node_partial
-                frozen = sl in cpu_slabs
-                if frozen != sl.frozen:
-                    raise InvariantError(f"{s.name}: frozen flag disagrees with cpu slabs")
-                if not frozen and not on_node and sl not in cpu_partial and sl.freelist:
-                    raise InvariantError(f"{s.name}: slab with free objects on no list")
-            if len(cpu_partial) != len(set(cpu_partial)) or any(
-                    sl.frozen or sl.node_partial for sl in cpu_partial):
-                raise InvariantError(f"{s.name}: cpu partial slab also elsewhere")
-            held = [o for c in s.cpu_slab for o in c.freelist]
-            for c in s.cpu_slab:
-                if c.freelist and (c.slab is None or any(s.owner[o] is not c.slab
-                                                         for o in c.freelist)):
-                    raise InvariantError(f"{s.name}: cpu {c.cpu} freelist not of its slab")
-            if s.cpu_sheaves is not None:
-                sheaves = [p.main for p in s.cpu_sheaves] + [
-                    p.spare for p in s.cpu_sheaves if p.spare is not None]
-                for n in s.node:
-                    assert n.barn is not None
-                    sheaves += n.barn.sheaves_full + n.barn.sheaves_empty
-                    if any(sh.size for sh in n.barn.sheaves_empty):
-                        raise InvariantError(f"{s.name}: non-empty sheaf on the barn's empty "
-                                             "list")
-                if any(sh.size > s.sheaf_capacity for sh in sheaves):
-                    raise InvariantError(f"{s.name}: sheaf over sheaf_capacity")
-                if len(sheaves) != self.sheaves_live.get(s.name, 0):
-                    raise InvariantError(f"{s.name}: {len(sheaves)} sheaves reachable, "
-                                         f"{self.sheaves_live.get(s.name, 0)} allocated")
-                if any(p.locked for p in s.cpu_sheaves):
-                    raise InvariantError(f"{s.name}: cpu_sheaves lock left held")
-                held += [o for sh in sheaves for o in sh.objects]
-            free = [o for sl in slabs for o in sl.freelist]
-            total = sum(sl.objects for sl in slabs)
-            if len(held) + len(free) + s.inuse != total:
-                raise InvariantError(f"{s.name}: {s.inuse} in use + {len(held)} cached + "
-                                     f"{len(free)} free != {total} objects")
-            if len(set(held) | set(free)) != len(held) + len(free):
-                raise InvariantError(f"{s.name}: an object is on two freelists")
-            if s.allocs - s.frees != s.inuse:
-                raise InvariantError(f"{s.name}: allocs - frees != in use")
-            if s.total(SHEAF_ALLOC) - s.total(SHEAF_FREE) != self.sheaves_live.get(s.name, 0):
-                raise InvariantError(f"{s.name}: sheaf_alloc - sheaf_free != live sheaves")
+                assert n.barn is not None
+                reach += n.barn.sheaves_full + n.barn.sheaves_empty
+                if any(sh.size for sh in n.barn.sheaves_empty):
+                    raise InvariantError(f"{s.name}: non-empty sheaf on a barn's empty list")
+            if set(reach) != s.live_sheaves or len(reach) != len(s.live_sheaves):
+                raise InvariantError(f"{s.name}: {len(reach)} sheaves reachable, "
+                                     f"{len(s.live_sheaves)} allocated")
+            if any(p.locked for p in s.cpu_sheaves):
+                raise InvariantError(f"{s.name}: cpu_sheaves local lock left held")
 
     def reports(self) -> dict[str, str]:
         caches = list(reversed(self.caches))

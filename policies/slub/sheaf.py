@@ -102,15 +102,16 @@ class SlubSheaves:
         """alloc_empty_sheaf: kzalloc a sheaf (SHEAF_ALLOC); the kmalloc never fails here."""
         t.charge("kmalloc")
         self.stat(t, s, SHEAF_ALLOC)
-        self.sheaves_live[s.name] = self.sheaves_live.get(s.name, 0) + 1
-        return SlabSheaf()
+        sheaf = SlabSheaf()
+        s.live_sheaves.add(sheaf)
+        return sheaf
 
     def free_empty_sheaf(self, t: Thread, s: SlubCache, sheaf: SlabSheaf) -> None:
         """free_empty_sheaf: kfree (SHEAF_FREE)."""
         assert not sheaf.objects
         t.charge("kmalloc")
         self.stat(t, s, SHEAF_FREE)
-        self.sheaves_live[s.name] -= 1
+        s.live_sheaves.discard(sheaf)
 
     def refill_sheaf(self, t: Thread, s: SlubCache, sheaf: SlabSheaf, flags: int) -> Gen:
         """refill_sheaf: bulk-allocate what the sheaf lacks (SHEAF_REFILL); False when the
@@ -120,6 +121,7 @@ class SlubSheaves:
             return True
         objs = yield from self.alloc_bulk(t, s, flags, to_fill)
         sheaf.objects.extend(objs)
+        s.transit -= len(objs)
         self.stat(t, s, SHEAF_REFILL, len(objs))
         return len(objs) == to_fill
 
@@ -128,8 +130,7 @@ class SlubSheaves:
         sheaf = self.alloc_empty_sheaf(t, s)
         ok = yield from self.refill_sheaf(t, s, sheaf, flags)
         if not ok:
-            yield from self.free_bulk(t, s, sheaf.objects)
-            sheaf.objects.clear()
+            yield from self.sheaf_flush_unused(t, s, sheaf)
             self.free_empty_sheaf(t, s, sheaf)
             return None
         return sheaf
@@ -148,6 +149,7 @@ class SlubSheaves:
             batch = min(PCS_BATCH_MAX, main.size)
             objs = main.objects[main.size - batch:]
             del main.objects[main.size - batch:]
+            s.transit += batch
             t.charge("object_move", batch)
             remaining = main.size
             self.pcs_unlock(t, s)
@@ -163,6 +165,7 @@ class SlubSheaves:
             return
         self.stat(t, s, SHEAF_FLUSH, sheaf.size)
         objs, sheaf.objects = sheaf.objects, []
+        s.transit += len(objs)
         yield from self.free_bulk(t, s, objs)
 
     def pcs_flush_all(self, t: Thread, s: SlubCache) -> Gen:
@@ -230,8 +233,7 @@ class SlubSheaves:
             if ok:
                 full = empty
             else:
-                yield from self.free_bulk(t, s, empty.objects)
-                empty.objects.clear()
+                yield from self.sheaf_flush_unused(t, s, empty)
                 self.free_empty_sheaf(t, s, empty)
         else:
             full = yield from self.alloc_full_sheaf(t, s, flags)
@@ -267,6 +269,7 @@ class SlubSheaves:
             if pcs is None:
                 return False
         pcs.main.objects.append(obj)
+        s.transit -= 1
         t.charge("magazine_push")
         self.pcs_unlock(t, s)
         self.stat(t, s, FREE_PCS)

@@ -19,7 +19,7 @@ from simcore.spinlock import SpinLock
 
 if TYPE_CHECKING:
     from policies.slub.barn import NodeBarn
-    from policies.slub.sheaf import SlubPercpuSheaves
+    from policies.slub.sheaf import SlabSheaf, SlubPercpuSheaves
 
 NUMA_NO_NODE = -1
 
@@ -113,6 +113,8 @@ class SlubCache:
     node: list[KmemCacheNode]
     sheaf_capacity: int = 0
     cpu_sheaves: list[SlubPercpuSheaves] | None = None
+    live_sheaves: set[SlabSheaf] = field(default_factory=set)
+    """Sheaves allocated and not yet freed (per CPU, in a barn, or held by a path)."""
     remote_node_defrag_ratio: int = 1000
     owner: dict[int, Slab] = field(default_factory=dict)
     """virt_to_slab: object address -> its slab."""
@@ -123,6 +125,11 @@ class SlubCache:
     alloc_fail: int = 0
     pcs_trylock_fail: int = 0
     """local_trylock failures on cpu_sheaves (not a kernel counter)."""
+    transit: int = 0
+    """Objects held by a path between two homes (taken from a freelist or sheaf, or handed
+    in by a caller, and not yet placed): local variables of the kernel's functions."""
+    busy: int = 0
+    """Allocator operations in progress on any CPU (slow paths, shrink, flush work)."""
 
     @property
     def size(self) -> int:
