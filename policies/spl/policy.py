@@ -116,6 +116,10 @@ class SplPolicy(SplMagazines, SplSlabs, SplEmergency, SplReaper, Policy):
                 "spl-0.7 aging timer: off (the seed), trylock (d4899f4 fix: skip when "
                 "contended) or spin_lock (before d4899f4: spl#210 / zfs#1193)",
                 choices=("off", "trylock", "spin_lock")),
+        Tunable("kmc_slab_allocator", "slub",
+                "the kernel slab allocator behind KMC_SLAB caches: slub (CONFIG_SLUB, the "
+                "default since 2.6.23 and the only one since 6.8) or linux_slab (2.6.17 SLAB)",
+                choices=("slub", "linux_slab")),
         Tunable("skc_delay", SPL_KMEM_CACHE_DELAY,
                 "spl-0.7 aging: seconds before an unused magazine is flushed; the timer runs "
                 "every skc_delay/3 s", minimum=1e-6),
@@ -153,9 +157,10 @@ class SplPolicy(SplMagazines, SplSlabs, SplEmergency, SplReaper, Policy):
         self._free_hit_ns = c["call"] + c["irq_disable"] + c["magazine_push"] + c["irq_enable"]
 
     def _linux_backend(self) -> Policy:
-        """The embedded Linux slab model (or the documented global_lock stand-in)."""
+        """The embedded Linux slab model `kmc_slab_allocator` names (or the documented
+        global_lock stand-in when it is not installed)."""
         try:
-            cls = builtin("linux_slab")
+            cls = builtin(self.tun["kmc_slab_allocator"])
         except ModuleNotFoundError:
             cls = builtin("global_lock")
         return cls(self.machine, {})
