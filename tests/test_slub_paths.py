@@ -221,3 +221,32 @@ def test_irq_handler_falls_back_when_the_sheaves_are_locked():
     assert got and got[0] is not None
     assert s.pcs_trylock_fail >= 1 and st(s, "alloc_slowpath") >= 1
     p.check_invariants()
+
+
+def _equiv_run(batching: bool, fast: bool) -> dict:
+    from pathlib import Path
+
+    from experiments.config import validate
+    from experiments.run import run_experiment
+    exp = validate({
+        "name": "equiv", "seed": 3, "duration": "2ms",
+        "machine": {"cpus_per_node": 4, "batching": batching, "fast_paths": fast},
+        "memory": {"size": "2GiB"},
+        "policy": {"name": "slub", "tunables": {"sheaf_capacity": 8}},
+        "caches": [{"name": "c512", "size": 512}, {"name": "c64", "size": 64}],
+        "workloads": [{"kind": "steady", "live_objects": 24,
+                       "lifetime": {"dist": "exponential", "mean": "3us"}, "think": "50ns"},
+                      {"kind": "producer_consumer", "caches": ["c512"], "producers": [0],
+                       "consumers": [3], "batch": 8}],
+        "sampling": {"interval": "500us"},
+    }, Path("equiv.toml"))
+    summary = run_experiment(exp, None).summary
+    summary["machine"].pop("batching")
+    assert summary["invariants"] == "ok"
+    return summary
+
+
+def test_sheaves_fast_paths_and_batching_change_nothing():
+    a = _equiv_run(True, True)
+    assert a["ops"]["allocs"] > 100 and a["caches"]["c512"]["barn_put"] > 0
+    assert a == _equiv_run(True, False) == _equiv_run(False, True)

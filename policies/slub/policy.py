@@ -115,8 +115,6 @@ class SlubPolicy(SlubCpuSlab, SlubPartial, SlubSlabs, SlubBulk, SlubSheaves, Slu
     def __init__(self, machine: Any, tunables: dict[str, Any] | None = None) -> None:
         super().__init__(machine, tunables)
         m = self.machine
-        if self.tun["remote_node_defrag_ratio"] > 100:
-            raise ValueError("remote_node_defrag_ratio must be <= 100")
         self.flush_lock = Mutex(m, "flush_lock")
         """flush_all's static flush_lock."""
         self.flushwq: dict[int, Taskq] = _LazyFlushwq(m)
@@ -149,6 +147,9 @@ class SlubPolicy(SlubCpuSlab, SlubPartial, SlubSlabs, SlubBulk, SlubSheaves, Slu
         and init_percpu_sheaves (an empty main sheaf per CPU)."""
         m = self.machine
         tun = self.tun
+        if tun["remote_node_defrag_ratio"] > 100:
+            raise ValueError("remote_node_defrag_ratio must be <= 100 "
+                             "(remote_node_defrag_ratio_store: -ERANGE)")
         geo = geometry(spec.size, spec.align, "SLAB_HWCACHE_ALIGN" in spec.flags,
                        spec.ctor_cost > 0, m.ncpus, tun["nr_cpu_ids"] or m.ncpus,
                        tun["slub_min_objects"], tun["slub_min_order"],
