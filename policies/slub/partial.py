@@ -64,7 +64,9 @@ class SlubPartial:
         irqf = yield from n.list_lock.lock_irqsave(t)
         partial = None
         moved = 0
-        for slab in list(n.partial):
+        slab = n.partial.head
+        while slab is not None:
+            nxt = slab.next
             self.remove_partial(t, n, slab)
             if partial is None:
                 partial = slab
@@ -75,6 +77,7 @@ class SlubPartial:
                 moved += 1
             if not s.has_cpu_partial or moved > s.cpu_partial_slabs // 2:
                 break
+            slab = nxt
         yield from n.list_lock.unlock_irqrestore(t, irqf)
         return partial
 
