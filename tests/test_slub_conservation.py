@@ -40,7 +40,7 @@ def _conserved(p: SlubPolicy, caches, held) -> None:
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=["plain", "sheaves", "numa-sheaves", "no-cpu-partial"])
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(seq=ops)
 def test_conservation_after_every_step(cfg, seq):
     m = Machine(MachineConfig(nodes=cfg["nodes"], cpus_per_node=4 // cfg["nodes"]))
@@ -74,6 +74,14 @@ def test_conservation_after_every_step(cfg, seq):
         m.spawn("drain", drain, cpu=0)
         m.run(m.env.now + 500_000_000)
         _conserved(p, caches, held)
-        # flush_all emptied every CPU (and sheaf, and barn), __kmem_cache_do_shrink discarded
-        # every empty slab of the node partial lists: nothing is left
+        # flush_all emptied every CPU; __kmem_cache_do_shrink shrinks node by node, barn first:
+        # sheaves do not sort objects by node, so a later node's barn_shrink can return objects
+        # to an earlier node's slabs, which then stay (empty) on that node's partial list
+        left = set(s.owner.values())
+        assert all(sl.inuse == 0 and sl.node_partial for sl in left)
+        if cfg["nodes"] == 1 or s.cpu_sheaves is None:
+            assert not left
+        m.spawn("shrink", lambda t, s=s: p.reap(t, s), cpu=0)
+        m.run(m.env.now + 500_000_000)
+        _conserved(p, caches, held)
         assert not s.owner and all(n.nr_slabs == 0 for n in s.node)
