@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from policies.base import Gen
 from policies.slub.sheaf import SlabSheaf
-from policies.slub.structs import SlubCache
+from policies.slub.structs import E2BIG, ENOMEM, SlubCache
 from simcore.cpu import Thread
 from simcore.spinlock import SpinLock
 
@@ -18,8 +18,6 @@ MAX_FULL_SHEAVES = 10
 """barn_replace_full_sheaf refuses (-E2BIG) when the barn already holds this many full."""
 MAX_EMPTY_SHEAVES = 10
 """Defined by the patch; no path in this version checks it (empty sheaves only move)."""
-E2BIG = "E2BIG"
-ENOMEM = "ENOMEM"
 
 
 @dataclass(eq=False)

@@ -22,6 +22,7 @@ from policies.slub.structs import (
     BARN_GET_FAIL,
     BARN_PUT,
     BARN_PUT_FAIL,
+    E2BIG,
     FREE_PCS,
     SHEAF_ALLOC,
     SHEAF_FLUSH,
@@ -300,7 +301,7 @@ class SlubSheaves:
                     self.stat(t, s, BARN_PUT)
                     pcs.main = got
                     return pcs
-                if got == "E2BIG":
+                if got == E2BIG:
                     self.stat(t, s, BARN_PUT_FAIL)
                     to_flush, pcs.spare = pcs.spare, None
                     self.pcs_unlock(t, s)

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from policies.slub.sheaf import SlabSheaf, SlubPercpuSheaves
 
 NUMA_NO_NODE = -1
+E2BIG = "E2BIG"
+ENOMEM = "ENOMEM"
+"""barn_replace_full_sheaf's error returns (ERR_PTR(-E2BIG) / ERR_PTR(-ENOMEM))."""
 
 STAT_ITEMS = (
     "alloc_cpu_sheaf", "alloc_fastpath", "alloc_slowpath", "free_cpu_sheaf", "free_fastpath",
