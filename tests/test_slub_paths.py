@@ -250,3 +250,25 @@ def test_sheaves_fast_paths_and_batching_change_nothing():
     a = _equiv_run(True, True)
     assert a["ops"]["allocs"] > 100 and a["caches"]["c512"]["barn_put"] > 0
     assert a == _equiv_run(True, False) == _equiv_run(False, True)
+
+
+def test_node_directed_allocation_bypasses_sheaves_and_switches_the_cpu_slab():
+    m = Machine(MachineConfig(nodes=2, cpus_per_node=2))
+    p = SlubPolicy(m, {"sheaf_capacity": 4})
+    s = p.cache_create(CacheSpec("kmalloc-512", 512))
+    got: list[int] = []
+
+    def body(t):
+        got.append((yield from p.alloc(t, s, KM_SLEEP)))      # sheaf refill from node 0
+        got.append((yield from p.alloc_node(t, s, KM_SLEEP, 1)))
+        got.append((yield from p.alloc_node(t, s, KM_SLEEP, 1)))
+        got.append((yield from p.alloc_node(t, s, KM_SLEEP, 0)))
+
+    run(m, 0, body)
+    nodes = [s.owner[o].node for o in got]
+    assert nodes == [0, 1, 1, 0]
+    # kmem_cache_alloc_node skips the sheaves; a cpu slab of the wrong node is deactivated
+    assert st(s, "alloc_cpu_sheaf") == 1
+    assert st(s, "alloc_node_mismatch") == 2 and st(s, "alloc_fastpath") >= 1
+    assert s.node[1].nr_slabs == 1 and s.cpu_slab[0].slab.node == 0
+    p.check_invariants()
