@@ -244,9 +244,9 @@ class SlubPolicy(SlubCpuSlab, SlubPartial, SlubSlabs, SlubBulk, SlubSheaves, Slu
                 hist.total += ns * n
         self._alloc_hits = self._free_hits = 0
 
-    def all_slabs(self, s: SlubCache) -> set[Slab]:
-        """Every slab of the cache (walking owner: the kernel keeps no list of full slabs)."""
-        return set(s.owner.values())
+    def all_slabs(self, s: SlubCache) -> list[Slab]:
+        """Every slab of the cache."""
+        return list(s.slabs)
 
     def sheaf_objects(self, s: SlubCache) -> int:
         """Objects in sheaves: percpu, in the barns, or being refilled or flushed."""
@@ -308,6 +308,9 @@ class SlubPolicy(SlubCpuSlab, SlubPartial, SlubSlabs, SlubBulk, SlubSheaves, Slu
 
     def _check_conservation(self, s: SlubCache) -> None:
         slabs = self.all_slabs(s)
+        if len(s.owner) != sum(sl.objects for sl in slabs) or any(
+                s.owner.get(sl.base) is not sl for sl in slabs):
+            raise InvariantError(f"{s.name}: virt_to_slab map disagrees with the slabs")
         for sl in slabs:
             if sl.inuse + len(sl.freelist) != sl.objects:
                 raise InvariantError(f"{s.name}: slab inuse {sl.inuse} + free "
@@ -346,10 +349,11 @@ class SlubPolicy(SlubCpuSlab, SlubPartial, SlubSlabs, SlubBulk, SlubSheaves, Slu
             for sl in n.partial:
                 if sl.frozen or not sl.node_partial or not sl.freelist or sl.node != n.node:
                     raise InvariantError(f"{s.name}: bad slab on node {n.node} partial list")
+        on_cpu_partial = set(cpu_partial)
         for sl in slabs:
             if (sl in cpu_slabs) != sl.frozen:
                 raise InvariantError(f"{s.name}: frozen flag disagrees with the cpu slabs")
-            if not sl.frozen and not sl.node_partial and sl not in cpu_partial and sl.freelist:
+            if not sl.frozen and not sl.node_partial and sl not in on_cpu_partial and sl.freelist:
                 raise InvariantError(f"{s.name}: slab with free objects on no list")
         for c in s.cpu_slab:
             if c.freelist and (c.slab is None or any(s.owner[o] is not c.slab

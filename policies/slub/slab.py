@@ -37,6 +37,7 @@ class SlubSlabs:
         owner = s.owner
         for obj in slab.freelist:
             owner[obj] = slab
+        s.slabs[slab] = None
         if s.spec.ctor_cost:
             t.charge_ns(s.spec.ctor_cost * objects)
         t.charge("slab_obj_op", objects)
@@ -63,6 +64,7 @@ class SlubSlabs:
         base, end = slab.base, slab.base + slab.objects * s.geo.size
         for obj in range(base, end, s.geo.size):
             del owner[obj]
+        del s.slabs[slab]
         slab.freelist = []
         self.slabs_freed += 1
         self.machine.metrics.event("slab_free", cache=s.name, cpu=t.cpu.id, why=why)

@@ -121,6 +121,9 @@ class SlubCache:
     remote_node_defrag_ratio: int = 1000
     owner: dict[int, Slab] = field(default_factory=dict)
     """virt_to_slab: object address -> its slab."""
+    slabs: dict[Slab, None] = field(default_factory=dict)
+    """Every slab of the cache, in creation order (the kernel keeps no list of full slabs;
+    this is the model's, for statistics and invariants)."""
     inuse: int = 0
     """Objects held by callers (not a kernel counter: allocs - frees)."""
     allocs: int = 0
