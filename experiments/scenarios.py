@@ -38,6 +38,9 @@ import pandas as pd
 from experiments.config import ConfigError, _set_path, load_raw, validate
 from experiments.output import RunFolder
 from experiments.run import EXIT_DEADLOCK, RunResult, run_experiment
+from experiments.scenario_data import cache_sum as _cache_sum
+from experiments.scenario_data import cache_total as _cache_total
+from experiments.slub_facts import SLUB_FACTS
 from experiments.spl_facts import SPL_FACTS
 from simcore.units import format_duration
 
@@ -166,18 +169,6 @@ def _first(vr: VariantResult, kind: str) -> int | None:
 
 def _detail(vr: VariantResult, kind: str) -> list[dict[str, Any]]:
     return [json.loads(d) for d in vr.events.loc[vr.events.kind == kind, "detail"]]
-
-
-def _cache_sum(vr: VariantResult, key: str) -> int:
-    """A final per-cache figure of summary.json summed over all caches."""
-    return sum(int(c.get(key, 0) or 0) for c in vr.result.summary.get("caches", {}).values())
-
-
-def _cache_total(vr: VariantResult, suffix: str) -> pd.Series:
-    """A timeline figure summed over all caches (`cache.<name><suffix>` columns), per sample."""
-    tl = vr.timeline
-    cols = [c for c in tl.columns if c.startswith("cache.") and c.endswith(suffix)]
-    return tl[cols].sum(axis=1)
 
 
 def _max_column(vr: VariantResult, pattern: str) -> float:
@@ -464,6 +455,7 @@ FACTS: dict[str, Callable[[VariantResult], Any]] = {
     "emergency_left": fact_emergency_left,
     "sleeps_in_atomic": fact_sleeps_in_atomic,
     **SPL_FACTS,
+    **SLUB_FACTS,
 }
 """Figures a scenario can ask for in `facts`, by name."""
 

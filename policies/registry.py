@@ -12,6 +12,7 @@ BUILTIN = {
     "spl": "policies.spl:SplPolicy",
     "solaris": "policies.solaris:SolarisPolicy",
     "linux_slab": "policies.linux_slab:LinuxSlabPolicy",
+    "slub": "policies.slub:SlubPolicy",
 }
 
 

@@ -409,10 +409,12 @@ def test_shipped_config_writes_slabinfo_and_spl_serves_kmc_slab_through_it(tmp_p
     info = (out / "slabinfo.txt").read_text().splitlines()
     assert info[0] == "slabinfo - version: 2.1 (statistics)"
     assert [r.split()[0] for r in info[2:]] == ["size-4096", "size-512", "size-64"]
-    # the spl policy's 512-byte cache is KMC_SLAB and runs through the Linux SLAB model
+    # the spl policy's 512-byte cache is KMC_SLAB and, with the backend pinned to linux_slab
+    # (the default is slub), runs through the Linux SLAB model
     spl = tmp_path / "spl"
     assert main(["run", "experiments/configs/linux_slab.toml", "--out", str(spl),
-                 "--no-progress", "--set", "duration='5ms'", "--set", "policy.name='spl'"]) == 0
+                 "--no-progress", "--set", "duration='5ms'", "--set", "policy.name='spl'",
+                 "--set", "policy.tunables.kmc_slab_allocator='linux_slab'"]) == 0
     slab = (spl / "spl_slab.txt").read_text()
     row = next(r for r in slab.splitlines() if r.startswith("size-512"))
     assert row.split()[1] == "0x00100"  # KMC_SLAB

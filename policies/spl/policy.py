@@ -18,9 +18,10 @@ decisions in its order:
   (`spl_cache_age` / `spl_magazine_age`) as an option.
 - teardown: `destroy` (spl_kmem_cache_destroy).
 
-KMC_SLAB caches are served by an embedded instance of the `linux_slab` policy (the Linux SLAB
-model) when it is installed, else by the `global_lock` baseline as a stand-in; the SPL only
-counts their objects in `skc_linux_alloc`, as the seed does.
+KMC_SLAB caches are served by an embedded kernel slab allocator chosen by `kmc_slab_allocator`:
+the `slub` policy (the default: SLUB is what kernels running OpenZFS have) or `linux_slab` (the
+2.6.17 SLAB model), else by the `global_lock` baseline as a stand-in; the SPL only counts their
+objects in `skc_linux_alloc`, as the seed does.
 
 Tunables: the seed's module parameters with their names and defaults, plus switches that select
 historical code for the deadlock scenarios (each says which commit it models).
@@ -136,6 +137,10 @@ class SplPolicy(SplMagazines, SplSlabs, SplEmergency, SplReaper, Policy):
                 "GFP_KERNEL|__GFP_HIGH (the seed) or 2012: the SPL before fstrans, "
                 "KM_PUSHPAGE = GFP_NOIO (the reclaim deadlocks of spl-history B1)",
                 choices=("seed", "2012")),
+        Tunable("kmc_slab_allocator", "slub",
+                "the kernel slab allocator behind KMC_SLAB caches: slub (CONFIG_SLUB, the "
+                "default since 2.6.23 and the only one since 6.8) or linux_slab (2.6.17 SLAB)",
+                choices=("slub", "linux_slab")),
         Tunable("skc_delay", SPL_KMEM_CACHE_DELAY,
                 "spl-0.7 aging: seconds before an unused magazine is flushed; the timer runs "
                 "every skc_delay/3 s", minimum=1e-6),
@@ -187,9 +192,10 @@ class SplPolicy(SplMagazines, SplSlabs, SplEmergency, SplReaper, Policy):
         self._free_hit_ns = c["call"] + c["irq_disable"] + c["magazine_push"] + c["irq_enable"]
 
     def _linux_backend(self) -> Policy:
-        """The embedded Linux slab model (or the documented global_lock stand-in)."""
+        """The embedded Linux slab model `kmc_slab_allocator` names (or the documented
+        global_lock stand-in when it is not installed)."""
         try:
-            cls = builtin("linux_slab")
+            cls = builtin(self.tun["kmc_slab_allocator"])
         except ModuleNotFoundError:
             cls = builtin("global_lock")
         return cls(self.machine, {})
