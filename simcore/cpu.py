@@ -195,6 +195,8 @@ class Thread:
         """Spinlocks held (preemption disabled while > 0)."""
         self.spinning: Any = None
         """The lock this thread is spinning on, if any."""
+        self.mutex_stop = False
+        """A mutex's owner left its CPU while this thread spun on it: block instead."""
         self._kicked = False
         self.blocked_on: Any = None
         """What the thread waits for (lock, wait queue, bit, CPU), for the deadlock detector."""

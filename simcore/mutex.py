@@ -43,6 +43,10 @@ class MutexStat(LockStat):
     block_total: int = 0
 
 
+_spin_take = SpinLock._take
+_spin_release = SpinLock._release
+
+
 class AdaptiveMutex(SpinLock):
     """illumos kmutex_t (MUTEX_DEFAULT, adaptive): `lock` (mutex_enter), `unlock`
     (mutex_exit), `trylock` (mutex_tryenter), with the SpinLock's fields so that code which
@@ -54,18 +58,13 @@ class AdaptiveMutex(SpinLock):
         super().__init__(machine, name)
         self.stat = MutexStat(name)
         self._counted = False
-        self._spinners: dict[Thread, bool] = {}
-        """Waiters spinning now -> whether they are parked at the spin (else taking an
-        interrupt)."""
-        self._stop: set[Thread] = set()
-        """Spinners told to block."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
 
     # A mutex holder stays preemptible: undo the spinlock's preempt_count for holds taken here
     def _take(self, t: Thread) -> None:
-        super()._take(t)
+        _spin_take(self, t)
         t.preempt_count -= 1
         self._counted = True
 
@@ -73,16 +72,17 @@ class AdaptiveMutex(SpinLock):
         if self._counted:
             t.preempt_count += 1
             self._counted = False
-        super()._release(t)
+        _spin_release(self, t)
 
     def owner_off_cpu(self, owner: Thread) -> None:
         """The owner left its CPU (blocked or preempted): every spinning waiter blocks."""
-        if owner is self.owner and self._spinners:
-            for w, parked in self._spinners.items():
-                if w not in self._stop:
-                    self._stop.add(w)
-                    if parked:
-                        w.process.interrupt("mutex_block")
+        if owner is self.owner:
+            for w, _ev, _since in self.waiters:
+                if w.spinning is self and not w.mutex_stop:
+                    w.mutex_stop = True
+                    w.process.interrupt("mutex_block")
+                elif w.spinning is None:
+                    w.mutex_stop = True  # taking an interrupt: it blocks when it returns
 
     def _keep_spinning(self, t: Thread) -> bool:
         o = self.owner
@@ -113,21 +113,18 @@ class AdaptiveMutex(SpinLock):
         t.wait_timed = False
         t.charge("mutex_spin_check")  # stays on the local clock: no sync while queued
         if not ev.triggered and self._keep_spinning(t):
-            spinners, stopped = self._spinners, self._stop
-            spinners[t] = True
+            t.mutex_stop = False
             t.spinning = self
             start = self.env.now
-            while not ev.triggered and t not in stopped:
+            while not ev.triggered and not t.mutex_stop:
                 try:
                     yield ev
                 except simpy.Interrupt as why:
                     if why.cause != "mutex_block":
-                        spinners[t] = False
+                        t.spinning = None  # not parked at the spin while in the handler
                         yield from t.deliver_irqs()
-                        spinners[t] = True
+                        t.spinning = self
             t.spinning = None
-            del spinners[t]
-            stopped.discard(t)
             spun = self.env.now - start
             t.cpu.busy_ns += spun
             st.spins += 1

@@ -315,3 +315,44 @@ def test_workload_nice_reaches_its_threads(tmp_path):
     sim = build(exp)
     threads = [t for t in sim.machine.threads if t.name.startswith("steady")]
     assert threads and all(t.se.nice == 5 and t.se.weight == 335 for t in threads)
+
+
+def test_every_cost_says_where_its_number_comes_from():
+    from simcore.costs import COST_SOURCES, DEFAULT_COSTS
+
+    assert set(COST_SOURCES) == set(DEFAULT_COSTS)
+    assert all(len(src) > 20 for src in COST_SOURCES.values())
+
+
+def _kernel_loop_case(preempt: str) -> int:
+    # 1 CPU: a taskq worker runs a 10 ms task in 1 ms steps that only sync (no cond_resched
+    # inside); a nice-0 thread becomes runnable at 0.5 ms. Returns when that thread first ran.
+    m = Machine(MachineConfig(nodes=1, cpus_per_node=1, preempt=preempt))
+    tq = Taskq(m, "tq", 1, affinity=[0])
+    first: list[int] = []
+
+    def task(w):
+        for _ in range(10):
+            w.charge_ns(1 * MS)
+            yield from w.sync()
+
+    def other(t):
+        first.append(t.env.now)
+        yield from t.sync()
+
+    def starter(t):
+        yield from tq.dispatch(t, task)
+
+    m.spawn("starter", starter, cpu=0)
+    m.env.timeout(500 * US).callbacks.append(lambda _e: m.spawn("other", other, cpu=0))
+    m.run(50 * MS)
+    return first[0]
+
+
+def test_preemption_model_decides_whether_a_kernel_loop_is_preempted():
+    # full: the tick preempts the worker at its first sync past the 3 ms slice (t = 3 ms);
+    # voluntary and none: the loop has no preemption point, the other thread waits for the
+    # task's end (10 ms) where the worker's cond_resched gives the CPU up
+    assert 3 * MS <= _kernel_loop_case("full") < 4 * MS
+    assert _kernel_loop_case("voluntary") >= 10 * MS
+    assert _kernel_loop_case("none") >= 10 * MS
