@@ -12,7 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from experiments import scenarios
+from experiments import scenarios, tracing
 from experiments.config import ConfigError, load_experiment
 from experiments.run import EXIT_DEADLOCK, run_experiment
 from simcore.costs import DEFAULT_COSTS
@@ -44,7 +44,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("results") / exp.name
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a directory")
-    res = run_experiment(exp, out, progress=not args.no_progress)
+    res = run_experiment(exp, out, progress=not args.no_progress,
+                         trace=tracing.recorder(args))
     s = res.summary
     print(f"{exp.name}: policy {s['policy']}, {s['machine']['cpus']} CPUs, "
           f"{format_duration(s['end_ns'])} simulated in {res.wall_seconds:.2f} s wall")
@@ -164,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override one key, e.g. machine.cpus_per_node=16 or "
                    "workloads[0].live_objects=128 (repeatable; value read as TOML)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tracing.add_arguments(r)
     r.set_defaults(func=_cmd_run)
 
     b = sub.add_parser("bench", help="measure the simulator's own speed (ops per wall-second)",

@@ -64,6 +64,8 @@ class Machine:
         self.batching = cfg.batching
         self.fast_paths = cfg.fast_paths
         self.metrics = Metrics(self.env, self.sampling)
+        self.tracer: Any = None
+        """A simcore.trace.TraceRecorder while a trace is recorded, else None."""
         self.irq_off = self.metrics.hist("irq_off")
         """Histogram of IRQ-off section lengths, ns."""
         self.irq_latency = self.metrics.hist("irq_latency")

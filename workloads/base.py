@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from policies.base import CacheSpec
 from simcore.flags import KM_SLEEP
 from simcore.machine import Machine
+from simcore.metrics import LogHistogram
 
 Gen = Generator[Any, Any, Any]
 
@@ -58,9 +59,13 @@ class Workload:
         self.allocs = 0
         self.frees = 0
         self.failures = 0
-        m = machine.metrics
-        self._h_alloc = m.hist("latency.alloc")
-        self._h_free = m.hist("latency.free")
+        self.cache_failures: dict[str, int] = {}
+        """Failed allocations by cache name."""
+        self._lat: dict[int, tuple[LogHistogram, LogHistogram]] = {}
+        self._lat_names: dict[int, str] = {}
+        """Per cache (by id: caches live as long as the run): the alloc and free latency histograms of this workload on it
+        (`workload.<label>.<cache>.alloc` / `.free`; `latency.alloc` / `latency.free` are their
+        sums, built when the run is summarised)."""
         fast = machine.fast_paths
         self._alloc_fast = policy.alloc_fast if fast else _no_fast_alloc
         self._free_fast = policy.free_fast if fast else _no_fast_free
@@ -88,6 +93,17 @@ class Workload:
     def cache(self, name: str) -> Any:
         return self.caches[name]
 
+    def _latency(self, cache: Any) -> tuple[LogHistogram, LogHistogram]:
+        """This workload's (alloc, free) latency histograms on `cache` (made on first use)."""
+        pair = self._lat.get(id(cache))
+        if pair is None:
+            m = self.machine.metrics
+            name = self.policy.cache_name(cache)
+            self._lat_names[id(cache)] = name
+            prefix = f"workload.{self.label}.{name}"
+            pair = self._lat[id(cache)] = (m.hist(prefix + ".alloc"), m.hist(prefix + ".free"))
+        return pair
+
     def start(self) -> None:
         raise NotImplementedError
 
@@ -97,7 +113,7 @@ class Workload:
         start = t.pending
         obj = self._alloc_fast(t, cache, flags)
         if obj is not None:
-            self._h_alloc.record(t.pending - start)
+            (self._lat.get(id(cache)) or self._latency(cache))[0].record(t.pending - start)
             self.allocs += 1
         return obj
 
@@ -106,7 +122,7 @@ class Workload:
         `yield from do_free(...)` (nothing was done)."""
         start = t.pending
         if self._free_fast(t, cache, obj):
-            self._h_free.record(t.pending - start)
+            (self._lat.get(id(cache)) or self._latency(cache))[1].record(t.pending - start)
             self.frees += 1
             return True
         return False
@@ -117,9 +133,11 @@ class Workload:
         t.stalled_since = start
         obj = yield from self.policy.alloc(t, cache, flags)
         t.stalled_since = None
-        self._h_alloc.record(t.now - start)
+        self._latency(cache)[0].record(t.now - start)
         if obj is None:
             self.failures += 1
+            name = self.policy.cache_name(cache)
+            self.cache_failures[name] = self.cache_failures.get(name, 0) + 1
             self.machine.metrics.count("alloc.fail")
         else:
             self.allocs += 1
@@ -131,7 +149,7 @@ class Workload:
         t.stalled_since = start
         yield from self.policy.free(t, cache, obj)
         t.stalled_since = None
-        self._h_free.record(t.now - start)
+        self._latency(cache)[1].record(t.now - start)
         self.frees += 1
 
     def alloc(self, t: Any, cache: Any, flags: int = KM_SLEEP) -> Gen:
@@ -148,3 +166,14 @@ class Workload:
 
     def counts(self) -> dict[str, int]:
         return {"allocs": self.allocs, "frees": self.frees, "alloc_failures": self.failures}
+
+    def cache_counts(self) -> dict[str, dict[str, Any]]:
+        """Per cache this workload used: allocs, frees, failures and the latency summaries
+        (a failed allocation's latency is recorded with the successful ones)."""
+        out = {}
+        for key, (ha, hf) in self._lat.items():
+            name = self._lat_names[key]
+            fails = self.cache_failures.get(name, 0)
+            out[name] = {"allocs": ha.count - fails, "frees": hf.count, "alloc_failures": fails,
+                         "alloc": ha.summary(), "free": hf.summary()}
+        return dict(sorted(out.items()))
