@@ -210,7 +210,7 @@ def fact_grow_waits(vr: VariantResult) -> int:
 
 
 def fact_grow_wait_p50(vr: VariantResult) -> float:
-    """Median growth wait, ns (upper bound of its log2 bucket)."""
+    """Median growth wait, ns (highest value of its log-linear bucket, within 1 %)."""
     return vr.result.summary["latency"].get("spl.grow_wait", {}).get("p50", 0.0)
 
 
@@ -220,7 +220,7 @@ def fact_grow_wait_max(vr: VariantResult) -> int:
 
 
 def fact_alloc_p99(vr: VariantResult) -> float:
-    """99th percentile allocation latency, ns (upper bound of its log2 bucket)."""
+    """99th percentile allocation latency, ns (highest value of its log-linear bucket, within 1 %)."""
     return vr.result.summary["latency"]["latency.alloc"]["p99"]
 
 
