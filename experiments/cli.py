@@ -204,12 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_sweep)
 
     c = sub.add_parser("compare", help="figures and an HTML report comparing runs and sweeps",
-                       description="Draw lock contention over time, IRQ-off section lengths, "
-                       "alloc/free latency CDFs, memory and fragmentation over time with "
-                       "policy event markers, throughput and lock wait against CPU count, and a "
-                       "per-policy summary; write them as PNGs with a self-contained "
-                       "report.html (figures plus slabinfo, spl slab, kmastat and lock_stat "
-                       "text) and runs.parquet. See docs/compare.md.")
+                       description="Group the runs by settings (only seeds are averaged, "
+                       "with their min-max), label them by what differs, and draw latency and "
+                       "IRQ-off tails (log-log CCDFs), lock wait over time per lock, memory "
+                       "held by cache with phases and events, fragmentation (held vs "
+                       "requested, split by where the memory is), scaling and a summary; write "
+                       "them as PNGs with a self-contained report.html (each run's settings, "
+                       "per-workload x per-cache table, failed points, inline SVG figures, "
+                       "every text report) and runs.parquet. See docs/compare.md.")
     c.add_argument("inputs", nargs="+", metavar="RUN_OR_SWEEP",
                    help="run folders (kmemsim run) and/or sweep folders (kmemsim sweep)")
     c.add_argument("--out", default="results/compare", metavar="DIR",
