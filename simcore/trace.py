@@ -7,10 +7,11 @@
 - the event log's events: growth, reaping, emergency objects, DEADLOCKED, ... (`instant`).
 
 Every hook is guarded by one attribute test (`machine.tracer`, `Thread._tracer`, `Metrics.tracer`
-is None when tracing is off). Tracks: one process "CPUs" with, per CPU n, a thread track
-"CPU n" (the thread running), "CPU n IRQs off", "CPU n taskq" (work items, which may sleep
-and so do not nest in the running spans) and "CPU n locks" (lock spans, spread over extra lanes "CPU n locks #k" where they overlap without nesting, which
-the trace-event format cannot draw on one track). Events of no CPU go to a "machine" track.
+is None when tracing is off). Tracks: one process "CPUs" with, per CPU n, the thread tracks
+"CPU n" (the thread running), "CPU n IRQs off", "CPU n taskq" (work items: they may sleep, so
+they do not nest in the running spans) and "CPU n locks" (spin and hold spans). Spans that
+overlap without nesting, which the trace-event format cannot draw on one track, go to extra
+lanes ("CPU n locks #2", ...). Events of no CPU go to a "machine" track.
 
 Size is bounded: only what overlaps the window [start, end] is kept (spans are clipped to it),
 and at most `max_events` events; the rest is counted. The window, the cap and the counts are in
@@ -33,8 +34,10 @@ if TYPE_CHECKING:
 
 PID = 1
 """The one process of the trace: the machine's CPUs."""
-LANE_BASE = 10
-"""Track id of CPU n's first lock lane: n * 100 + LANE_BASE (+ k for lane k)."""
+LANES = {"taskq": (2, 8, "taskq"), "lock": (10, 90, "locks")}
+"""Tracks whose spans may overlap without nesting, spread over lanes: (base, most lanes, title);
+the track id of CPU n's lane k is n * 100 + base + k (taskq 2..9, locks 10..99; spans beyond the
+last lane share it)."""
 MACHINE_TID = 999_999
 """Track of events tied to no CPU."""
 DEFAULT_MAX_EVENTS = 200_000
@@ -156,20 +159,18 @@ class TraceRecorder:
             names[c * 100] = f"CPU {c}"
             names[c * 100 + 1] = f"CPU {c} IRQs off"
         body: list[dict[str, Any]] = []
-        lanes: dict[int, list[list[int]]] = {}
+        lanes: dict[tuple[int, str], list[list[int]]] = {}
         for cpu, track, name, start, dur, thread, args in sorted(
                 self.spans, key=lambda s: (s[0], s[1], s[3], -s[4], s[2])):
             if cpu < 0:
                 tid = MACHINE_TID
             elif track == "irq":
                 tid = cpu * 100 + 1
-            elif track == "taskq":
-                tid = cpu * 100 + 2
-                names[tid] = f"CPU {cpu} taskq"
-            elif track == "lock":
-                tid = cpu * 100 + LANE_BASE + _lane(lanes.setdefault(cpu, []), start, start + dur)
-                k = tid - cpu * 100 - LANE_BASE
-                names[tid] = f"CPU {cpu} locks" + (f" #{k + 1}" if k else "")
+            elif track in LANES:
+                base, most, title = LANES[track]
+                k = min(most - 1, _lane(lanes.setdefault((cpu, track), []), start, start + dur))
+                tid = cpu * 100 + base + k
+                names[tid] = f"CPU {cpu} {title}" + (f" #{k + 1}" if k else "")
             else:
                 tid = cpu * 100
             ev = {"ph": "X", "pid": PID, "tid": tid, "name": name, "cat": track,
