@@ -34,11 +34,13 @@ if TYPE_CHECKING:
 
 PID = 1
 """The one process of the trace: the machine's CPUs."""
-LANES = {"taskq": (2, 8, "taskq"), "lock": (10, 90, "locks")}
-"""Tracks whose spans may overlap without nesting, spread over lanes: (base, most lanes, title);
-the track id of CPU n's lane k is n * 100 + base + k (taskq 2..9, locks 10..99; spans beyond the
-last lane share it)."""
-MACHINE_TID = 999_999
+CPU_STRIDE = 1000
+"""Track ids of CPU n: n * CPU_STRIDE + offset (0 running thread, 1 IRQs off, lanes below)."""
+LANES = {"taskq": (100, 400, "taskq"), "lock": (500, 500, "locks")}
+"""Tracks whose spans may overlap without nesting, spread over lanes: (offset, most lanes,
+title); CPU n's lane k has track id n * CPU_STRIDE + offset + k (spans beyond the last lane
+share it)."""
+MACHINE_TID = 99_999_999
 """Track of events tied to no CPU."""
 DEFAULT_MAX_EVENTS = 200_000
 
@@ -156,8 +158,8 @@ class TraceRecorder:
             {"ph": "M", "pid": PID, "tid": 0, "name": "process_name", "args": {"name": "CPUs"}}]
         names: dict[int, str] = {MACHINE_TID: "machine"}
         for c in range(ncpu):
-            names[c * 100] = f"CPU {c}"
-            names[c * 100 + 1] = f"CPU {c} IRQs off"
+            names[c * CPU_STRIDE] = f"CPU {c}"
+            names[c * CPU_STRIDE + 1] = f"CPU {c} IRQs off"
         body: list[dict[str, Any]] = []
         lanes: dict[tuple[int, str], list[list[int]]] = {}
         for cpu, track, name, start, dur, thread, args in sorted(
@@ -165,19 +167,19 @@ class TraceRecorder:
             if cpu < 0:
                 tid = MACHINE_TID
             elif track == "irq":
-                tid = cpu * 100 + 1
+                tid = cpu * CPU_STRIDE + 1
             elif track in LANES:
                 base, most, title = LANES[track]
                 k = min(most - 1, _lane(lanes.setdefault((cpu, track), []), start, start + dur))
-                tid = cpu * 100 + base + k
+                tid = cpu * CPU_STRIDE + base + k
                 names[tid] = f"CPU {cpu} {title}" + (f" #{k + 1}" if k else "")
             else:
-                tid = cpu * 100
+                tid = cpu * CPU_STRIDE
             ev = {"ph": "X", "pid": PID, "tid": tid, "name": name, "cat": track,
                   "ts": _us(start), "dur": _us(dur), "args": {"thread": thread, **args}}
             body.append(ev)
         for cpu, kind, time, fields in self.instants:
-            tid = cpu * 100 if 0 <= cpu < ncpu else MACHINE_TID
+            tid = cpu * CPU_STRIDE if 0 <= cpu < ncpu else MACHINE_TID
             body.append({"ph": "i", "s": "t" if tid != MACHINE_TID else "g", "pid": PID,
                          "tid": tid, "name": kind, "cat": "event", "ts": _us(time),
                          "args": json.loads(json.dumps(fields, default=str))})

@@ -8,9 +8,13 @@ import argparse
 import json
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from experiments import scenarios
 from experiments.cli import main
 from experiments.tracing import KEY_AFTER, KEY_BEFORE
+from simcore.trace import CPU_STRIDE, TraceRecorder
 
 PHASES = {"M", "X", "i"}
 
@@ -66,7 +70,7 @@ def test_reclaim_deadlock_variant_writes_trace_json(tmp_path: Path) -> None:
     # Running-thread spans never overlap on one CPU track.
     for c in range(ncpu):
         runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in ev
-                      if e.get("cat") == "run" and e["tid"] == c * 100)
+                      if e.get("cat") == "run" and e["tid"] == c * CPU_STRIDE)
         assert all(a[1] <= b[0] + 1e-6 for a, b in zip(runs, runs[1:], strict=False))
 
 
@@ -99,3 +103,30 @@ def test_bad_trace_window_is_exit_2_nothing_written(tmp_path: Path, capsys) -> N
     assert rc == 2 and not (tmp_path / "o").exists()
     err = capsys.readouterr().err.strip().splitlines()
     assert "--trace-window" in err[-1] and "END must be after START" in err[-1]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.sampled_from(["lock", "taskq", "run", "irq"]),
+                          st.integers(0, 10_000), st.integers(0, 3_000)), max_size=120))
+def test_spans_on_one_track_always_nest(spans: list[tuple[int, str, int, int]]) -> None:
+    """Lock and taskq spans that overlap without nesting are spread over lanes, so on every
+    track of the document any two spans are disjoint or one contains the other (what the
+    trace-event format can draw)."""
+    rec = TraceRecorder()
+    for cpu, track, start, dur in spans:
+        if track in ("run", "irq"):
+            continue  # one thread / one IRQ-off section at a time: never overlapping
+        rec.span(cpu, track, "x", start, dur, "t")
+    doc = rec.document(20_000)
+    by_tid: dict[int, list[tuple[float, float]]] = {}
+    for e in doc["traceEvents"]:
+        if e["ph"] == "X":
+            by_tid.setdefault(e["tid"], []).append((e["ts"], e["ts"] + e["dur"]))
+    kept = sum(len(v) for v in by_tid.values())
+    assert kept == sum(1 for s in spans if s[1] in ("lock", "taskq"))
+    for items in by_tid.values():
+        for a0, a1 in items:
+            for b0, b1 in items:
+                disjoint = a1 <= b0 or b1 <= a0
+                nested = (a0 <= b0 and b1 <= a1) or (b0 <= a0 and a1 <= b1)
+                assert disjoint or nested
