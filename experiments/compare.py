@@ -4,7 +4,8 @@ Runs are grouped by their settings (the resolved config.toml without the seed): 
 configuration run over one or more seeds, and only seeds are averaged (the min-max spread over
 them is shown). Each group's label is its policy and CPU count plus every setting that differs
 between the groups compared (`spl 16 CPUs spl_kmem_cache_magazine_size=16`), so two groups never
-share a label. Time-series figures show one run per series (a series is the groups that differ
+share a label (runs of different experiments: the experiment names, when they suffice).
+Time-series figures show one run per series (a series is the groups that differ
 only in CPU count): the group with most CPUs, its lowest seed.
 
 Written to `--out`: one PNG per figure (see experiments.compare_figures), `report.html`
@@ -30,6 +31,7 @@ import pandas as pd  # noqa: E402
 
 from experiments.load import Run, is_run, is_sweep, load_run, load_sweep  # noqa: E402
 from experiments.output import RunFolder  # noqa: E402
+from simcore.units import format_duration  # noqa: E402
 
 IGNORED_KEYS = ("seed",)
 """Settings that do not separate groups: runs differing only here are averaged."""
@@ -128,6 +130,8 @@ def _load(paths: Sequence[str | Path]) -> tuple[list[Run], list[Failure]]:
 
 
 def _short(key: str, value: Any) -> str:
+    if key == "duration" and isinstance(value, int):
+        return f"duration={format_duration(value)}"
     if key.startswith("policy.tunables."):
         return f"{key.removeprefix('policy.tunables.')}={value}"
     if key == "name":
@@ -157,13 +161,15 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
     differs = [k for k, vals in values.items() if len(vals) > 1
                and k not in ("policy.name", "machine.cpus_per_node", "machine.nodes",
                              "description")]
-    if "name" in differs:  # experiments compared: their own differences, not the keys
-        differs = ["name"] + [k for k in differs if k != "name" and not k.startswith(
-            ("caches[", "workloads["))]
+    in_label = differs
+    if "name" in differs:  # experiments compared: their names, if they tell them apart
+        heads = [(m[0][0].policy, m[0][0].cpus, m[0][1].get("name")) for m in groups_raw]
+        in_label = ["name"] if len(set(heads)) == len(heads) else ["name"] + [
+            k for k in differs if k != "name" and not k.startswith(("caches[", "workloads["))]
     groups = []
     for members in groups_raw:
         run0, flat, cfg, text = members[0]
-        extra = [_short(k, flat[k]) for k in differs if k in flat]
+        extra = [_short(k, flat[k]) for k in in_label if k in flat]
         series = " ".join([run0.policy, *extra])
         label = " ".join([run0.policy, f"{run0.cpus} CPUs", *extra])
         groups.append(Group(label, series, [m[0] for m in members], flat, cfg, text,

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
 import numpy as np
 import pandas as pd
 
@@ -52,15 +53,18 @@ FIGURES = ("latency_tail", "irq_off", "lock_wait", "memory", "fragmentation", "s
 
 
 def styles(runs: Sequence[Run]) -> dict[str, tuple[str, str]]:
-    """(colour, line style) per run label: the policy's colour, line styles for several
-    series of one policy."""
+    """(colour, line style) per run label: the policy's colour when each policy has one
+    series, else a colour per series (and line styles, in case colours are hard to tell)."""
+    policies = [r.policy for r in runs]
+    shared = len(set(policies)) < len(policies)
     out: dict[str, tuple[str, str]] = {}
-    per_policy: dict[str, int] = {}
-    for r in runs:
-        k = per_policy.get(r.policy, 0)
-        per_policy[r.policy] = k + 1
-        color = POLICY_COLORS.get(r.policy, SERIES_COLORS[len(out) % len(SERIES_COLORS)])
-        out[r.label] = (color, LINESTYLES[k % len(LINESTYLES)])
+    for i, r in enumerate(runs):
+        if shared:
+            out[r.label] = (SERIES_COLORS[i % len(SERIES_COLORS)],
+                            LINESTYLES[i % len(LINESTYLES)])
+        else:
+            out[r.label] = (POLICY_COLORS.get(r.policy, SERIES_COLORS[i % len(SERIES_COLORS)]),
+                            "-")
     return out
 
 
@@ -337,6 +341,9 @@ def fig_fragmentation(groups: Sequence[Group]) -> Any:
                    label=run.label)
     ratio.axhline(1.0, color="0.5", lw=0.8)
     ratio.set_yscale("log")
+    ratio.yaxis.set_major_formatter(mticker.FormatStrFormatter("%g"))
+    ratio.yaxis.set_minor_formatter(mticker.FormatStrFormatter("%g"))
+    ratio.tick_params(axis="y", which="minor", labelsize=7)
     ratio.set_title("memory held / requested by live objects (all caches)")
     ratio.set_xlabel("simulated time (ms)")
     ratio.set_ylabel("held / requested (log; 1 = no overhead)")
@@ -355,7 +362,7 @@ def fig_fragmentation(groups: Sequence[Group]) -> Any:
     split.set_title("held at the end, by where the memory is")
     split.set_xlabel("MiB")
     split.tick_params(axis="y", labelsize=7)
-    split.legend(fontsize=7, loc="lower right")
+    split.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
     split.grid(alpha=0.3, axis="x")
     fig.suptitle("Fragmentation: what the caches hold beyond what live objects need")
     return fig
