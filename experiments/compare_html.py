@@ -22,7 +22,7 @@ from experiments.compare_figures import FIGURES
 from simcore.units import format_duration
 
 REPORT_TITLES = {"spl_slab.txt": "/proc/spl/kmem/slab", "kmastat.txt": "::kmastat",
-                 "kmem_slabs.txt": "::kmem_slabs", "kstat.txt": "kstat -n <cache>",
+                 "kmem_slabs.txt": "::kmem_slabs", "kstat.txt": "kstat -p",
                  "slabinfo.txt": "/proc/slabinfo", "lock_stat.txt": "/proc/lock_stat",
                  "deadlock.txt": "deadlock report"}
 
