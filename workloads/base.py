@@ -5,8 +5,9 @@ the threads that call `policy.alloc` / `policy.free`. Its parameters are a pydan
 (`Params`, extra keys forbidden) so experiment files are validated before anything runs.
 Every operation goes through `Workload.try_alloc` / `try_free` (the policy's plain-function fast
 path) and, when that declines, `do_alloc` / `do_free` (the generator path); both count the
-operation and record its latency, so every workload's figures compare. `alloc` / `free` combine
-the two for code that does not need the last bit of speed.
+operation and record its latency (per workload and cache: `workload.<label>.<cache>.alloc` /
+`.free`), so every workload's figures compare. `alloc` / `free` combine the two for code that
+does not need the last bit of speed.
 """
 
 from __future__ import annotations
@@ -63,9 +64,9 @@ class Workload:
         """Failed allocations by cache name."""
         self._lat: dict[int, tuple[LogHistogram, LogHistogram]] = {}
         self._lat_names: dict[int, str] = {}
-        """Per cache (by id: caches live as long as the run): the alloc and free latency histograms of this workload on it
-        (`workload.<label>.<cache>.alloc` / `.free`; `latency.alloc` / `latency.free` are their
-        sums, built when the run is summarised)."""
+        """Per cache (by id: caches live as long as the run) the alloc and free latency
+        histograms of this workload on it (`workload.<label>.<cache>.alloc` / `.free`;
+        `latency.alloc` / `latency.free` are their sums, built when the run is summarised)."""
         fast = machine.fast_paths
         self._alloc_fast = policy.alloc_fast if fast else _no_fast_alloc
         self._free_fast = policy.free_fast if fast else _no_fast_free
