@@ -67,6 +67,10 @@ class Workload:
         """Per cache (by id: caches live as long as the run) the alloc and free latency
         histograms of this workload on it (`workload.<label>.<cache>.alloc` / `.free`;
         `latency.alloc` / `latency.free` are their sums, built when the run is summarised)."""
+        self._lat_alloc: dict[Any, LogHistogram] = {}
+        self._lat_free: dict[Any, LogHistogram] = {}
+        """The same histograms keyed by the cache object, for the fast paths (a cache object
+        that cannot be hashed takes the slower `_latency` lookup by id every time)."""
         fast = machine.fast_paths
         self._alloc_fast = policy.alloc_fast if fast else _no_fast_alloc
         self._free_fast = policy.free_fast if fast else _no_fast_free
@@ -103,6 +107,10 @@ class Workload:
             self._lat_names[id(cache)] = name
             prefix = f"workload.{self.label}.{name}"
             pair = self._lat[id(cache)] = (m.hist(prefix + ".alloc"), m.hist(prefix + ".free"))
+            try:
+                self._lat_alloc[cache], self._lat_free[cache] = pair
+            except TypeError:
+                pass
         return pair
 
     def start(self) -> None:
@@ -114,7 +122,11 @@ class Workload:
         start = t.pending
         obj = self._alloc_fast(t, cache, flags)
         if obj is not None:
-            (self._lat.get(id(cache)) or self._latency(cache))[0].record(t.pending - start)
+            try:
+                h = self._lat_alloc[cache]
+            except (KeyError, TypeError):
+                h = self._latency(cache)[0]
+            h.record(t.pending - start)
             self.allocs += 1
         return obj
 
@@ -123,7 +135,11 @@ class Workload:
         `yield from do_free(...)` (nothing was done)."""
         start = t.pending
         if self._free_fast(t, cache, obj):
-            (self._lat.get(id(cache)) or self._latency(cache))[1].record(t.pending - start)
+            try:
+                h = self._lat_free[cache]
+            except (KeyError, TypeError):
+                h = self._latency(cache)[1]
+            h.record(t.pending - start)
             self.frees += 1
             return True
         return False
