@@ -42,6 +42,14 @@ def demo_sweep(tmp_path_factory) -> Path:
     return d / "sweep"
 
 
+@pytest.fixture(scope="module")
+def demo_report(demo_sweep: Path, tmp_path_factory) -> Path:
+    """`kmemsim compare` of the demo sweep (its output folder)."""
+    out = tmp_path_factory.mktemp("cmp")
+    assert main(["compare", str(demo_sweep), "--out", str(out)]) == 0
+    return out
+
+
 def test_figures_have_expected_axes_and_series(demo_sweep: Path) -> None:
     runs = cmp.load_inputs([demo_sweep])
     assert len(runs) == 8
@@ -131,9 +139,9 @@ def test_fragmentation_split_accounts_for_objects_in_magazines(demo_sweep: Path)
     assert memory_split(sol.representative, sol)["cached: per-CPU layers, depots"] > 0
 
 
-def test_compare_writes_pngs_and_self_contained_html(demo_sweep: Path, tmp_path: Path) -> None:
-    out = tmp_path / "cmp"
-    assert main(["compare", str(demo_sweep), "--out", str(out)]) == 0
+def test_compare_writes_pngs_and_self_contained_html(demo_sweep: Path, demo_report: Path
+                                                      ) -> None:
+    out = demo_report
     html = (out / "report.html").read_text()
     for name in FIGURES:
         png = out / f"{name}.png"
@@ -226,7 +234,7 @@ def test_failed_sweep_points_are_listed_with_their_error(tmp_path: Path) -> None
     assert fails[0].point in failed and "does not fit a 32 MiB slab" in failed
 
 
-def test_headless_chromium_renders_the_report(demo_sweep: Path, tmp_path: Path) -> None:
+def test_headless_chromium_renders_the_report(demo_report: Path, tmp_path: Path) -> None:
     """Every image of report.html loads and the page logs no error in a real browser (the
     checker itself is tested on a page with a broken image and a console error)."""
     if browser.chromium() is None:
@@ -237,9 +245,7 @@ def test_headless_chromium_renders_the_report(demo_sweep: Path, tmp_path: Path) 
                    "<script>console.error('boom')</script></body></html>")
     chk = browser.check_page(bad)
     assert chk.broken == ["missing"] and any("boom" in e for e in chk.errors)
-    out = tmp_path / "cmp"
-    assert main(["compare", str(demo_sweep), "--out", str(out)]) == 0
-    chk = browser.check_page(out / "report.html")
+    chk = browser.check_page(demo_report / "report.html")
     assert chk.images == len(FIGURES)
     assert chk.broken == [] and chk.errors == [] and chk.console == []
 
