@@ -11,12 +11,9 @@ import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import simpy
-
-if TYPE_CHECKING:
-    from simcore.spinlock import SpinLock
 
 SUB_BITS = 7
 """Log-linear layout (HdrHistogram's, two significant digits): values below 2^(SUB_BITS+1) = 256
@@ -213,7 +210,7 @@ class Metrics:
         self.histograms: dict[str, LogHistogram] = {}
         self.timeline = Timeline(env, cfg)
         self.log = EventLog(env, cfg.max_events)
-        self.locks: list[SpinLock] = []
+        self.locks: list[Any] = []
         self.tracer: Any = None
         """The machine's TraceRecorder, or None (see simcore.trace)."""
 
@@ -248,12 +245,12 @@ class Metrics:
         if self.tracer is not None:
             self.tracer.instant(kind, self.env.now if time is None else time, fields)
 
-    def register_lock(self, lock: SpinLock) -> None:
+    def register_lock(self, lock: Any) -> None:
         self.locks.append(lock)
 
-    def lock_classes(self) -> dict[str, list[SpinLock]]:
+    def lock_classes(self) -> dict[str, list[Any]]:
         """Locks grouped by class name, as lock_stat aggregates them."""
-        out: dict[str, list[SpinLock]] = {}
+        out: dict[str, list[Any]] = {}
         for lk in self.locks:
             out.setdefault(lk.name, []).append(lk)
         return out
