@@ -3,7 +3,8 @@ memory, and the threads and interrupts that run on its CPUs.
 
 simcore's modules import one way, bottom to top (tests/test_simcore_layers.py checks it):
 units, rand, flags, costs, sched -> cpu (clock and threads) -> metrics, deadlock -> spinlock,
-mutex, waitqueue, taskq, timer (locks and queues) -> memory -> machine (assembles them).
+mutex, waitqueue, taskq, timer (locks and queues) -> memory -> machine (assembles them) ->
+trace (the optional timeline recorder; it reaches the others only through hooks).
 """
 
 from __future__ import annotations
