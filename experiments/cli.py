@@ -12,7 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from experiments import scenarios
+from experiments import scenarios, tracing
 from experiments.config import ConfigError, load_experiment
 from experiments.run import EXIT_DEADLOCK, run_experiment
 from simcore.costs import COST_SOURCES, DEFAULT_COSTS
@@ -44,7 +44,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("results") / exp.name
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a directory")
-    res = run_experiment(exp, out, progress=not args.no_progress)
+    res = run_experiment(exp, out, progress=not args.no_progress,
+                         trace=tracing.recorder(args))
     s = res.summary
     print(f"{exp.name}: policy {s['policy']}, {s['machine']['cpus']} CPUs, "
           f"{format_duration(s['end_ns'])} simulated in {res.wall_seconds:.2f} s wall")
@@ -165,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override one key, e.g. machine.cpus_per_node=16 or "
                    "workloads[0].live_objects=128 (repeatable; value read as TOML)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tracing.add_arguments(r)
     r.set_defaults(func=_cmd_run)
 
     b = sub.add_parser("bench", help="measure the simulator's own speed (ops per wall-second)",
@@ -203,12 +205,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_sweep)
 
     c = sub.add_parser("compare", help="figures and an HTML report comparing runs and sweeps",
-                       description="Draw lock contention over time, IRQ-off section lengths, "
-                       "alloc/free latency CDFs, memory and fragmentation over time with "
-                       "policy event markers, throughput and lock wait against CPU count, and a "
-                       "per-policy summary; write them as PNGs with a self-contained "
-                       "report.html (figures plus slabinfo, spl slab, kmastat and lock_stat "
-                       "text) and runs.parquet. See docs/compare.md.")
+                       description="Group the runs by settings (only seeds are averaged, "
+                       "with their min-max), label them by what differs, and draw latency and "
+                       "IRQ-off tails (log-log CCDFs), lock wait over time per lock, memory "
+                       "held by cache with phases and events, fragmentation (held vs "
+                       "requested, split by where the memory is), scaling and a summary; write "
+                       "them as PNGs with a self-contained report.html (each run's settings, "
+                       "per-workload x per-cache table, failed points, inline SVG figures, "
+                       "every text report) and runs.parquet. See docs/compare.md.")
     c.add_argument("inputs", nargs="+", metavar="RUN_OR_SWEEP",
                    help="run folders (kmemsim run) and/or sweep folders (kmemsim sweep)")
     c.add_argument("--out", default="results/compare", metavar="DIR",

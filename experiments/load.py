@@ -16,8 +16,10 @@ from typing import Any
 
 import pandas as pd
 
-REPORT_FILES = ("spl_slab.txt", "kmastat.txt", "slabinfo.txt", "lock_stat.txt", "deadlock.txt")
-"""Text reports a run folder may hold, in the order reports show them."""
+REPORT_FILES = ("spl_slab.txt", "kmastat.txt", "kmem_slabs.txt", "kstat.txt", "slabinfo.txt",
+                "lock_stat.txt", "deadlock.txt")
+"""Text reports a run folder may hold, in the order reports show them (any other *.txt a
+policy writes follows, by name; error.txt is not a report)."""
 
 
 HEADLINE = ["allocs", "frees", "alloc_failures", "end_ns", "ops_per_sim_s", "alloc_mean_ns",
@@ -103,7 +105,9 @@ def load_run(path: str | Path, label: str = "") -> Run:
     if not is_run(p):
         raise FileNotFoundError(f"{p}: not a run folder (no summary.json / timeline.parquet)")
     summary = json.loads((p / "summary.json").read_text())
-    reports = {name: (p / name).read_text() for name in REPORT_FILES if (p / name).exists()}
+    others = sorted(f.name for f in p.glob("*.txt") if f.name not in (*REPORT_FILES, "error.txt"))
+    reports = {name: (p / name).read_text() for name in (*REPORT_FILES, *others)
+               if (p / name).exists()}
     return Run(p, summary, pd.read_parquet(p / "timeline.parquet"),
                pd.read_parquet(p / "events.parquet"), pd.read_parquet(p / "histograms.parquet"),
                reports, label or f"{summary['policy']} {summary['machine']['cpus']} CPUs")

@@ -31,6 +31,7 @@ from simcore.deadlock import DeadlockReport, SimulationDeadlock
 from simcore.machine import Machine, MachineConfig
 from simcore.memory import FailWindow, MemoryConfig
 from simcore.metrics import SamplingConfig
+from simcore.trace import TraceRecorder
 from workloads import registry as workload_registry
 from workloads.base import Workload
 
@@ -213,7 +214,9 @@ def summarize(sim: Simulation, status: str, report: DeadlockReport | None,
                       "acq_bounces": s.acq_bounces, "acquisitions": s.acquisitions,
                       "holdtime_min_ns": s.holdtime_min, "holdtime_max_ns": s.holdtime_max,
                       "holdtime_total_ns": s.holdtime_total,
-                      "holdtime_avg_ns": round(s.holdtime_avg, 3)}
+                      "holdtime_avg_ns": round(s.holdtime_avg, 3),
+                      "wait": m.metrics.hist(f"lock.{cls}.wait").summary(),
+                      "hold": m.metrics.hist(f"lock.{cls}.hold").summary()}
     ops = {"allocs": sum(w.allocs for w in sim.workloads),
            "frees": sum(w.frees for w in sim.workloads),
            "alloc_failures": sum(w.failures for w in sim.workloads)}
@@ -227,7 +230,8 @@ def summarize(sim: Simulation, status: str, report: DeadlockReport | None,
         "end_ns": end,
         "machine": {"nodes": m.nodes, "cpus": ncpu, "hz": m.hz, "batching": m.batching},
         "ops": ops,
-        "workloads": [{"kind": w.kind, **w.counts()} for w in sim.workloads],
+        "workloads": [{"kind": w.kind, "label": w.label, **w.counts(),
+                       "caches": w.cache_counts()} for w in sim.workloads],
         "caches": {policy.cache_name(c): policy.stats(c).row() for c in policy.caches},
         "locks": locks,
         "cpu": {
@@ -240,7 +244,8 @@ def summarize(sim: Simulation, status: str, report: DeadlockReport | None,
             "irq_off": m.irq_off.summary(),
         },
         "latency": {name: h.summary() for name, h in sorted(m.metrics.histograms.items())
-                    if name not in ("irq_latency", "irq_off")},
+                    if name not in ("irq_latency", "irq_off")
+                    and not name.startswith(("lock.", "workload."))},
         "memory": {"total_pages": m.memory.total_pages, "free_pages": m.memory.free,
                    **m.memory.stats},
         "counters": dict(sorted(m.metrics.counters.items())),
@@ -268,6 +273,14 @@ def _histogram_frame(sim: Simulation) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["histogram", "lo_ns", "hi_ns", "count"])
 
 
+def merge_latency(sim: Simulation) -> None:
+    """`latency.alloc` / `latency.free`: the sums of every workload's per-cache histograms."""
+    hists = sim.machine.metrics.histograms
+    for op in ("alloc", "free"):
+        sim.machine.metrics.merge(f"latency.{op}", sorted(
+            n for n in hists if n.startswith("workload.") and n.endswith(f".{op}")))
+
+
 def write_outputs(sim: Simulation, folder: RunFolder, summary: dict[str, Any],
                   report: DeadlockReport | None) -> None:
     m, policy = sim.machine, sim.policy
@@ -287,10 +300,14 @@ def write_outputs(sim: Simulation, folder: RunFolder, summary: dict[str, Any],
         folder.write_text("deadlock.txt", report.text())
 
 
-def run_experiment(exp: Experiment, out: Path | None, progress: bool = False) -> RunResult:
-    """Build and run `exp`; write the run folder to `out` (None: write nothing)."""
+def run_experiment(exp: Experiment, out: Path | None, progress: bool = False,
+                   trace: TraceRecorder | None = None) -> RunResult:
+    """Build and run `exp`; write the run folder to `out` (None: write nothing). With `trace`,
+    record the timeline trace and write it as trace.json."""
     folder = RunFolder(out) if out is not None else None
     sim = build(exp)
+    if trace is not None:
+        trace.attach(sim.machine)
     if folder is not None:
         folder.write_toml("config.toml", resolved_dict(exp))
     freeze_heap()
@@ -301,10 +318,12 @@ def run_experiment(exp: Experiment, out: Path | None, progress: bool = False) ->
         thaw_heap()
         if folder is not None:
             folder.write_text("error.txt", traceback.format_exc())
+            merge_latency(sim)
             folder.write_json("summary.json", summarize(sim, "error", None, "not checked"))
         raise
     wall = time.perf_counter() - t0
     thaw_heap()
+    merge_latency(sim)
     status = "ok" if report is None else "deadlock"
     invariants = "ok"
     if report is None:
@@ -317,4 +336,7 @@ def run_experiment(exp: Experiment, out: Path | None, progress: bool = False) ->
     summary = summarize(sim, status, report, invariants)
     if folder is not None:
         write_outputs(sim, folder, summary, report)
+        if trace is not None:
+            trace.finish(report)
+            folder.write_text("trace.json", trace.text(sim.machine.env.now))
     return RunResult(out, summary, status, wall, report)

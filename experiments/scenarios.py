@@ -35,6 +35,7 @@ from typing import Any
 
 import pandas as pd
 
+from experiments import tracing
 from experiments.config import ConfigError, _set_path, load_raw, validate
 from experiments.output import RunFolder
 from experiments.run import EXIT_DEADLOCK, RunResult, run_experiment
@@ -125,9 +126,10 @@ class VariantResult:
 
 
 def run(sc: Scenario, out: Path, only: list[str] | None = None, seed: int | None = None,
-        progress: bool = False) -> list[VariantResult]:
+        progress: bool = False, trace: argparse.Namespace | None = None) -> list[VariantResult]:
     """Run the scenario's variants (all, or those named in `only`) and write the plot,
-    narrative and scenario.json into `out`."""
+    narrative and scenario.json into `out`. With `trace` (the --trace arguments), each
+    variant's folder also gets trace.json (experiments.tracing)."""
     chosen = [v for v in sc.variants if not only or v.name in only]
     if only:
         unknown = set(only) - {v.name for v in sc.variants}
@@ -140,6 +142,10 @@ def run(sc: Scenario, out: Path, only: list[str] | None = None, seed: int | None
         folder = out / v.name
         res = run_experiment(exp, folder, progress=progress)
         events = pd.read_parquet(folder / "events.parquet")
+        if trace is not None and tracing.wanted(trace):
+            window = tracing.key_window(res.summary, events)
+            res = run_experiment(exp, folder, progress=progress,
+                                 trace=tracing.recorder(trace, window))
         timeline = pd.read_parquet(folder / "timeline.parquet")
         vr = VariantResult(v, res, folder, events, timeline, {})
         vr.facts = {name: FACTS[name](vr) for name in sc.facts}
@@ -204,7 +210,7 @@ def fact_grow_waits(vr: VariantResult) -> int:
 
 
 def fact_grow_wait_p50(vr: VariantResult) -> float:
-    """Median growth wait, ns (upper bound of its log2 bucket)."""
+    """Median growth wait, ns (highest value of its log-linear bucket, within 1 %)."""
     return vr.result.summary["latency"].get("spl.grow_wait", {}).get("p50", 0.0)
 
 
@@ -214,7 +220,7 @@ def fact_grow_wait_max(vr: VariantResult) -> int:
 
 
 def fact_alloc_p99(vr: VariantResult) -> float:
-    """99th percentile allocation latency, ns (upper bound of its log2 bucket)."""
+    """99th percentile allocation latency, ns (highest value of its log-linear bucket, within 1 %)."""
     return vr.result.summary["latency"]["latency.alloc"]["p99"]
 
 
@@ -572,7 +578,8 @@ def _cmd(args: argparse.Namespace) -> int:
         path = shipped[args.name]
     sc = load(path)
     out = Path(args.out) if args.out else Path("results") / "scenarios" / sc.name
-    results = run(sc, out, args.variant or None, args.seed, progress=not args.no_progress)
+    results = run(sc, out, args.variant or None, args.seed, progress=not args.no_progress,
+                  trace=args)
     print((out / "narrative.md").read_text(), end="")
     print(f"wrote {out}/ (timeline.png, narrative.md, scenario.json, one run folder per variant)")
     if any(r.result.status == "deadlock" for r in results):
@@ -596,4 +603,5 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--out", metavar="DIR", help="output folder (default results/scenarios/NAME)")
     s.add_argument("--seed", type=int, help="override the seed")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tracing.add_arguments(s, scenario=True)
     s.set_defaults(func=_cmd)

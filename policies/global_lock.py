@@ -40,7 +40,7 @@ class Slab:
         return self.n - len(self.free)
 
 
-@dataclass
+@dataclass(eq=False)
 class GlobalCache:
     """A cache of the global-lock policy."""
 

@@ -108,6 +108,8 @@ class CPU:
             if not self._idle_delivering:
                 self._idle_delivering = True
                 self.current = self.idle_thread
+                if self.machine.tracer is not None:
+                    self.machine.tracer.on_cpu(self, self.idle_thread)
                 self.machine.env.process(self._idle_deliver())
         elif (cur.spinning is not None and not cur.irqs_off and not cur.in_irq
               and not cur._kicked):
@@ -122,6 +124,8 @@ class CPU:
         yield from t.sync()
         self._idle_delivering = False
         self.current = None
+        if self.machine.tracer is not None:
+            self.machine.tracer.on_cpu(self, None)
         self.dispatch_next()
 
     # --- scheduling ---------------------------------------------------------------------
@@ -161,6 +165,8 @@ class CPU:
         se = t.se
         if se.cls == FAIR and se.vruntime > self.min_vruntime:
             self.min_vruntime = se.vruntime
+        if self.machine.tracer is not None:
+            self.machine.tracer.on_cpu(self, t)
         ev.succeed()
 
 
@@ -186,6 +192,8 @@ class Thread:
         self._batched = machine.batching
         self._costs = machine.costs.values
         self._irq_off_hist = machine.irq_off
+        self._tracer = machine.tracer
+        """The machine's TraceRecorder, or None (one attribute test on the IRQ-enable path)."""
         self.irqs_off = False
         """IRQs disabled on this CPU by this context (local_irq_disable state)."""
         self.irq_off_start = 0
@@ -390,6 +398,8 @@ class Thread:
         if length > cpu.irq_off_max:
             cpu.irq_off_max = length
         self._irq_off_hist.record(length)
+        if self._tracer is not None:
+            self._tracer.span(cpu.id, "irq", "IRQs off", self.irq_off_start, length, self.name)
 
     def local_irq_enable_fast(self) -> None:
         """local_irq_enable as a plain call, for fast paths that checked `irq_free_for` first:
@@ -472,6 +482,8 @@ class Thread:
                 cpu.min_vruntime = se.vruntime
             if woken:
                 self.charge("wakeup_ipi")
+            if self.machine.tracer is not None:
+                self.machine.tracer.on_cpu(cpu, self)
             return
         ev = self.env.event()
         cpu.runq.append((self, ev))
@@ -513,6 +525,8 @@ class Thread:
                 off = getattr(lk, "owner_off_cpu", None)
                 if off is not None:
                     off(self)
+            if self.machine.tracer is not None:
+                self.machine.tracer.on_cpu(cpu, None)
             cpu.dispatch_next()
 
     def wakeup_preempt(self) -> Gen:
@@ -543,6 +557,8 @@ class Thread:
             off = getattr(lk, "owner_off_cpu", None)
             if off is not None:
                 off(self)
+        if self.machine.tracer is not None:
+            self.machine.tracer.on_cpu(cpu, None)
         cpu.dispatch_next()
         yield ev
         self.charge("context_switch")

@@ -3,7 +3,8 @@ memory, and the threads and interrupts that run on its CPUs.
 
 simcore's modules import one way, bottom to top (tests/test_simcore_layers.py checks it):
 units, rand, flags, costs, sched -> cpu (clock and threads) -> metrics, deadlock -> spinlock,
-mutex, waitqueue, taskq, timer (locks and queues) -> memory -> machine (assembles them).
+mutex, waitqueue, taskq, timer (locks and queues) -> memory -> machine (assembles them) ->
+trace (the optional timeline recorder; it reaches the others only through hooks).
 """
 
 from __future__ import annotations
@@ -93,6 +94,8 @@ class Machine:
         self.batching = cfg.batching
         self.fast_paths = cfg.fast_paths
         self.metrics = Metrics(self.env, self.sampling)
+        self.tracer: Any = None
+        """A simcore.trace.TraceRecorder while a trace is recorded, else None."""
         self.irq_off = self.metrics.hist("irq_off")
         """Histogram of IRQ-off section lengths, ns."""
         self.irq_latency = self.metrics.hist("irq_latency")

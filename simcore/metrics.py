@@ -1,4 +1,4 @@
-"""What a run records: counters, log-bucket histograms, a sampled timeline and an event log.
+"""What a run records: counters, log-linear histograms, a sampled timeline and an event log.
 
 Memory stays bounded whatever the run length: histograms have fixed buckets, the timeline halves
 its resolution (keeps every other sample, doubles the interval) when it reaches `max_samples`,
@@ -7,6 +7,7 @@ and the event log keeps the first `max_events` events and counts the rest by kin
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,8 +15,34 @@ from typing import Any
 
 import simpy
 
-NBUCKETS = 65
-"""Buckets 0..64: value 0, then [2^(i-1), 2^i) up to 2^63."""
+SUB_BITS = 7
+"""Log-linear layout (HdrHistogram's, two significant digits): values below 2^(SUB_BITS+1) = 256
+have a bucket each; every later power-of-two range [2^k, 2^(k+1)) is cut into 2^SUB_BITS = 128
+equal buckets of width 2^(k-7). A bucket's width is at most 1/128 of its lower bound, so any value
+reported for it (its highest value) is within 0.79 % of every value it counts."""
+LINEAR_LIMIT = 1 << (SUB_BITS + 1)
+
+
+def bucket_index(v: int) -> int:
+    """Index of the bucket counting value `v` (an int >= 0): `v` itself below 256, else
+    shift * 128 + (v >> shift) with shift = bit_length - 8 (the top 8 bits select the bucket)."""
+    shift = v.bit_length() - SUB_BITS - 1
+    if shift <= 0:
+        return v
+    return (shift << SUB_BITS) + (v >> shift)
+
+
+def bucket_bounds(i: int) -> tuple[int, int]:
+    """Lowest and highest value counted by bucket `i` (inverse of `bucket_index`)."""
+    if i < LINEAR_LIMIT:
+        return i, i
+    shift = (i >> SUB_BITS) - 1
+    lo = (i - (shift << SUB_BITS)) << shift
+    return lo, lo + (1 << shift) - 1
+
+
+QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999), ("p99.99", 0.9999))
+"""The quantiles every summary prints, with max."""
 
 
 @dataclass
@@ -29,55 +56,86 @@ class SamplingConfig:
 
 
 class LogHistogram:
-    """Power-of-two buckets of ns values: bucket i holds values v with v.bit_length() == i,
-    i.e. [2^(i-1), 2^i)."""
+    """Log-linear buckets of ns values (see `bucket_index`): at most 0.79 % relative error for
+    every value from 1 ns to 2^63 ns; 4,353 buckets reach 1000 s. The bucket list grows on
+    demand to the largest index seen, so a histogram of short latencies stays small. `record`
+    keeps only the buckets, the total and the maximum (the hot path); count and minimum are
+    read from the buckets."""
 
-    __slots__ = ("name", "buckets", "count", "total", "min", "max")
+    __slots__ = ("name", "buckets", "total", "max")
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.buckets = [0] * NBUCKETS
-        self.count = 0
+        self.buckets = [0] * 1024
         self.total = 0
-        self.min = 0
         self.max = 0
 
-    def record(self, v: int) -> None:
-        """Count one value (an int of ns, >= 0)."""
-        self.buckets[v.bit_length()] += 1
+    def record(self, v: int, n: int = 1) -> None:
+        """Count value `v` (an int of ns, >= 0) `n` times (the same arithmetic as
+        `bucket_index`, inlined)."""
+        if v < 256:
+            self.buckets[v] += n
+        else:
+            s = v.bit_length() - 8
+            i = (s << 7) + (v >> s)
+            try:
+                self.buckets[i] += n
+            except IndexError:
+                self.buckets.extend([0] * (i + 1 - len(self.buckets)))
+                self.buckets[i] += n
         if v > self.max:
             self.max = v
-        if v < self.min or not self.count:
-            self.min = v
-        self.count += 1
-        self.total += v
+        self.total += v * n
+
+    @property
+    def count(self) -> int:
+        return sum(self.buckets)
+
+    @property
+    def min(self) -> int:
+        """The lowest value of the lowest non-empty bucket (exact below 256 ns)."""
+        for i, c in enumerate(self.buckets):
+            if c:
+                return bucket_bounds(i)[0]
+        return 0
 
     @property
     def mean(self) -> float:
-        return self.total / self.count if self.count else 0.0
+        n = self.count
+        return self.total / n if n else 0.0
 
     def quantile(self, q: float) -> float:
-        """Upper bound of the bucket holding the q-quantile (clamped to the observed max)."""
-        if not self.count:
+        """The highest value of the bucket holding the q-quantile (the smallest value with at
+        least ceil(q * count) values at or below it), clamped to the observed max."""
+        n = self.count
+        if not n:
             return 0.0
-        target = q * self.count
+        target = max(1, math.ceil(q * n - 1e-9))
         run = 0
         for i, c in enumerate(self.buckets):
-            run += c
-            if run >= target and c:
-                return float(min(self.max, (1 << i) - 1 if i else 0))
+            if c:
+                run += c
+                if run >= target:
+                    return float(min(self.max, bucket_bounds(i)[1]))
         return float(self.max)
 
     def summary(self) -> dict[str, float]:
-        return {"count": self.count, "mean": round(self.mean, 3), "min": self.min,
-                "p50": self.quantile(0.5), "p99": self.quantile(0.99), "max": self.max,
-                "total": self.total}
+        out: dict[str, float] = {"count": self.count, "mean": round(self.mean, 3),
+                                 "min": self.min}
+        for key, q in QUANTILES:
+            out[key] = self.quantile(q)
+        out["max"] = self.max
+        out["total"] = self.total
+        return out
 
     def rows(self) -> list[dict[str, Any]]:
-        """Non-empty buckets as rows: histogram, lower and upper bound (ns), count."""
-        return [{"histogram": self.name, "lo_ns": (1 << (i - 1)) if i else 0,
-                 "hi_ns": (1 << i) - 1 if i else 0, "count": c}
-                for i, c in enumerate(self.buckets) if c]
+        """Non-empty buckets as rows: histogram, lowest and highest value (ns), count."""
+        out = []
+        for i, c in enumerate(self.buckets):
+            if c:
+                lo, hi = bucket_bounds(i)
+                out.append({"histogram": self.name, "lo_ns": lo, "hi_ns": hi, "count": c})
+        return out
 
 
 class Timeline:
@@ -153,6 +211,8 @@ class Metrics:
         self.timeline = Timeline(env, cfg)
         self.log = EventLog(env, cfg.max_events)
         self.locks: list[Any] = []
+        self.tracer: Any = None
+        """The machine's TraceRecorder, or None (see simcore.trace)."""
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] += n
@@ -164,8 +224,26 @@ class Metrics:
             h = self.histograms[name] = LogHistogram(name)
         return h
 
+    def merge(self, name: str, parts: list[str]) -> LogHistogram:
+        """Histogram `name` (replaced) as the sum of the histograms named in `parts`."""
+        h = self.histograms[name] = LogHistogram(name)
+        for p in parts:
+            src = self.histograms.get(p)
+            if src is None:
+                continue
+            if len(src.buckets) > len(h.buckets):
+                h.buckets.extend([0] * (len(src.buckets) - len(h.buckets)))
+            for i, c in enumerate(src.buckets):
+                if c:
+                    h.buckets[i] += c
+            h.total += src.total
+            h.max = max(h.max, src.max)
+        return h
+
     def event(self, kind: str, time: int | None = None, **fields: Any) -> None:
         self.log.add(kind, time, **fields)
+        if self.tracer is not None:
+            self.tracer.instant(kind, self.env.now if time is None else time, fields)
 
     def register_lock(self, lock: Any) -> None:
         self.locks.append(lock)

@@ -135,7 +135,12 @@ class AdaptiveMutex(SpinLock):
             yield from t.block(ev, self)
             st.block_total += self.env.now - start
         t.blocked_on = None
-        st.record_wait(self.env.now - now)
+        waited = self.env.now - now
+        st.record_wait(waited)
+        self.wait_hist.record(waited)
+        tr = self.machine.tracer
+        if tr is not None:
+            tr.span(t.cpu.id, "lock", f"wait {self.name}", now, waited, t.name)
 
     def unlock(self, t: Thread) -> Gen:
         """mutex_exit: release, handing the mutex to the first waiter."""

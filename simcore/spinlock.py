@@ -90,6 +90,9 @@ class SpinLock:
         self.last_node = -1
         self.stat = LockStat(name)
         """lock_stat columns."""
+        self.wait_hist = machine.metrics.hist(f"lock.{name}.wait")
+        self.hold_hist = machine.metrics.hist(f"lock.{name}.hold")
+        """Spin-wait and hold times of the lock class (shared by its instances), ns."""
         machine.metrics.register_lock(self)
 
     def __repr__(self) -> str:
@@ -147,6 +150,10 @@ class SpinLock:
         waited = self.env.now - now
         t.cpu.busy_ns += waited
         st.record_wait(waited)
+        self.wait_hist.record(waited)
+        tr = self.machine.tracer
+        if tr is not None:
+            tr.span(t.cpu.id, "lock", f"spin {self.name}", now, waited, t.name)
 
     def unlock(self, t: Thread) -> Gen:
         """spin_unlock: release at the thread's local time and hand the lock to the first
@@ -163,7 +170,12 @@ class SpinLock:
         # that arrives earlier in simulated time finds `free_at` in its future and spins until
         # then, exactly as if the holder had synchronised before releasing.
         at = t.now
-        self.stat.record_hold(at - self.acquired_at)
+        held = at - self.acquired_at
+        self.stat.record_hold(held)
+        self.hold_hist.record(held)
+        tr = t._tracer
+        if tr is not None:
+            tr.span(t.cpu.id, "lock", f"hold {self.name}", self.acquired_at, held, t.name)
         t.held.remove(self)
         t.preempt_count -= 1
         t.charge("lock_release")

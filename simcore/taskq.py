@@ -149,6 +149,10 @@ class Taskq:
             yield from t.cond_resched()
             task.state = "done"
             task.finished_at = self.env.now
+            if self.machine.tracer is not None:
+                self.machine.tracer.span(t.cpu.id, "taskq", f"{self.name}: {task.name}",
+                                         task.started_at, task.finished_at - task.started_at,
+                                         t.name)
             t.task = None  # type: ignore[attr-defined]
             self.tasks.pop(task.id, None)
             self.completed += 1

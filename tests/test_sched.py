@@ -258,6 +258,7 @@ LAYERS = [
     ["spinlock", "mutex", "waitqueue", "taskq", "timer"],
     ["memory"],
     ["machine"],
+    ["trace"],
 ]
 
 

@@ -5,8 +5,9 @@ the threads that call `policy.alloc` / `policy.free`. Its parameters are a pydan
 (`Params`, extra keys forbidden) so experiment files are validated before anything runs.
 Every operation goes through `Workload.try_alloc` / `try_free` (the policy's plain-function fast
 path) and, when that declines, `do_alloc` / `do_free` (the generator path); both count the
-operation and record its latency, so every workload's figures compare. `alloc` / `free` combine
-the two for code that does not need the last bit of speed.
+operation and record its latency (per workload and cache: `workload.<label>.<cache>.alloc` /
+`.free`), so every workload's figures compare. `alloc` / `free` combine the two for code that
+does not need the last bit of speed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from policies.base import CacheSpec
 from simcore.flags import KM_SLEEP
 from simcore.machine import Machine
+from simcore.metrics import LogHistogram
 from simcore.sched import Priority
 
 Gen = Generator[Any, Any, Any]
@@ -61,9 +63,17 @@ class Workload:
         self.allocs = 0
         self.frees = 0
         self.failures = 0
-        m = machine.metrics
-        self._h_alloc = m.hist("latency.alloc")
-        self._h_free = m.hist("latency.free")
+        self.cache_failures: dict[str, int] = {}
+        """Failed allocations by cache name."""
+        self._lat: dict[int, tuple[LogHistogram, LogHistogram]] = {}
+        self._lat_names: dict[int, str] = {}
+        """Per cache (by id: caches live as long as the run) the alloc and free latency
+        histograms of this workload on it (`workload.<label>.<cache>.alloc` / `.free`;
+        `latency.alloc` / `latency.free` are their sums, built when the run is summarised)."""
+        self._lat_alloc: dict[Any, LogHistogram] = {}
+        self._lat_free: dict[Any, LogHistogram] = {}
+        """The same histograms keyed by the cache object, for the fast paths (a cache object
+        that cannot be hashed takes the slower `_latency` lookup by id every time)."""
         fast = machine.fast_paths
         self._alloc_fast = policy.alloc_fast if fast else _no_fast_alloc
         self._free_fast = policy.free_fast if fast else _no_fast_free
@@ -97,6 +107,21 @@ class Workload:
     def cache(self, name: str) -> Any:
         return self.caches[name]
 
+    def _latency(self, cache: Any) -> tuple[LogHistogram, LogHistogram]:
+        """This workload's (alloc, free) latency histograms on `cache` (made on first use)."""
+        pair = self._lat.get(id(cache))
+        if pair is None:
+            m = self.machine.metrics
+            name = self.policy.cache_name(cache)
+            self._lat_names[id(cache)] = name
+            prefix = f"workload.{self.label}.{name}"
+            pair = self._lat[id(cache)] = (m.hist(prefix + ".alloc"), m.hist(prefix + ".free"))
+            try:
+                self._lat_alloc[cache], self._lat_free[cache] = pair
+            except TypeError:
+                pass
+        return pair
+
     def start(self) -> None:
         raise NotImplementedError
 
@@ -106,7 +131,11 @@ class Workload:
         start = t.pending
         obj = self._alloc_fast(t, cache, flags)
         if obj is not None:
-            self._h_alloc.record(t.pending - start)
+            try:
+                h = self._lat_alloc[cache]
+            except (KeyError, TypeError):
+                h = self._latency(cache)[0]
+            h.record(t.pending - start)
             self.allocs += 1
         return obj
 
@@ -115,7 +144,11 @@ class Workload:
         `yield from do_free(...)` (nothing was done)."""
         start = t.pending
         if self._free_fast(t, cache, obj):
-            self._h_free.record(t.pending - start)
+            try:
+                h = self._lat_free[cache]
+            except (KeyError, TypeError):
+                h = self._latency(cache)[1]
+            h.record(t.pending - start)
             self.frees += 1
             return True
         return False
@@ -126,9 +159,11 @@ class Workload:
         t.stalled_since = start
         obj = yield from self.policy.alloc(t, cache, flags)
         t.stalled_since = None
-        self._h_alloc.record(t.now - start)
+        self._latency(cache)[0].record(t.now - start)
         if obj is None:
             self.failures += 1
+            name = self.policy.cache_name(cache)
+            self.cache_failures[name] = self.cache_failures.get(name, 0) + 1
             self.machine.metrics.count("alloc.fail")
         else:
             self.allocs += 1
@@ -140,7 +175,7 @@ class Workload:
         t.stalled_since = start
         yield from self.policy.free(t, cache, obj)
         t.stalled_since = None
-        self._h_free.record(t.now - start)
+        self._latency(cache)[1].record(t.now - start)
         self.frees += 1
 
     def alloc(self, t: Any, cache: Any, flags: int = KM_SLEEP) -> Gen:
@@ -164,3 +199,14 @@ class Workload:
                  if t.stalled_since is not None and t.name.startswith(prefix)]
         return {"allocs": self.allocs, "frees": self.frees, "alloc_failures": self.failures,
                 "in_flight_max_ns": max(stuck, default=0)}
+
+    def cache_counts(self) -> dict[str, dict[str, Any]]:
+        """Per cache this workload used: allocs, frees, failures and the latency summaries
+        (a failed allocation's latency is recorded with the successful ones)."""
+        out = {}
+        for key, (ha, hf) in self._lat.items():
+            name = self._lat_names[key]
+            fails = self.cache_failures.get(name, 0)
+            out[name] = {"allocs": ha.count - fails, "frees": hf.count, "alloc_failures": fails,
+                         "alloc": ha.summary(), "free": hf.summary()}
+        return dict(sorted(out.items()))

@@ -12,9 +12,10 @@ slab layer is in `solaris_slablayer`, maintenance (working set, purge, resize, u
 `solaris_report`. The kmem_magazine_<N> caches are real caches of this policy (arena
 kmem_msb): magazines are allocated from them, KM_NOSLEEP, on the free path only.
 
-Locks: each CPU cache has its own cc_lock (adaptive mutex class "kmem_cpu_cache"), each cache a
-depot lock ("kmem_depot") and a slab-layer lock ("kmem_cache"); the global list of caches is
-the kmem_cache_lock mutex. Lock order cache_lock -> cc_lock -> depot lock, as in the kernel.
+Locks: each CPU cache has its own cc_lock (adaptive mutex class "<cache>->cc_lock"), each cache
+a depot lock ("<cache>->cache_depot_lock") and a slab-layer lock ("<cache>->cache_lock"); the
+global list of caches is the kmem_cache_lock mutex. Lock order cache_lock -> cc_lock -> depot
+lock, as in the kernel.
 IRQs are never disabled: illumos kmem locks are adaptive mutexes, and interrupt threads may
 block on them.
 
@@ -169,13 +170,15 @@ class SolarisPolicy(KmemCpuLayer, KmemDepot, KmemSlabLayer, KmemMaintenance, Kme
         idx = initial_magtype_index(geo.chunksize)
         magtype = self.kmem_magtype[idx]
         nomagazine = "KMC_NOMAGAZINE" in cflags
-        cpus = [KmemCpuCache(AdaptiveMutex(m, "kmem_cpu_cache")) for _ in m.cpus]
+        cpus = [KmemCpuCache(AdaptiveMutex(m, f"{spec.name}->cc_lock")) for _ in m.cpus]
         for ccp in cpus:
             ccp.cc_magsize = 0 if nomagazine else magtype.mt_magsize
         cp = KmemCache(
             name=spec.name, spec=spec, arena=arena, cflags=cflags, geo=geo,
-            align=spec.align or KMEM_ALIGN, cache_lock=AdaptiveMutex(m, "kmem_cache"),
-            cache_depot_lock=AdaptiveMutex(m, "kmem_depot"), cache_cpu=cpus, cache_magtype=magtype,
+            align=spec.align or KMEM_ALIGN,
+            cache_lock=AdaptiveMutex(m, f"{spec.name}->cache_lock"),
+            cache_depot_lock=AdaptiveMutex(m, f"{spec.name}->cache_depot_lock"),
+            cache_cpu=cpus, cache_magtype=magtype,
             magtype_index=idx, nomagazine=nomagazine,
             partial=PartialSlabTree(geo.binshift, geo.maxchunks),
             hash=KmemHash(geo.chunksize) if geo.hashed else None,
