@@ -155,14 +155,14 @@ def test_compare_writes_pngs_and_self_contained_html(demo_sweep: Path, demo_repo
     # Settings of every configuration, the per-workload x per-cache table, unique labels.
     groups = cmp.group_runs(cmp.load_inputs([demo_sweep]))
     labels = [g.label for g in groups]
-    assert len(set(labels)) == len(labels) == 8
+    assert len(set(labels)) == len(labels) == 10
     for g in groups:
         assert f"<h3>{g.label}</h3>" in html
-    assert html.count("<summary>config.toml</summary>") == 8
+    assert html.count("<summary>config.toml</summary>") == 10
     assert "<b>seeds</b> 1 (1 run(s) averaged)" in html
     assert "id='workloads'" in html and "producer_consumer1" in html
     wc = cmp.workload_cache_frame(groups)
-    assert len(wc) == 8 * 5  # steady0 x 2 caches, producer_consumer1 x 1, phases2 x 2
+    assert len(wc) == 10 * 5  # steady0 x 2 caches, producer_consumer1 x 1, phases2 x 2
     for g in groups:
         run = g.representative
         rows = wc[wc.group == g.label]
