@@ -22,6 +22,14 @@ class SlabAllocPaths:
         start = t.now
         t.charge("call")
         was_off = t.local_irq_save()
+        if self._spread and c.mem_spread and not t.in_irq:
+            obj = yield from self.alternate_node_alloc(t, c, flags)
+            if obj is not None:
+                yield from t.local_irq_restore(was_off)
+                c.inuse += 1
+                c.allocs += 1
+                self._h_refill.record(t.now - start)
+                return obj
         ac = c.array[t.cpu.id]
         hist = self._h_hit
         if ac.entry:
@@ -47,7 +55,8 @@ class SlabAllocPaths:
     def alloc_fast(self, t: Thread, c: LinuxCache, flags: int) -> int | None:
         """The array hit of __cache_alloc as a plain call (no interrupt due meanwhile)."""
         ac = c.array[t.cpu.id]
-        if not ac.entry or not t.irq_free_for(self._alloc_hit_ns):
+        if not ac.entry or not t.irq_free_for(self._alloc_hit_ns) or (
+                self._spread and c.mem_spread):
             return None
         start = t.pending
         t.charge("call")
@@ -60,6 +69,21 @@ class SlabAllocPaths:
         c.inuse += 1
         c.allocs += 1
         self._h_hit.record(t.pending - start)
+        return obj
+
+    def alternate_node_alloc(self, t: Thread, c: LinuxCache, flags: int) -> Gen:
+        """alternate_node_alloc (seed 003 2952, IRQs off; ____cache_alloc calls it for a task
+        with PF_SPREAD_SLAB): for a SLAB_MEM_SPREAD cache the node is the task's
+        cpuset_mem_spread_node rotor (next online node after the last one, from 0); another
+        node than this CPU's is served by __cache_alloc_node, bypassing the arrays. None:
+        take the local path."""
+        rotor = (self.spread_rotor.get(t, 0) + 1) % self.machine.nodes
+        self.spread_rotor[t] = rotor
+        if rotor == t.cpu.node:
+            return None
+        obj = yield from self.cache_alloc_node(t, c, flags, rotor)
+        if obj is not None:
+            c.spread_allocs += 1
         return obj
 
     def cache_alloc_refill(self, t: Thread, c: LinuxCache, flags: int) -> Gen:

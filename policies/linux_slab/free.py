@@ -119,17 +119,21 @@ class SlabFreePaths:
             yield from t.sync()
 
     def slab_destroy(self, t: Thread, c: LinuxCache, slab: LinuxSlab, why: str) -> None:
-        """slab_destroy: destructors, kmem_freepages, the off-slab descriptor back to its
-        general cache. Charged in the caller's context (under list_lock in 2.6.17's
+        """slab_destroy (seed 003 1760): destructors, then kmem_freepages and the off-slab
+        descriptor back to its general cache, or for SLAB_DESTROY_BY_RCU both after a grace
+        period (call_rcu). Charged in the caller's context (under list_lock in 2.6.17's
         free_block)."""
         geo = c.geo
         if c.spec.dtor_cost:
             t.charge_ns(c.spec.dtor_cost * geo.num)
         for obj in slab.free:
             del c.owner[obj]
-        self.machine.memory.release_pages(t, slab.base, geo.gfporder)
-        if geo.off_slab:
-            t.charge("kmalloc")
+        if c.rcu:
+            self.call_rcu_free(t, c, slab)
+        else:
+            self.machine.memory.release_pages(t, slab.base, geo.gfporder)
+            if geo.off_slab:
+                t.charge("kmalloc")
         if why == "free_limit":
             c.destroyed += 1
         self.machine.metrics.event("slab_destroy", cache=c.name, cpu=t.cpu.id, why=why)

@@ -68,6 +68,10 @@ class SlabGeometry:
     colour_off: int
     """Bytes per colour step."""
     leftover: int
+    red_zone: bool = False
+    """SLAB_RED_ZONE (DEBUG builds): two guard words around each object."""
+    store_user: bool = False
+    """SLAB_STORE_USER (DEBUG builds): the last caller's address after the object."""
 
     @property
     def pages(self) -> int:
@@ -88,12 +92,25 @@ def cache_estimate(order: int, size: int, align: int, on_slab: bool,
     return num, nbytes - num * size - mgmt, mgmt
 
 
+def debug_words(size: int) -> bool:
+    """kmem_cache_create (seed 003 2018) in a CONFIG_DEBUG_SLAB build: red zone and last-user
+    words are added unless they would push a large object past the next power of two."""
+    return size < 4096 or (size - 1).bit_length() == (size - 1 + 3 * WORD).bit_length()
+
+
 def geometry(size: int, align: int = WORD, hwcache_align: bool = False,
              reclaim_account: bool = False, page_size: int = 4096,
-             slab_break_gfp_order: int = 1) -> SlabGeometry:
-    """kmem_cache_create + calculate_slab_order: alignment, on/off-slab, order and num."""
+             slab_break_gfp_order: int = 1, debug: bool = False) -> SlabGeometry:
+    """kmem_cache_create + calculate_slab_order: alignment, on/off-slab, order and num.
+
+    In the seed's order: word rounding (2040), the alignment steps 1-3 (2048-2070), in a
+    DEBUG build the red zone and user words with word alignment (2086-2100), the off-slab
+    test on that size (2112) and only then `size = ALIGN(size, align)` (2119), the order
+    search, the move back on-slab when the leftover holds the descriptor (2136) and colouring
+    (2147-2151)."""
     if size < WORD or size > MAX_OBJ_SIZE:
         raise ValueError(f"object size {size} outside {WORD}..{MAX_OBJ_SIZE}")
+    red_zone = store_user = debug and debug_words(size)
     size = align_up(size, WORD)
     if hwcache_align:
         ralign = CACHE_LINE
@@ -101,9 +118,18 @@ def geometry(size: int, align: int = WORD, hwcache_align: bool = False,
             ralign //= 2
     else:
         ralign = WORD
-    ralign = max(ralign, align, WORD)
-    size = align_up(size, ralign)
+    if ralign < align:
+        ralign = align
+        if ralign > WORD:
+            red_zone = store_user = False
+    if red_zone:
+        ralign = WORD
+        size += 2 * WORD
+    if store_user:
+        ralign = WORD
+        size += WORD
     off_slab = size >= page_size >> 3
+    size = align_up(size, ralign)
     best: tuple[int, int, int] | None = None
     for order in range(MAX_GFP_ORDER + 1):
         num, left, _mgmt = cache_estimate(order, size, ralign, not off_slab, page_size)
@@ -127,7 +153,7 @@ def geometry(size: int, align: int = WORD, hwcache_align: bool = False,
         slab_size = num * BUFCTL + SLAB_DESC
     colour_off = max(CACHE_LINE, ralign)
     return SlabGeometry(size, ralign, order, num, off_slab, slab_size, left // colour_off,
-                        colour_off, left)
+                        colour_off, left, red_zone, store_user)
 
 
 @dataclass(frozen=True)
@@ -139,9 +165,11 @@ class CpuCacheTunables:
     shared: int
 
 
-def enable_cpucache(buffer_size: int, page_size: int = 4096, smp: bool = True) -> CpuCacheTunables:
-    """enable_cpucache: limit by object stride, batchcount = (limit + 1) / 2, shared 8 on SMP
-    for objects up to a page."""
+def enable_cpucache(buffer_size: int, page_size: int = 4096, smp: bool = True,
+                    debug: bool = False) -> CpuCacheTunables:
+    """enable_cpucache (seed 003 3598): limit by object stride, shared 8 on SMP for objects up
+    to a page, limit at most 32 in a DEBUG build (long IRQ-off batches), batchcount =
+    (limit + 1) / 2."""
     if buffer_size > 131072:
         limit = 1
     elif buffer_size > page_size:
@@ -153,6 +181,8 @@ def enable_cpucache(buffer_size: int, page_size: int = 4096, smp: bool = True) -
     else:
         limit = 120
     shared = 8 if smp and buffer_size <= page_size else 0
+    if debug and limit > 32:
+        limit = 32
     return CpuCacheTunables(limit, (limit + 1) // 2, shared)
 
 
