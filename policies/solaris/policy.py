@@ -84,6 +84,8 @@ from policies.solaris.magazine import (
 )
 from policies.solaris.slab import (
     KMEM_ALIGN,
+    KMEM_ALLOC_SIZES,
+    KMEM_BIG_ALLOC_SIZES,
     KMEM_BUFCTL_SIZE,
     KMEM_SLAB_SIZE,
     KmemHash,
@@ -92,6 +94,7 @@ from policies.solaris.slab import (
 )
 from policies.solaris.slab_layer import KmemSlabLayer
 from policies.solaris.update import KmemMaintenance
+from policies.solaris.vmem import VmemArena, VmemLayer
 from simcore.cpu import Thread
 from simcore.machine import Machine
 from simcore.mutex import Mutex
@@ -101,7 +104,7 @@ from simcore.waitqueue import WaitQueue
 
 
 class SolarisPolicy(KmemCpuLayer, KmemDepot, KmemSlabLayer, KmemMaintenance, KmemConsolidator,
-                    Policy):
+                    VmemLayer, Policy):
     """illumos kmem: magazines, depot, resizing, reaping, slab consolidator."""
 
     name = "solaris"
@@ -125,6 +128,8 @@ class SolarisPolicy(KmemCpuLayer, KmemDepot, KmemSlabLayer, KmemMaintenance, Kme
         Tunable("kmem_move_blocked", False, "kmem_move_buffers does nothing"),
         Tunable("kmem_move_fulltilt", False, "every scan is desperate, no slab-count check"),
         Tunable("kmem_move_any_partial", False, "any partial slab not NOMOVE is a candidate"),
+        Tunable("kmem_heap_size", 0, "bytes of kernel heap VA (the heap arena's one span); 0: "
+                "twice the RAM", minimum=0),
     )
 
     def __init__(self, machine: Machine, tunables: dict[str, Any] | None = None) -> None:
@@ -148,23 +153,46 @@ class SolarisPolicy(KmemCpuLayer, KmemDepot, KmemSlabLayer, KmemMaintenance, Kme
         self.vmem_wq = WaitQueue(m, "kmem_vmem")
         self.vmem_frees = 0
         self.vmem_waits = 0
-        self.vmem_fail: Counter[str] = Counter()
         metrics = m.metrics
         self._h = {k: metrics.hist(k) for k in ("alloc.hit", "alloc.refill", "alloc.grow",
                                                  "free.hit", "free.flush")}
+        self.vmem_list: list[VmemArena] = []
+        """Every arena in creation order (vm_id)."""
+        self.vmem: dict[str, VmemArena] = {}
+        self.kmem_vmem_init()
         self.kmem_magtype = [KmemMagtype(*row) for row in KMEM_MAGTYPE_TABLE]
         """kmem_magtype[], each row with its kmem_magazine_<N> cache."""
         for mt in self.kmem_magtype:
-            spec = CacheSpec(f"kmem_magazine_{mt.mt_magsize}", mt.bufsize, mt.mt_align)
-            mt.mt_cache = self._kmem_cache_create(spec, "kmem_msb", frozenset({"KMC_NOHASH"}))
+            mt.mt_cache = self.kmem_cache_create_internal(
+                f"kmem_magazine_{mt.mt_magsize}", mt.bufsize, mt.mt_align, "kmem_msb",
+                frozenset({"KMC_NOHASH"}))
+        self.kmem_slab_cache = self.kmem_cache_create_internal(
+            "kmem_slab_cache", KMEM_SLAB_SIZE, 0, "kmem_msb", frozenset({"KMC_NOHASH"}))
+        self.kmem_bufctl_cache = self.kmem_cache_create_internal(
+            "kmem_bufctl_cache", KMEM_BUFCTL_SIZE, 0, "kmem_msb", frozenset({"KMC_NOHASH"}))
+        self.kmem_va_init()
+        self.kmem_alloc_table: dict[int, KmemCache] = {}
+        """kmem_alloc_table / kmem_big_alloc_table: size class by its size."""
+        for size in KMEM_ALLOC_SIZES + KMEM_BIG_ALLOC_SIZES:
+            align = KMEM_ALIGN
+            if size % 64 == 0:
+                align = 64
+            if size % m.memory.page_size == 0:
+                align = m.memory.page_size
+            self.kmem_alloc_table[size] = self.kmem_cache_create_internal(
+                f"kmem_alloc_{size}", size, align, "kmem_default",
+                frozenset({"KMC_KMEM_ALLOC"}))
 
     # --- cache creation -------------------------------------------------------------------
-    def _kmem_cache_create(self, spec: CacheSpec, arena: str,
-                           cflags: frozenset[str]) -> KmemCache:
+    def _kmem_cache_create(self, spec: CacheSpec, arena: str, cflags: frozenset[str],
+                           qcache_slabsize: int = 0) -> KmemCache:
         """kmem_cache_create (L3235-3508) for a non-debug kernel that is ready: geometry, the
         initial magazine type from the chunk size, CPU caches enabled at once (kmem_ready)."""
         m = self.machine
-        geo = kmem_slab_geometry(spec.size, spec.align, m.memory.page_size, cflags)
+        if self.vmem[arena].identifier:
+            cflags = cflags | {"KMC_IDENTIFIER"}
+        geo = kmem_slab_geometry(spec.size, spec.align, m.memory.page_size, cflags,
+                                 qcache_slabsize)
         idx = initial_magtype_index(geo.chunksize)
         magtype = self.kmem_magtype[idx]
         nomagazine = "KMC_NOMAGAZINE" in cflags
@@ -178,18 +206,48 @@ class SolarisPolicy(KmemCpuLayer, KmemDepot, KmemSlabLayer, KmemMaintenance, Kme
             magtype_index=idx, nomagazine=nomagazine,
             partial=PartialSlabTree(geo.binshift, geo.maxchunks),
             hash=KmemHash(geo.chunksize) if geo.hashed else None,
-            cache_full=KmemMaglist(), cache_empty=KmemMaglist(), cache_color=geo.mincolor)
+            cache_full=KmemMaglist(), cache_empty=KmemMaglist(), cache_color=geo.mincolor,
+            arena_id=self.vmem[arena].vm_id)
         self.kmem_caches.append(cp)
         return cp
 
+    def kmem_cache_create_internal(self, name: str, size: int, align: int, arena: str,
+                                   cflags: frozenset[str],
+                                   qcache_slabsize: int = 0) -> KmemCache:
+        """kmem_cache_create of one of kmem's or vmem's own caches (magazines, slab headers,
+        bufctls, quantum caches, kmem_alloc_<N>)."""
+        spec = CacheSpec(name, size, align)
+        return self._kmem_cache_create(spec, arena, cflags, qcache_slabsize)
+
     def create_cache(self, spec: CacheSpec) -> KmemCache:
         """kmem_cache_create for an experiment's cache (arena kmem_default); a `spec.move`
-        callback is installed with kmem_cache_set_move."""
-        cp = self._kmem_cache_create(spec, "kmem_default", frozenset(spec.flags))
+        callback is installed with kmem_cache_set_move. A cache named like a kmem_alloc size
+        class (`kmem_alloc_128`) is that class, with its real alignment (kmem_alloc_caches_
+        create, L3699-3702), not a new cache."""
+        cp = next((c for c in self.kmem_alloc_table.values()
+                   if c.name == spec.name and c.spec.size == spec.size), None)
+        if cp is None:
+            cp = self._kmem_cache_create(spec, "kmem_default", frozenset(spec.flags))
         cp.record = True
         if spec.move is not None:
             self.kmem_cache_set_move(cp, spec.move)
         return cp
+
+    def kmem_alloc(self, t: Thread, size: int, kmflag: int) -> Gen:
+        """kmem_alloc (L2422): the size class of kmem_alloc_table ((size - 1) >> 3 up to
+        KMEM_MAXBUF) or kmem_big_alloc_table ((size - 1) >> 12 up to kmem_max_cached)."""
+        return (yield from self.kmem_cache_alloc(t, self.kmem_alloc_class(size), kmflag))
+
+    def kmem_free(self, t: Thread, buf: int, size: int) -> Gen:
+        """kmem_free (L2494): back to the size class of `size`."""
+        yield from self.kmem_cache_free(t, self.kmem_alloc_class(size), buf)
+
+    def kmem_alloc_class(self, size: int) -> KmemCache:
+        """The kmem_alloc_<N> cache serving `size` bytes."""
+        for n, cp in self.kmem_alloc_table.items():
+            if size <= n:
+                return cp
+        raise ValueError(f"kmem_alloc of {size} bytes is above kmem_max_cached")
 
     def kmem_cache_set_reclaim(self, cp: KmemCache, reclaim: Any) -> None:
         """The reclaim argument of kmem_cache_create: `reclaim(t)` is a generator function run
@@ -278,7 +336,7 @@ class SolarisPolicy(KmemCpuLayer, KmemDepot, KmemSlabLayer, KmemMaintenance, Kme
     def reports(self) -> dict[str, str]:
         """kmastat.txt (::kmastat), kmem_slabs.txt (::kmem_slabs) and kstat.txt
         (`kstat -p -c kmem_cache`), over every cache including the magazine caches."""
-        return {"kmastat.txt": format_kmastat(self.kmem_caches, self.vmem_fail),
+        return {"kmastat.txt": format_kmastat(self.kmem_caches, self.vmem_tree()),
                 "kmem_slabs.txt": format_kmem_slabs(self.kmem_caches),
                 "kstat.txt": format_kstat_p(self.kmem_caches)}
 
