@@ -247,7 +247,7 @@ def test_s13_nosleep_under_exhaustion():
     assert all(b is not None for b in got[:15]) and got[15] is None
     ks = _ks(p, c)
     assert ks["alloc_fail"] == 1 and ks["slab_create"] == 2
-    assert p.kmem_reap_passes == 1 and p.kmem_reaping
+    assert p.kmem_reap_passes == 1 and p.reaping["kmem_reaping"]
     assert m.metrics.log.totals["alloc_fail"] >= 1
     held.extend(got[:15])
     slab_free = ks["slab_free"]

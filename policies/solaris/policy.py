@@ -144,8 +144,8 @@ class SolarisPolicy(KmemCpuLayer, KmemDepot, KmemSlabLayer, KmemMaintenance, Kme
         """Single-threaded maintenance queue (rescale, resize, scan, reap, update timeout)."""
         self.kmem_move_taskq = Taskq(m, "kmem_move_taskq", 1)
         """Single-threaded queue of every move callback of every cache."""
-        self.kmem_reaping = False
-        """kmem_reaping: a kmem_reap pass is running or cooling down."""
+        self.reaping = {"kmem_reaping": False, "kmem_reaping_idspace": False}
+        """kmem_reaping / kmem_reaping_idspace: a reap pass is running or cooling down."""
         self.kmem_updates = 0
         self.kmem_reap_passes = 0
         self.kmem_move_stats: Counter[str] = Counter()
