@@ -9,8 +9,10 @@ kmem_cpu_reload, kmem_depot_alloc, kmem_depot_free), cache creation and the Poli
 slab layer is in `solaris_slablayer`, maintenance (working set, purge, resize, update, reap) in
 `solaris_maint`, the consolidator in `solaris_consolidator`, the data structures in
 `solaris_magazine` / `solaris_slab` / `solaris_cache`, and kstat / ::kmastat in
-`solaris_report`. The kmem_magazine_<N> caches are real caches of this policy (arena
-kmem_msb): magazines are allocated from them, KM_NOSLEEP, on the free path only.
+`solaris_report`. kmem's own caches are real caches of this policy: kmem_magazine_<N>
+(magazines are allocated from them, KM_NOSLEEP, on the free path only), kmem_slab_cache and
+kmem_bufctl_cache (arena kmem_msb), vmem's quantum caches kmem_va_<N> and the kmem_alloc_<N>
+size classes; slab memory comes from the vmem arenas of `vmem.py`.
 
 Locks: each CPU cache has its own cc_lock (SpinLock class "kmem_cpu_cache"), each cache a
 depot lock ("kmem_depot") and a slab-layer lock ("kmem_cache"); the global list of caches is
@@ -40,10 +42,10 @@ Deviations from the seed (each is also noted at the code):
   where illumos would let the interrupt thread block and the pinned thread finish.
 - Constructors never fail (cache_alloc_fail counts only slab-creation failures); debug
   features (kmem_flags, buftags, audit, firewall, KMF_LITE) are not modelled (kmem_flags = 0).
-- kmem_alloc/kmem_free size classes and kmem_alloc_tryhard are not modelled: workloads use
-  kmem_cache_alloc on the caches they create.
+- kmem_alloc_tryhard and kmem_alloc above kmem_max_cached (kmem_oversize_arena) are not
+  modelled; `kmem_alloc` / `kmem_free` serve the size classes.
 - Histograms (alloc.hit / alloc.refill / alloc.grow, free.hit / free.flush) are recorded for
-  the experiment's caches only, not for the internal kmem_magazine_<N> caches. alloc.hit is a
+  the experiment's caches only, not for kmem's and vmem's own caches. alloc.hit is a
   loaded/previous-magazine hit, alloc.refill a hit after a full-magazine exchange with the
   depot, alloc.grow a slab-layer allocation (with or without a new slab); free.hit is a
   loaded/previous-magazine push, free.flush any free that needed the depot or the slab layer.
