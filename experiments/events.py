@@ -107,8 +107,11 @@ def check_events(events: list[EventSection], ncpus: int, caches: list[str],
         for key in policy_cls.retune_keys:
             if getattr(ev, key) is None:
                 raise EventError(i, key, "a retune event sets limit, batchcount and shared")
-        if ev.limit < 1 or ev.batchcount < 1 or ev.batchcount > ev.limit or ev.shared < 0:
-            raise EventError(i, "batchcount", "needs limit >= 1, 1 <= batchcount <= limit and "
+        bad = ("limit" if ev.limit < 1 else
+               "batchcount" if ev.batchcount < 1 or ev.batchcount > ev.limit else
+               "shared" if ev.shared < 0 else None)
+        if bad is not None:
+            raise EventError(i, bad, "needs limit >= 1, 1 <= batchcount <= limit and "
                              "shared >= 0 (the kernel ignores such a write)")
 
 

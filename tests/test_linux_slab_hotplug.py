@@ -202,6 +202,8 @@ def test_retune_event_changes_limit_batchcount_shared():
     ([{"at": "1ms", "cpu_offline": 1, "cpu_online": 2}], "events[0].at", "exactly one"),
     ([{"at": "1ms", "retune": "size-64", "limit": 8, "batchcount": 9, "shared": 0}],
      "events[0].batchcount", "batchcount <= limit"),
+    ([{"at": "1ms", "retune": "size-64", "limit": 0, "batchcount": 0, "shared": 0}],
+     "events[0].limit", "limit >= 1"),
     ([{"at": "1ms", "retune": "nope", "limit": 8, "batchcount": 4, "shared": 0}],
      "events[0].retune", "no cache named"),
     ([{"at": "1ms", "cpu_offline": c} for c in range(4)], "events[3].cpu_offline",
