@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from simrun import run_on
 
 from experiments.config import ConfigError, validate
@@ -20,6 +22,7 @@ from policies.base import CacheSpec
 from policies.linux_slab import LinuxSlabPolicy
 from policies.linux_slab.geometry import cpu_array_bytes
 from simcore import Machine, MachineConfig, MemoryConfig
+from simcore.flags import KM_SLEEP
 
 SPAN = 50_000_000
 
@@ -226,3 +229,60 @@ def test_retune_on_a_policy_without_retuning_is_rejected():
     with pytest.raises(ConfigError, match="events\\[0\\].retune: policy 'global_lock' has no"):
         validate(data, Path("hotplug.toml"))
     assert EventSection(at=0, cpu_online=1).kind == "cpu_online"
+
+
+hp_ops = st.lists(st.tuples(st.integers(0, 3),
+                            st.sampled_from(["alloc", "burst", "free", "freeburst", "down",
+                                             "up", "retune", "reap"]),
+                            st.integers(0, 10_000)),
+                  min_size=1, max_size=30)
+
+
+@settings(max_examples=60, deadline=None)
+@given(hp_ops, st.sampled_from([True, False]), st.sampled_from([1, 2]))
+def test_invariants_across_hotplug_and_retune(seq, percpu, nodes):
+    """Object conservation and s_show's accounting checks after every step of random
+    allocations, frees, CPUs going down and up and retunes (2.6.17 and patch 004, 1 and 2
+    nodes): only online CPUs have arrays (2.6.17), or every possible CPU has one and an
+    offline CPU's is empty (patch 004)."""
+    m = Machine(MachineConfig(nodes=nodes, cpus_per_node=4 // nodes),
+                memory_config=MemoryConfig(total_bytes=256 << 20))
+    p = LinuxSlabPolicy(m, {"percpu_cpu_cache": percpu, "cpucache_limit": 6,
+                            "cpucache_batchcount": 3})
+    c = p.cache_create(CacheSpec("c64", 64))
+    hp = Hotplug(m, p)
+    held: list[int] = []
+    downs: list[int] = []
+    for cpu, op, k in seq:
+        online = [i for i in range(4) if p.cpu_is_online[i]]
+        where = online[cpu % len(online)]
+        victim = online[k % len(online)]
+        if op == "down" and len(online) > 1:
+            where = next(i for i in online if i != victim)
+
+        def body(t, op=op, k=k, victim=victim, online=online):
+            if op == "down" and len(online) > 1:
+                yield from hp.cpu_down(t, victim)
+                downs.append(victim)
+            elif op == "up" and len(online) < 4:
+                yield from hp.cpu_up(t, next(i for i in range(4) if not p.cpu_is_online[i]))
+            elif op == "retune":
+                limit = 1 + k % 12
+                yield from p.retune(t, c, {"limit": limit, "batchcount": 1 + k % limit,
+                                           "shared": k % 3})
+            elif op in ("alloc", "burst"):
+                for _ in range(15 if op == "burst" else 1):
+                    held.append((yield from p.alloc(t, c, KM_SLEEP)))
+            elif op in ("free", "freeburst") and held:
+                for _ in range(min(len(held), 15 if op == "freeburst" else 1)):
+                    yield from p.free(t, c, held.pop(k % len(held)))
+            elif op == "reap":
+                yield from p.reap(t, c)
+        run_on(m, where, body, SPAN)
+        p.check_invariants()
+        st_ = p.stats(c)
+        assert st_.objs_inuse == len(held) == len(set(held))
+        assert sum(1 for ac in c.array if ac is not None) == (4 if percpu else sum(p.cpu_is_online))
+        for cpu_id, ac in enumerate(c.array):
+            if not p.cpu_is_online[cpu_id] and ac is not None:
+                assert percpu and ac.avail == 0
