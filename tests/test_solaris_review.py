@@ -229,3 +229,11 @@ def test_kmastat_of_a_run_matches_the_mdb_layout_with_arena_totals(tmp_path):
     assert vrows["kmem_msb"][1] == totals["kmem_msb"]
     assert vrows["kmem_va"][1] == totals["kmem_va"]
     assert vrows["heap"][1] == vrows["kmem_metadata"][2] + vrows["kmem_va"][2]
+    # ::vmem (genunix vmem dcmd): the same arenas, names indented 2 per ancestor
+    vmem = (out / "vmem.txt").read_text().splitlines()
+    assert vmem[0] == ("ADDR             NAME                        INUSE        TOTAL   "
+                       "SUCCEED  FAIL")
+    got = [(r[17:39].rstrip(), int(r[40:50])) for r in vmem[1:]]
+    assert got == [("heap", vrows["heap"][1]), ("  kmem_metadata", vrows["kmem_metadata"][1]),
+                   ("    kmem_msb", vrows["kmem_msb"][1]), ("  kmem_va", vrows["kmem_va"][1]),
+                   ("    kmem_default", vrows["kmem_default"][1])]

@@ -129,6 +129,22 @@ def format_kmastat(caches: Iterable[KmemCache], arenas: list[tuple[int, Any]]) -
     return "\n".join(out) + "\n"
 
 
+VMEM_ADDR_BASE = 0xFFFFFE0000000000
+"""Synthetic vmem_t addresses for ::vmem's ADDR column: base + 0x1000 x vm_id."""
+
+
+def format_vmem(arenas: list[tuple[int, Any]]) -> str:
+    """mdb ::vmem (genunix `vmem` dcmd): ADDR, NAME indented 2 per ancestor in a 22-byte field
+    (the name buffer holds 21 characters), INUSE, TOTAL, SUCCEED, FAIL."""
+    out = [f"{'ADDR':<16} {'NAME':<22} {'INUSE':>10} {'TOTAL':>12} {'SUCCEED':>9} {'FAIL':>5}"]
+    for depth, vmp in arenas:
+        name = (" " * (2 * depth) + vmp.name)[:21]
+        out.append(f"{VMEM_ADDR_BASE + 0x1000 * vmp.vm_id:016x} {name:<22} "
+                   f"{vmp.vk_mem_inuse:10d} {vmp.vk_mem_total:12d} {vmp.vk_alloc:9d} "
+                   f"{vmp.vk_fail:5d}")
+    return "\n".join(out) + "\n"
+
+
 def format_kmem_slabs(caches: Iterable[KmemCache]) -> str:
     """::kmem_slabs: slabs, partial slabs, buffers, unused buffers and waste per cache."""
     out = [f"{'Cache Name':<25} {'Slabs':>9} {'Partial Slabs':>13} {'Buffers':>9} "

@@ -75,6 +75,7 @@ from policies.solaris.kmastat import (
     format_kmastat,
     format_kmem_slabs,
     format_kstat_p,
+    format_vmem,
     kmem_cache_kstat,
 )
 from policies.solaris.magazine import (
@@ -336,9 +337,10 @@ class SolarisPolicy(KmemCpuLayer, KmemDepot, KmemSlabLayer, KmemMaintenance, Kme
             limit=ks["magazine_size"], extra=ks)
 
     def reports(self) -> dict[str, str]:
-        """kmastat.txt (::kmastat), kmem_slabs.txt (::kmem_slabs) and kstat.txt
-        (`kstat -p -c kmem_cache`), over every cache including the magazine caches."""
+        """kmastat.txt (::kmastat), vmem.txt (::vmem), kmem_slabs.txt (::kmem_slabs) and
+        kstat.txt (`kstat -p -c kmem_cache`), over every cache including kmem's own."""
         return {"kmastat.txt": format_kmastat(self.kmem_caches, self.vmem_tree()),
+                "vmem.txt": format_vmem(self.vmem_tree()),
                 "kmem_slabs.txt": format_kmem_slabs(self.kmem_caches),
                 "kstat.txt": format_kstat_p(self.kmem_caches)}
 
