@@ -237,3 +237,26 @@ def test_kmastat_of_a_run_matches_the_mdb_layout_with_arena_totals(tmp_path):
     assert got == [("heap", vrows["heap"][1]), ("  kmem_metadata", vrows["kmem_metadata"][1]),
                    ("    kmem_msb", vrows["kmem_msb"][1]), ("  kmem_va", vrows["kmem_va"][1]),
                    ("    kmem_default", vrows["kmem_default"][1])]
+
+
+def test_item7_bench_point_runs_one_round_magazines_without_kmem_update():
+    """Review item 7: the bench's 32 KiB solaris point keeps the initial magazine type of a
+    32 KiB chunk (1 round; kmem_magtype's mt_minbuf rule) because kmem_update (every
+    kmem_reap_interval = 15 s, L2958-2970) never runs in its millisecond window; depot
+    exchanges stay below one per two operations (docs/performance.md)."""
+    from pathlib import Path
+
+    from experiments.bench import BenchPoint, experiment
+    from experiments.config import validate
+    from experiments.run import build
+
+    sim = build(validate(experiment(BenchPoint("solaris", "steady", 4, 1000), 10**12),
+                         Path("bench.toml")))
+    p, c, env = sim.policy, sim.caches["bench_32k"], sim.machine.env
+    env.run(until=1_000_000)
+    k0, o0 = p.stats(c).extra, sum(w.allocs + w.frees for w in sim.workloads)
+    env.run(until=3_000_000)
+    k1, o1 = p.stats(c).extra, sum(w.allocs + w.frees for w in sim.workloads)
+    exchanges = (k1["depot_alloc"] - k0["depot_alloc"]) + (k1["depot_free"] - k0["depot_free"])
+    assert k1["magazine_size"] == 1 and p.kmem_updates == 0
+    assert 0 < exchanges < (o1 - o0) / 2
