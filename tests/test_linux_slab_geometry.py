@@ -13,7 +13,6 @@ import pytest
 from policies.linux_slab.geometry import geometry
 
 PAGE = 4096
-SLAB = 48       # sizeof(struct slab), 64-bit
 BUFCTL = 4      # sizeof(kmem_bufctl_t)
 LINE = 64       # cache_line_size()
 WORD = 8        # BYTES_PER_WORD
@@ -25,18 +24,20 @@ def ceil_to(n: int, a: int) -> int:
     return (n + a - 1) // a * a
 
 
-def derive(size: int, hw: bool, debug: bool = False) -> tuple:
-    """(buffer_size, align, order, num, off_slab, slab_size, colour) from the seed's rules."""
-    rz = debug and (size < 4096 or (size - 1).bit_length() == (size + 23).bit_length())
-    size = ceil_to(size, WORD)                      # 2040-2042
-    align = WORD
+def derive(size: int, hw: bool, debug: bool = False, word: int = WORD) -> tuple:
+    """(buffer_size, align, order, num, off_slab, slab_size, colour) from the seed's rules;
+    `word` is BYTES_PER_WORD (struct slab: 48 bytes on 64-bit, 28 on 32-bit)."""
+    desc = 48 if word == 8 else 28
+    rz = debug and (size < 4096 or (size - 1).bit_length() == (size - 1 + 3 * word).bit_length())
+    size = ceil_to(size, word)                      # 2040-2042
+    align = word
     if hw:                                          # 2048-2056
         align = LINE
         while size <= align // 2:
             align //= 2
     if rz:                                          # 2086-2100: red zone and user word
-        align = WORD
-        size += 3 * WORD
+        align = word
+        size += 3 * word
     off = size >= PAGE // 8                         # 2112: before ALIGN
     size = ceil_to(size, align)                     # 2119
     chosen = None
@@ -47,29 +48,29 @@ def derive(size: int, hw: bool, debug: bool = False) -> tuple:
             left = total - num * size
         else:
             num = 0
-            while ceil_to(SLAB + BUFCTL * (num + 1), align) + (num + 1) * size <= total:
+            while ceil_to(desc + BUFCTL * (num + 1), align) + (num + 1) * size <= total:
                 num += 1
-            left = total - num * size - (ceil_to(SLAB + BUFCTL * num, align) if num else 0)
+            left = total - num * size - (ceil_to(desc + BUFCTL * num, align) if num else 0)
         if num == 0:
             continue
-        if off and num > (size - SLAB) // BUFCTL:   # 1829-1833
+        if off and num > (size - desc) // BUFCTL:   # 1829-1833
             break
         chosen = (order, num, left)
         if order >= BREAK or left * 8 <= total:     # 1853, 1859
             break
     order, num, left = chosen
-    mgmt = ceil_to(SLAB + BUFCTL * num, align)      # 2129
+    mgmt = ceil_to(desc + BUFCTL * num, align)      # 2129
     if off and left >= mgmt:                        # 2136-2139
         off = False
         left -= mgmt
     if off:
-        mgmt = SLAB + BUFCTL * num                  # 2143-2144
+        mgmt = desc + BUFCTL * num                  # 2143-2144
     colour = left // max(LINE, align)               # 2147-2151
     return size, align, order, num, off, mgmt, colour
 
 
-def model(size: int, hw: bool, debug: bool = False) -> tuple:
-    g = geometry(size, hwcache_align=hw, debug=debug)
+def model(size: int, hw: bool, debug: bool = False, word: int = WORD) -> tuple:
+    g = geometry(size, 0, hwcache_align=hw, debug=debug, word=word)
     return g.buffer_size, g.align, g.gfporder, g.num, g.off_slab, g.slab_size, g.colour
 
 
@@ -97,3 +98,14 @@ def test_debug_build_geometry_matches_the_seed(hw):
     alignment, every size 32..8192 step 8."""
     bad = [s for s in range(32, 8193, 8) if model(s, hw, True) != derive(s, hw, True)]
     assert not bad, bad[:5]
+
+
+@pytest.mark.parametrize("hw", [False, True], ids=["plain", "SLAB_HWCACHE_ALIGN"])
+def test_review_item7_32_bit_geometry_uses_4_byte_words_and_a_28_byte_slab(hw):
+    """Review item 7: with sizeof_pointer = 4, BYTES_PER_WORD (137) and sizeof(struct slab)
+    change too; every size 32..8192 step 8 against the derivation, and size-32 aligned holds
+    (4096 - 28) / 36 = 113 objects (112 on 64-bit)."""
+    bad = [s for s in range(32, 8193, 8) if model(s, hw, word=4) != derive(s, hw, word=4)]
+    assert not bad, bad[:5]
+    if hw:
+        assert geometry(32, 0, True, word=4).num == 113

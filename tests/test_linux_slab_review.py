@@ -182,3 +182,35 @@ def test_item6_patch004_removes_the_array_nr_cpus_table():
     # limit 120: 2.6.17 arrays 24 + 960 -> size-1024 each; 004 arrays 16 + 960 each
     assert before.stats(cb).bytes_meta == 2 * 1024 + 256 * 8
     assert after.stats(ca).bytes_meta == 2 * (16 + 960) + 8
+
+
+def test_item7_next_reap_counts_from_creation_time():
+    """set_up_list3s / alloc_kmemlist (1789-1791, 3506-3507): next_reap = jiffies +
+    REAPTIMEOUT_LIST3 + (cachep % REAPTIMEOUT_LIST3), from the moment the cache is created."""
+    m = Machine(MachineConfig(nodes=1, cpus_per_node=1))
+    p = LinuxSlabPolicy(m)
+    early = p.cache_create(CacheSpec("size-64", 64))
+    m.run(5_000_000_000)
+    # the same name on a second policy instance: the same stand-in for the address
+    late = LinuxSlabPolicy(m).cache_create(CacheSpec("size-64", 64))
+    offset = early.nodelists[0].next_reap - 4_000_000_000
+    assert 0 <= offset < 4_000_000_000
+    assert late.nodelists[0].next_reap == 5_000_000_000 + 4_000_000_000 + offset
+
+
+def test_item7_shared_array_follows_config_smp_not_the_cpu_count():
+    """enable_cpucache (3634): the shared factor 8 is compiled in with CONFIG_SMP, also when
+    the kernel runs on one CPU."""
+    m = Machine(MachineConfig(nodes=1, cpus_per_node=1))
+    assert LinuxSlabPolicy(m).cache_create(CacheSpec("c", 64)).shared == 8
+    up = LinuxSlabPolicy(m, {"CONFIG_SMP": False}).cache_create(CacheSpec("c", 64))
+    assert up.shared == 0 and up.nodelists[0].shared is None
+
+
+def test_item7_32_bit_arrays_use_the_32_bit_header():
+    """struct array_cache on 32-bit: four ints and a 4-byte lock, 20 bytes, before 4-byte
+    entries: limit 120 -> 20 + 480 = 500 -> size-512 (64-bit: 24 + 960 -> size-1024)."""
+    from policies.linux_slab.geometry import cpu_array_bytes
+
+    assert cpu_array_bytes(120, False, 4) == 512
+    assert cpu_array_bytes(120, False, 8) == 1024

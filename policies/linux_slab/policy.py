@@ -59,9 +59,9 @@ from policies.linux_slab.alien import SlabAlien
 from policies.linux_slab.alloc import SlabAllocPaths
 from policies.linux_slab.free import SlabFreePaths
 from policies.linux_slab.geometry import (
-    ARRAY_HEADER_2617,
     CpuCacheTunables,
     align_up,
+    array_header,
     cpu_array_bytes,
     enable_cpucache,
     geometry,
@@ -103,8 +103,10 @@ class LinuxSlabPolicy(SlabAllocPaths, SlabGrow, SlabFreePaths, SlabAlien, SlabRe
                 "16 + pointer x limit bytes, no kmalloc rounding"),
         Tunable("nr_cpu_ids", 0, "possible CPUs for patch 004 accounting (0: the machine's CPUs)",
                 minimum=0),
-        Tunable("sizeof_pointer", 8, "pointer size in bytes for array accounting (4: 32-bit)",
-                choices=(4, 8)),
+        Tunable("sizeof_pointer", 8, "BYTES_PER_WORD: 8 on 64-bit, 4 on 32-bit (28-byte struct "
+                "slab, 4-byte words in the geometry, 4-byte array entries)", choices=(4, 8)),
+        Tunable("CONFIG_SMP", True, "an SMP build: enable_cpucache gives objects up to a page "
+                "a shared array (shared 8) whatever the number of CPUs"),
         Tunable("STATS", False,
                 "a CONFIG_DEBUG_SLAB build (DEBUG, STATS, FORCED_DEBUG): red zone and user "
                 "words, limit at most 32, the O(free slabs) walk in cache_flusharray, and "
@@ -167,10 +169,12 @@ class LinuxSlabPolicy(SlabAllocPaths, SlabGrow, SlabFreePaths, SlabAlien, SlabRe
         """kmem_cache_create + setup_cpu_cache/enable_cpucache + alloc_kmemlist: geometry, one
         array per CPU, one kmem_list3 per node with its shared array and alien arrays."""
         m = self.machine
-        geo = geometry(spec.size, spec.align, "SLAB_HWCACHE_ALIGN" in spec.flags,
-                       "SLAB_RECLAIM_ACCOUNT" in spec.flags, m.memory.page_size,
-                       self.tun["slab_break_gfp_order"], debug=self.tun["STATS"])
-        d = enable_cpucache(geo.buffer_size, m.memory.page_size, smp=m.ncpus > 1,
+        word = self.tun["sizeof_pointer"]
+        geo = geometry(spec.size, 0 if spec.align == 8 else spec.align,
+                       "SLAB_HWCACHE_ALIGN" in spec.flags, "SLAB_RECLAIM_ACCOUNT" in spec.flags,
+                       m.memory.page_size, self.tun["slab_break_gfp_order"],
+                       debug=self.tun["STATS"], word=word)
+        d = enable_cpucache(geo.buffer_size, m.memory.page_size, smp=self.tun["CONFIG_SMP"],
                             debug=self.tun["STATS"])
         limit = self.tun["cpucache_limit"] or d.limit
         batch = self.tun["cpucache_batchcount"] or (limit + 1) // 2
@@ -181,12 +185,14 @@ class LinuxSlabPolicy(SlabAllocPaths, SlabGrow, SlabFreePaths, SlabAlien, SlabRe
         arrays: list[ArrayCache | None] = [ArrayCache(limit, batch) for _ in m.cpus]
         nodes = []
         hz = self._hz_ns
+        # next_reap = jiffies + REAPTIMEOUT_LIST3 + (cachep address) % REAPTIMEOUT_LIST3: the
+        # name's CRC stands for the address
         offset = (zlib.crc32(spec.name.encode()) % (4 * m.hz)) * hz
         for node in range(m.nodes):
             ncpu = len(m.cpus_of_node(node))
             l3 = KmemList3(node, SpinLock(m, f"{spec.name}->list_lock"),
                            (1 + ncpu) * batch + geo.num,
-                           next_reap=4 * m.hz * hz + offset)
+                           next_reap=m.env.now + 4 * m.hz * hz + offset)
             if shared:
                 l3.shared = ArrayCache(shared * batch, 0xBAADF00D)
             nodes.append(l3)
@@ -255,9 +261,9 @@ class LinuxSlabPolicy(SlabAllocPaths, SlabGrow, SlabFreePaths, SlabAlien, SlabRe
                      + ptr * (self.tun["NR_CPUS"] or self.possible_cpus()))
         for l3 in c.nodelists:
             if l3.shared is not None:
-                total += kmalloc_size(ARRAY_HEADER_2617 + ptr * l3.shared.limit)
+                total += kmalloc_size(array_header(ptr) + ptr * l3.shared.limit)
             for alien in l3.alien.values():
-                total += kmalloc_size(ARRAY_HEADER_2617 + ptr * alien.limit)
+                total += kmalloc_size(array_header(ptr) + ptr * alien.limit)
         if c.geo.off_slab:
             slabs = sum(len(l3.slabs_full) + len(l3.slabs_partial) + len(l3.slabs_free)
                         for l3 in c.nodelists)
