@@ -260,3 +260,27 @@ def test_item7_bench_point_runs_one_round_magazines_without_kmem_update():
     exchanges = (k1["depot_alloc"] - k0["depot_alloc"]) + (k1["depot_free"] - k0["depot_free"])
     assert k1["magazine_size"] == 1 and p.kmem_updates == 0
     assert 0 < exchanges < (o1 - o0) / 2
+
+
+def test_item6_kmem_cpu_unconfig_dispatches_under_kmem_cache_lock():
+    """kmem_cpu_setup(CPU_UNCONFIG) (L3662-3670): two kmem_cache_applyall passes, each
+    holding kmem_cache_lock (L1208-1216) while it queues one task per cache."""
+    m, p = _setup(cpus=2)
+    done = {}
+
+    def holder(t):
+        yield from p.kmem_cache_lock.lock(t)
+        yield from t.sleep(3_000_000)
+        done["release"] = t.now
+        yield from p.kmem_cache_lock.unlock(t)
+
+    def unconfig(t):
+        yield from t.sleep(1_000_000)
+        yield from p.kmem_cpu_unconfig(t)
+        done["queued"] = t.now
+
+    m.spawn("holder", holder, cpu=0)
+    m.spawn("unconfig", unconfig, cpu=1)
+    m.run(m.env.now + 50_000_000)
+    assert done["queued"] >= done["release"]
+    assert p.kmem_taskq.completed >= 2 * len(p.kmem_caches)

@@ -277,9 +277,11 @@ class KmemMaintenance:
 
     def kmem_cpu_unconfig(self, t: Thread) -> Gen:
         """kmem_cpu_setup(CPU_UNCONFIG) (L3662): queue a purge of every cache, then a
-        re-enable of every cache's magazines, on kmem_taskq (applyall with TQ_SLEEP; the
-        caller does not wait for them)."""
-        for cp in list(self.kmem_caches):
-            yield from self.kmem_taskq.dispatch(t, self.kmem_cache_magazine_purge, cp)
-        for cp in list(self.kmem_caches):
-            yield from self.kmem_taskq.dispatch(t, self.kmem_cache_magazine_enable, cp)
+        re-enable of every cache's magazines, on kmem_taskq, each kmem_cache_applyall holding
+        kmem_cache_lock while it dispatches (the caller does not wait for the tasks). A CPU
+        that only goes offline (CPU_OFF) never gets here: it keeps its magazines."""
+        for func in (self.kmem_cache_magazine_purge, self.kmem_cache_magazine_enable):
+            yield from self.kmem_cache_lock.lock(t)
+            for cp in list(self.kmem_caches):
+                yield from self.kmem_taskq.dispatch(t, func, cp)
+            yield from self.kmem_cache_lock.unlock(t)
