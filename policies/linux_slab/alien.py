@@ -20,6 +20,7 @@ class SlabAlien:
         if alien is None:
             rl3 = c.nodelists[nodeid]
             yield from rl3.list_lock.lock(t)
+            self.landed(c)
             victims = self.free_block(t, c, [obj])
             yield from rl3.list_lock.unlock(t)
             yield from self._destroy_after_unlock(t, c, victims)
@@ -30,6 +31,7 @@ class SlabAlien:
             c.node_overflow += 1
             yield from self.drain_alien_cache(t, c, alien, nodeid)
         alien.entry.append(obj)
+        self.landed(c)
         t.charge("magazine_push")
         yield from alien.lock.unlock(t)
 

@@ -26,8 +26,6 @@ class SlabAllocPaths:
             obj = yield from self.alternate_node_alloc(t, c, flags)
             if obj is not None:
                 yield from t.local_irq_restore(was_off)
-                c.inuse += 1
-                c.allocs += 1
                 self._h_refill.record(t.now - start)
                 return obj
         ac = c.array[t.cpu.id]
@@ -42,13 +40,15 @@ class SlabAllocPaths:
             t.slab_grew = False
             obj = yield from self.cache_alloc_refill(t, c, flags)
             hist = self._h_grow if t.slab_grew else self._h_refill
+        if obj is not None:
+            # the caller holds it from the pop on (the restore below may take interrupts)
+            c.inuse += 1
+            c.allocs += 1
         yield from t.local_irq_restore(was_off)
         if obj is None:
             c.alloc_fail += 1
             self.machine.metrics.event("alloc_fail", cache=c.name, cpu=t.cpu.id)
             return None
-        c.inuse += 1
-        c.allocs += 1
         hist.record(t.now - start)
         return obj
 
@@ -171,13 +171,12 @@ class SlabAllocPaths:
         if obj is None:
             c.alloc_fail += 1
             return None
-        c.inuse += 1
-        c.allocs += 1
         self._h_refill.record(t.now - start)
         return obj
 
     def cache_alloc_node(self, t: Thread, c: LinuxCache, flags: int, nodeid: int) -> Gen:
-        """__cache_alloc_node: one object from the partial (else free) head of `nodeid`."""
+        """__cache_alloc_node: one object from the partial (else free) head of `nodeid`; the
+        caller holds it (inuse) from the moment it leaves the slab."""
         l3 = c.nodelists[nodeid]
         while True:
             yield from l3.list_lock.lock(t)
@@ -191,6 +190,8 @@ class SlabAllocPaths:
                 if c.num_active > c.high_mark:
                     c.high_mark = c.num_active
                 obj = self.slab_get_obj(t, slab)
+                c.inuse += 1
+                c.allocs += 1
                 l3.free_objects -= 1
                 slab.on.remove(slab)
                 (l3.slabs_full if not slab.free else l3.slabs_partial).add(slab)

@@ -18,8 +18,6 @@ class SlabFreePaths:
         start = t.now
         t.charge("call")
         was_off = t.local_irq_save()
-        c.inuse -= 1
-        c.frees += 1
         hist = self._h_free_hit
         node = c.owner[obj].nodeid if self.machine.nodes > 1 else t.cpu.node
         if node != t.cpu.node:
@@ -34,9 +32,16 @@ class SlabFreePaths:
                 yield from self.cache_flusharray(t, c, ac)
                 hist = self._h_flush
             ac.entry.append(obj)
+            self.landed(c)
             t.charge("magazine_push")
         yield from t.local_irq_restore(was_off)
         hist.record(t.now - start)
+
+    def landed(self, c: LinuxCache) -> None:
+        """The freed object is in an array or its slab: the caller no longer holds it (model
+        bookkeeping, counted where it lands so that no instant sees it in both or neither)."""
+        c.inuse -= 1
+        c.frees += 1
 
     def free_fast(self, t: Thread, c: LinuxCache, obj: int) -> bool:
         """The local array push of __cache_free as a plain call."""

@@ -46,8 +46,6 @@ class SlabHotplug:
         yield from self.cache_chain_mutex.lock(t)
         for c in list(self.cache_chain):
             nc = c.array[cpu]
-            if not percpu:
-                c.array[cpu] = None
             l3 = c.nodelists[node]
             irqf = yield from l3.list_lock.lock_irqsave(t)
             l3.free_limit -= c.batchcount
@@ -55,6 +53,10 @@ class SlabHotplug:
             if nc is not None:
                 victims = self.free_block(t, c, list(nc.entry))
                 nc.entry.clear()
+            if not percpu:
+                # the seed clears array[cpu] before taking the lock; nothing runs on the dead
+                # CPU, so clearing it here only keeps the model's statistics exact meanwhile
+                c.array[cpu] = None
             if self.nr_cpus_node(node):
                 yield from l3.list_lock.unlock_irqrestore(t, irqf)
                 yield from self._destroy_after_unlock(t, c, victims)

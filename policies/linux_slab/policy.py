@@ -276,6 +276,7 @@ class LinuxSlabPolicy(SlabAllocPaths, SlabGrow, SlabFreePaths, SlabAlien, SlabRe
         empty = sum(len(l3.slabs_free) for l3 in c.nodelists)
         slabs = full + partial + empty
         cached = sum(ac.avail for ac in c.array if ac is not None) + sum(
+            ac.avail for ac in c.retiring) + sum(
             (l3.shared.avail if l3.shared is not None else 0)
             + sum(a.avail for a in l3.alien.values()) for l3 in c.nodelists)
         page = self.machine.memory.page_size

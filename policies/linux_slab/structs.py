@@ -107,6 +107,8 @@ class LinuxCache:
     rcu_freed: int = 0
     """Slabs freed by kmem_rcu_free (not a kernel counter)."""
     rcu_last_due: int = 0
+    retiring: list[ArrayCache] = field(default_factory=list)
+    """Arrays do_tune_cpucache swapped out whose objects are not yet back in the slabs."""
     spread_allocs: int = 0
     """Objects alternate_node_alloc took from another node (not a kernel counter)."""
 

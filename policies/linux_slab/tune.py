@@ -50,6 +50,8 @@ class SlabTune:
             cpu = h.cpu.id
             old[cpu] = c.array[cpu]
             c.array[cpu] = new[cpu]
+            if old[cpu] is not None:
+                c.retiring.append(old[cpu])
             h.charge("list_op")
             yield from ()
 
@@ -63,6 +65,7 @@ class SlabTune:
             irqf = yield from l3.list_lock.lock_irqsave(t)
             victims = self.free_block(t, c, list(ac.entry))
             ac.entry.clear()
+            c.retiring.remove(ac)
             yield from l3.list_lock.unlock_irqrestore(t, irqf)
             yield from self._destroy_after_unlock(t, c, victims)
         yield from self.alloc_kmemlist(t, c)
