@@ -27,7 +27,13 @@ Switches for behaviour that changed after 2.6.17 (defaults are 2.6.17):
 busy shared array is spared by the reaper), `destroy_under_lock` (3.x destroys slabs after
 dropping list_lock), `reap_from_free_head` (2.6.17 cache_reap takes the head of slabs_free;
 drain_freelist the tail), `percpu_cpu_cache` (patch 004: arrays for every possible CPU from the
-percpu allocator, 16 + 8 x limit bytes, no kmalloc rounding).
+percpu allocator, 16 + 8 x limit bytes, no kmalloc rounding; an offlined CPU keeps its array),
+`reap_work_cancel_on_down` (2.6.19+: an onlined CPU gets its cache_reap back).
+
+Run-time events (experiments/events.py): CPU hotplug through cpuup_callback (hotplug.py) and
+/proc/slabinfo writes through do_tune_cpucache (tune.py); SLAB_DESTROY_BY_RCU caches free slab
+pages after a grace period (rcu.py); `cpuset_memory_spread_slab` with SLAB_MEM_SPREAD caches
+takes alternate_node_alloc.
 
 Deliberate deviations from the seed:
 
