@@ -15,7 +15,7 @@ from pathlib import Path
 from experiments import scenarios
 from experiments.config import ConfigError, load_experiment
 from experiments.run import EXIT_DEADLOCK, run_experiment
-from simcore.costs import DEFAULT_COSTS
+from simcore.costs import COST_SOURCES, DEFAULT_COSTS
 from simcore.units import format_duration
 
 EXIT_BAD_INPUT = 2
@@ -145,6 +145,7 @@ def _cmd_workloads(_args: argparse.Namespace) -> int:
 def _cmd_costs(_args: argparse.Namespace) -> int:
     for name, (ns, doc) in DEFAULT_COSTS.items():
         print(f"{name:24} {ns:>8} ns  {doc}")
+        print(f"{'':36}source: {COST_SOURCES[name]}")
     return 0
 
 

@@ -82,6 +82,7 @@ from policies.linux_slab.structs import ArrayCache, KmemList3, LinuxCache
 from policies.linux_slab.tune import SlabTune
 from simcore.cpu import Thread
 from simcore.mutex import Mutex
+from simcore.sched import NICE_0
 from simcore.spinlock import SpinLock
 from simcore.timer import PeriodicWork
 
@@ -219,7 +220,7 @@ class LinuxSlabPolicy(SlabAllocPaths, SlabGrow, SlabFreePaths, SlabAlien, SlabRe
         for cpu in m.cpus:
             self.reapers.append(PeriodicWork(
                 m, f"events/{cpu.id}:cache_reap", 2 * m.hz * self._hz_ns, self.cache_reap,
-                cpu=cpu.id, first_delay=(m.hz + 3 * cpu.id) * self._hz_ns))
+                cpu=cpu.id, first_delay=(m.hz + 3 * cpu.id) * self._hz_ns, pri=NICE_0))
 
     def destroy(self, t: Thread, c: LinuxCache) -> Gen:
         """kmem_cache_destroy (seed 003 2331): unlink the cache from cache_chain under
