@@ -17,10 +17,9 @@
     shared = 8
 
 How a CPU goes down (2.6.17 kernel/cpu.c cpu_down -> take_cpu_down -> the CPU_DEAD
-notifiers): a stopper thread bound to the CPU takes it, at the head of its run queue, once
-the thread running there reaches a scheduling point (the model has no RT priority, so this
-waits for the end of that thread's time slice or its next sleep; the event log records the
-time it took). Threads bound to that CPU alone move to the online CPUs
+notifiers): a stopper thread bound to the CPU, SCHED_FIFO 99, takes it as soon as the thread
+running there reaches a preemption point (the event log's `cpu_offline` records how long that
+took). Threads bound to that CPU alone move to the online CPUs
 (move_task_off_dead_cpu, which breaks their affinity); then `policy.cpu_dead` runs on the
 controlling thread, on another CPU. Coming back: `policy.cpu_up_prepare`, the stopper
 releases the CPU (interrupts raised on it meanwhile are delivered now), the moved threads get
@@ -39,7 +38,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from simcore.cpu import Gen, Thread
+from simcore.sched import Priority
 from simcore.units import Duration
+
+STOPPER_PRIORITY = Priority("rt", prio=99)
+"""stop_machine's threads run SCHED_FIFO at MAX_RT_PRIO - 1."""
 
 
 class EventSection(BaseModel):
@@ -145,15 +148,12 @@ class Hotplug:
             yield from s.sync()
 
         requested = m.env.now
-        m.spawn(f"migration/{cpu}", stopper, cpu=cpu)
+        m.spawn(f"migration/{cpu}", stopper, cpu=cpu, pri=STOPPER_PRIORITY)
         t.affinity = [i for i in self.online_ids() if i != cpu]
         yield m.env.timeout(0)  # the stopper reaches the run queue; this thread keeps its CPU
-        runq = m.cpus[cpu].runq
-        for j, (th, ev) in enumerate(runq):
-            if th.name == f"migration/{cpu}":
-                del runq[j]
-                runq.appendleft((th, ev))
-                break
+        target = m.cpus[cpu]
+        if target.current is not None and target.current is not target.idle_thread:
+            target.need_resched = True  # wake_up_new_task: an RT thread preempts at once
         yield from t.block(taken, ("cpu_down", cpu))
         t.affinity = self.online_ids()
         yield from self.policy.cpu_dead(t, cpu)
@@ -185,6 +185,7 @@ class Hotplug:
                         if th.affinity is None or len(th.affinity) > 1:
                             m.unpinned_waiting -= 1
                         th.affinity = aff
+                        th.migrate_to(m.cpus[cpu])
                         m.cpus[cpu].runq.append(entry)
                         m.cpus[cpu].dispatch_next()
                         break
@@ -213,6 +214,7 @@ class Hotplug:
                 m.unpinned_waiting += 1
             target = min((m.cpus[i] for i in online),
                          key=lambda c: (c.current is not None, len(c.runq), c.id))
+            th.migrate_to(target)
             target.runq.append((th, ev))
             if target.current is None:
                 target.dispatch_next()

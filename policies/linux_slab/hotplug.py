@@ -25,6 +25,7 @@ from policies.base import Gen
 from policies.linux_slab.geometry import ALIEN_LIMIT
 from policies.linux_slab.structs import ArrayCache, LinuxCache
 from simcore.cpu import Thread
+from simcore.sched import NICE_0
 from simcore.spinlock import SpinLock
 from simcore.timer import PeriodicWork
 
@@ -108,7 +109,8 @@ class SlabHotplug:
         if self.tun["cache_reap"] and self.tun["reap_work_cancel_on_down"]:
             self.reapers[cpu] = PeriodicWork(
                 self.machine, f"events/{cpu}:cache_reap", 2 * self.machine.hz * self._hz_ns,
-                self.cache_reap, cpu=cpu, first_delay=(self.machine.hz + 3 * cpu) * self._hz_ns)
+                self.cache_reap, cpu=cpu, first_delay=(self.machine.hz + 3 * cpu) * self._hz_ns,
+                pri=NICE_0)
         self.machine.metrics.event("cpu_online", cpu=cpu)
         yield from ()
 
