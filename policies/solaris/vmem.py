@@ -30,7 +30,7 @@ Deviations (also in docs/policies/solaris.md):
   beside it for the free.
 - kmem_cache, kmem_hash, kmem_log, kmem_oversize, kmem_firewall and segkp are not modelled
   (hash tables cost one "kmalloc"; kmem_alloc above kmem_max_cached is not offered).
-- vm_lock is a spinlock (as the policy's other adaptive mutexes).
+- vm_lock is the policy's adaptive mutex model (simcore.mutex.AdaptiveMutex).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from typing import Any
 from policies.base import Gen
 from simcore.cpu import Thread
 from simcore.flags import KM_NOSLEEP
-from simcore.spinlock import SpinLock
+from simcore.mutex import AdaptiveMutex
 
 
 def highbit(x: int) -> int:
@@ -62,7 +62,8 @@ class VmemArena:
     vm_id: int
     quantum: int
     source: VmemArena | None
-    lock: SpinLock
+    lock: AdaptiveMutex
+    """vm_lock (MUTEX_DEFAULT)."""
     segkmem: bool = False
     """The import function is segkmem_alloc (spans are backed by physical pages)."""
     qcache_max: int = 0
@@ -94,7 +95,7 @@ class VmemLayer:
         """vmem_create: a new arena; with qcache_max, its quantum caches `<name>_<size>` for
         every multiple of the quantum up to qcache_max."""
         vmp = VmemArena(name, len(self.vmem_list), quantum, source,
-                        SpinLock(self.machine, "vmem_lock"), segkmem, qcache_max)
+                        AdaptiveMutex(self.machine, "vmem_lock"), segkmem, qcache_max)
         self.vmem_list.append(vmp)
         self.vmem[name] = vmp
         if source is not None:
