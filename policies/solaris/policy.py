@@ -352,6 +352,7 @@ class SolarisPolicy(KmemCpuLayer, KmemDepot, KmemSlabLayer, KmemMaintenance, Kme
         counters (slab_create - slab_destroy = complete + partial + dead; slab_alloc -
         slab_free = allocated), the partial tree's order, and that every magazine round is a
         distinct buffer the slab layer sees as allocated."""
+        self._check_vmem()
         for cp in self.kmem_caches:
             self._check_cpu_layer(cp)
             self._check_slab_layer(cp)
@@ -364,6 +365,28 @@ class SolarisPolicy(KmemCpuLayer, KmemDepot, KmemSlabLayer, KmemMaintenance, Kme
                     f"{cp.name}: conservation: bufslab {cp.cache_bufslab} + constructed "
                     f"{constructed} + inuse {cp.inuse} + in_transit {cp.in_transit} = {total} "
                     f"!= buf_total {cp.cache_buftotal}")
+
+    def _check_vmem(self) -> None:
+        """vmem accounting: an arena with a source holds exactly what it imported (one segment
+        per imported span), and an arena's in-use bytes cover its children's spans that did
+        not come from its quantum caches and its caches' live slabs (equal when no allocation
+        or free is between its steps)."""
+        slab_bytes: Counter[str] = Counter()
+        for cp in self.kmem_caches:
+            slab_bytes[cp.arena] += (cp.cache_slab_create - cp.cache_slab_destroy) * cp.slabsize
+        for vmp in self.vmem_list:
+            spans = sum(size for _src, size in vmp.span_of.values())
+            if vmp.source is not None and not (
+                    vmp.vk_mem_inuse == vmp.vk_mem_total == vmp.vk_mem_import == spans):
+                raise InvariantError(f"vmem {vmp.name}: in use {vmp.vk_mem_inuse}, total "
+                                     f"{vmp.vk_mem_total}, import {vmp.vk_mem_import}, "
+                                     f"spans {spans}")
+            under = slab_bytes[vmp.name] + sum(size for c in vmp.children
+                                               for _src, size in c.span_of.values()
+                                               if size > vmp.qcache_max)
+            if vmp.vk_mem_inuse < under or vmp.vk_mem_inuse > vmp.vk_mem_total:
+                raise InvariantError(f"vmem {vmp.name}: in use {vmp.vk_mem_inuse}, children "
+                                     f"and slabs {under}, total {vmp.vk_mem_total}")
 
     def _check_cpu_layer(self, cp: KmemCache) -> None:
         rounds: list[int] = []
