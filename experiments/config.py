@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from experiments.events import EventError, EventSection, check_events
 from policies import registry as policy_registry
 from policies.base import KNOWN_CACHE_FLAGS
 from simcore.costs import DEFAULT_COSTS
@@ -130,6 +131,8 @@ class Experiment(_Section):
     caches: list[CacheSection] = Field(default_factory=list)
     workloads: list[WorkloadSection] = Field(min_length=1)
     sampling: SamplingSection = Field(default_factory=SamplingSection)
+    events: list[EventSection] = Field(default_factory=list)
+    """CPU hotplug and retune events (experiments/events.py)."""
     sweep: dict[str, Any] | None = None
 
     base_dir: Path = Field(default=Path("."), exclude=True)
@@ -289,6 +292,10 @@ def validate(data: dict[str, Any], path: Path) -> Experiment:
                 if n not in names:
                     raise ConfigError(f"{path}: workloads[{i}].{key}: no cache named {n!r} "
                                       f"in [[caches]] or created by a workload")
+    try:
+        check_events(exp.events, exp.machine.nodes * exp.machine.cpus_per_node, names, pol)
+    except EventError as exc:
+        raise ConfigError(f"{path}: events[{exc.index}].{exc.key}: {exc}") from None
     return exp
 
 

@@ -22,6 +22,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from experiments.config import ConfigError, Experiment, resolved_dict
+from experiments.events import schedule_events
 from experiments.output import RunFolder
 from experiments.reports import format_lock_stat, format_slabinfo, merge_lock_stats
 from policies import registry as policy_registry
@@ -112,6 +113,7 @@ def build(exp: Experiment) -> Simulation:
     for w in workloads:
         w.start()
     _add_probes(machine, policy, workloads)
+    schedule_events(machine, policy, caches, exp.events)
     return Simulation(exp, machine, policy, caches, workloads)
 
 
