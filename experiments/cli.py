@@ -233,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ConfigError as exc:
-        print(f"kmemsim: error: {exc}", file=sys.stderr)
+        for line in exc.lines:
+            print(f"kmemsim: error: {line}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("kmemsim: interrupted", file=sys.stderr)

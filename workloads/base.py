@@ -34,7 +34,7 @@ def _no_fast_free(_t: Any, _cache: Any, _obj: int) -> bool:
 class WorkloadParams(BaseModel):
     """Base of every workload's parameter model: unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Workload:
