@@ -16,7 +16,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from experiments.problems import ConfigError, Problems, key_parts
 from policies import registry as policy_registry
@@ -51,13 +51,6 @@ class FailWindowSection(_Section):
     end: Duration = Field(gt=0)
     probability: float = Field(1.0, ge=0, le=1)
 
-    @model_validator(mode="after")
-    def _interval(self) -> FailWindowSection:
-        if self.end <= self.start:
-            raise ValueError(f"end must be after start (empty interval: start {self.start} ns, "
-                             f"end {self.end} ns)")
-        return self
-
 
 class MemorySection(_Section):
     size: Size = Field(4 << 30, gt=0, description="RAM")
@@ -75,17 +68,6 @@ class MemorySection(_Section):
         if v & (v - 1):
             raise ValueError(f"must be a power of two, got {v}")
         return v
-
-    @model_validator(mode="after")
-    def _watermarks(self) -> MemorySection:
-        """The zone watermarks are ordered: min <= low <= high (mm/page_alloc.c)."""
-        if self.watermark_low < self.watermark_min:
-            raise ValueError(f"watermark_low must be >= watermark_min (low "
-                             f"{self.watermark_low}, min {self.watermark_min})")
-        if self.watermark_high < self.watermark_low:
-            raise ValueError(f"watermark_high must be >= watermark_low (high "
-                             f"{self.watermark_high}, low {self.watermark_low})")
-        return self
 
 
 class PolicySection(_Section):
@@ -318,6 +300,7 @@ def _check_references(exp: Experiment, pr: Problems) -> None:
     for i, n in enumerate(names):
         if names.index(n) != i:
             pr.add(f"caches[{i}].name", f"duplicate cache name {n!r}")
+    _check_memory(exp.memory, pr)
     ncpus = exp.machine.nodes * exp.machine.cpus_per_node
     if ncpus > MAX_CPUS:
         pr.add("machine.nodes", f"{exp.machine.nodes} nodes x {exp.machine.cpus_per_node} CPUs "
@@ -336,6 +319,21 @@ def _check_references(exp: Experiment, pr: Problems) -> None:
                 if n not in names:
                     pr.add(f"workloads[{i}].{key}", f"no cache named {n!r} in [[caches]] or "
                                                     "created by a workload")
+
+
+def _check_memory(mem: MemorySection, pr: Problems) -> None:
+    """Zone watermarks are ordered, min <= low <= high (mm/page_alloc.c
+    __setup_per_zone_wmarks); a failure window is a non-empty interval."""
+    if mem.watermark_low < mem.watermark_min:
+        pr.add("memory.watermark_low", f"watermark_low must be >= watermark_min (low "
+                                       f"{mem.watermark_low}, min {mem.watermark_min})")
+    if mem.watermark_high < mem.watermark_low:
+        pr.add("memory.watermark_high", f"watermark_high must be >= watermark_low (high "
+                                        f"{mem.watermark_high}, low {mem.watermark_low})")
+    for i, w in enumerate(mem.fail_windows):
+        if w.end <= w.start:
+            pr.add(f"memory.fail_windows[{i}].end", f"must be after start (empty interval: "
+                                                    f"start {w.start} ns, end {w.end} ns)")
 
 
 def _plural(n: int, word: str) -> str:

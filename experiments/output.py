@@ -1,10 +1,18 @@
-"""The run folder: every file is written under a temporary name and renamed into place, so a
-crash never leaves a half-written file and never loses files already written."""
+"""Output folders written so that an interrupt or a crash never leaves a mix.
+
+`RunFolder` writes each file under a temporary name and renames it into place (for folders that
+gather files over time: a sweep's results table, compare's figures). `StagedFolder` builds a
+whole folder (a run, a scenario, a sweep point) in a hidden sibling `.<name>.partial` and, when
+complete, swaps it in place of the old one: a reader sees the previous folder, or nothing for
+an instant, or the new one; never files of two runs. A rerun removes what an earlier
+interrupted one left behind.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +63,79 @@ class RunFolder:
         fig.savefig(tmp, dpi=dpi, format=final.suffix.lstrip("."), bbox_inches="tight")
         self._commit(tmp, final)
         return final
+
+
+def staging_path(final: Path) -> Path:
+    """Where a staged folder for `final` is built: a hidden sibling."""
+    return final.with_name(f".{final.name}.partial")
+
+
+def retired_path(final: Path) -> Path:
+    """Where the previous folder waits for removal while the new one takes its name."""
+    return final.with_name(f".{final.name}.old")
+
+
+def check_writable(final: Path, option: str = "--out", shown: Path | None = None) -> None:
+    """ConfigError naming `option` (and `shown`, default `final`) unless a folder can be
+    created at `final`: every existing ancestor is a directory, `final` is not a file, and the
+    nearest existing one can be written."""
+    from experiments.problems import ConfigError
+
+    final = Path(final)
+    if final.exists() and not final.is_dir():
+        raise ConfigError(f"{option} {shown or final}: {final} exists and is not a directory"
+                          if shown else f"{option} {final}: exists and is not a directory")
+    shown = shown or final
+    probe = final
+    while not probe.exists():
+        if probe.is_symlink():
+            raise ConfigError(f"{option} {shown}: {probe} is a dangling symbolic link")
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{option} {shown}: {probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {shown}: {probe} is not writable")
+
+
+class StagedFolder(RunFolder):
+    """A folder built whole in `.<name>.partial` and swapped into place by `commit`."""
+
+    def __init__(self, path: Path, option: str = "--out") -> None:
+        super().__init__(path)
+        self.final = Path(path)
+        """Where the folder appears when committed."""
+        self.path = staging_path(self.final)
+        self.option = option
+        """The command-line option that named the folder (for error messages)."""
+
+    def open(self) -> StagedFolder:
+        """Remove leftovers of an interrupted earlier attempt and create the staging folder;
+        ConfigError naming the option if it cannot be created."""
+        from experiments.problems import ConfigError
+
+        check_writable(self.final, self.option)
+        try:
+            for old in (self.path, retired_path(self.final)):
+                if old.exists():
+                    shutil.rmtree(old)
+            self.path.mkdir(parents=True)
+        except OSError as exc:
+            raise ConfigError(f"{self.option} {self.final}: cannot write: "
+                              f"{exc.strerror or exc}") from None
+        return self
+
+    def commit(self) -> Path:
+        """Put the finished folder in place of the previous one (if any); its final path."""
+        old = retired_path(self.final)
+        if self.final.exists():
+            os.replace(self.final, old)
+        os.replace(self.path, self.final)
+        if old.exists():
+            shutil.rmtree(old)
+        self.path = self.final
+        return self.final
+
+    def discard(self) -> None:
+        """Drop the staging folder (the previous folder stays as it was)."""
+        if self.path != self.final and self.path.exists():
+            shutil.rmtree(self.path, ignore_errors=True)

@@ -22,7 +22,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from experiments.config import ConfigError, Experiment, resolved_dict
-from experiments.output import RunFolder
+from experiments.output import RunFolder, StagedFolder
 from experiments.reports import format_lock_stat, format_slabinfo, merge_lock_stats
 from policies import registry as policy_registry
 from policies.base import CacheSpec, InvariantError, Policy
@@ -285,9 +285,39 @@ def write_outputs(sim: Simulation, folder: RunFolder, summary: dict[str, Any],
         folder.write_text("deadlock.txt", report.text())
 
 
-def run_experiment(exp: Experiment, out: Path | None, progress: bool = False) -> RunResult:
-    """Build and run `exp`; write the run folder to `out` (None: write nothing)."""
-    folder = RunFolder(out) if out is not None else None
+def run_experiment(exp: Experiment, out: Path | None, progress: bool = False,
+                   staged: bool = True) -> RunResult:
+    """Build and run `exp`; write the run folder to `out` (None: write nothing).
+
+    With `staged` the folder is built in `.<name>.partial` and swapped into place when
+    complete (see `StagedFolder`): an interrupt leaves the previous folder as it was, a rerun
+    replaces it whole. Without it, files are written straight into `out`, which the caller
+    stages (a scenario's variants, a sweep point). A run that fails with an internal error
+    still gets its folder, with error.txt and a summary whose status is error."""
+    folder: RunFolder | None = None
+    if out is not None:
+        folder = StagedFolder(out).open() if staged else RunFolder(out)
+    try:
+        res = _run(exp, out, folder, progress)
+    except Exception as exc:
+        if isinstance(exc, ConfigError) or not isinstance(folder, StagedFolder) or \
+                "error.txt" not in folder.written:
+            if isinstance(folder, StagedFolder):
+                folder.discard()
+            raise
+        folder.commit()
+        raise
+    except BaseException:
+        if isinstance(folder, StagedFolder):
+            folder.discard()
+        raise
+    if isinstance(folder, StagedFolder):
+        folder.commit()
+    return res
+
+
+def _run(exp: Experiment, out: Path | None, folder: RunFolder | None,
+         progress: bool) -> RunResult:
     sim = build(exp)
     if folder is not None:
         folder.write_toml("config.toml", resolved_dict(exp))
@@ -300,6 +330,9 @@ def run_experiment(exp: Experiment, out: Path | None, progress: bool = False) ->
         if folder is not None:
             folder.write_text("error.txt", traceback.format_exc())
             folder.write_json("summary.json", summarize(sim, "error", None, "not checked"))
+        raise
+    except BaseException:
+        thaw_heap()
         raise
     wall = time.perf_counter() - t0
     thaw_heap()
