@@ -15,7 +15,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from experiments import scenarios
+from experiments import scenario_cmd
 from experiments.config import ConfigError, load_experiment
 from experiments.output import check_writable
 from experiments.run import EXIT_DEADLOCK, run_experiment
@@ -293,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where figures and report.html go (default: results/compare)")
     c.set_defaults(func=_cmd_compare)
 
-    scenarios.add_parser(sub)
+    scenario_cmd.add_parser(sub)
     sub.add_parser("policies", help="list policies and their tunables with defaults",
                    description="List every allocator policy with one line on what it models, "
                    "then each tunable under the kernel's name with its default, allowed values "

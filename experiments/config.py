@@ -308,7 +308,7 @@ def _check_references(exp: Experiment, pr: Problems) -> None:
     for i, (w, p) in enumerate(zip(exp.workloads, exp.workload_params, strict=True)):
         names += [n for n in workload_registry.get(w.kind).creates(p) if n not in names]
         _check_cpus(i, p, ncpus, pr)
-        _check_interval(i, p, exp.duration, pr)
+        _check_interval(i, p, pr)
     if not names:
         pr.add("caches", "no caches (add [[caches]] tables or a workload that creates its own, "
                          "such as size_classes)")
@@ -350,17 +350,14 @@ def _check_cpus(i: int, params: Any, ncpus: int, pr: Problems) -> None:
                 break
 
 
-def _check_interval(i: int, params: Any, duration: int, pr: Problems) -> None:
+def _check_interval(i: int, params: Any, pr: Problems) -> None:
+    """A workload's [start, stop) is not empty. (A start after the end of the run is allowed:
+    scenarios use it to switch a workload off.)"""
     start = getattr(params, "start", None)
     stop = getattr(params, "stop", None)
-    if not isinstance(start, int):
-        return
-    if isinstance(stop, int) and stop <= start:
+    if isinstance(start, int) and isinstance(stop, int) and stop <= start:
         pr.add(f"workloads[{i}].stop", f"must be after start (empty interval: start {start} ns, "
                                        f"stop {stop} ns)")
-    elif start >= duration:
-        pr.add(f"workloads[{i}].start", f"{start} ns is not before the end of the run "
-                                        f"(duration {duration} ns): the workload never runs")
 
 
 def load_experiment(path: str | Path, overrides: list[str] | None = None,

@@ -195,6 +195,15 @@ def _run_loop(sim: Simulation, progress: bool) -> DeadlockReport | None:
     return None
 
 
+def _final_sample(sim: Simulation) -> None:
+    """One last timeline row at the end of the run (or at the deadlock), so the timeline
+    reaches the time the summary describes (the periodic sampler's sample at the end instant
+    would only run after the simulation stopped)."""
+    tl = sim.machine.metrics.timeline
+    if tl.rows and tl.rows[-1]["time_ns"] < sim.machine.env.now:
+        tl.sample()
+
+
 def summarize(sim: Simulation, status: str, report: DeadlockReport | None,
               invariants: str) -> dict[str, Any]:
     """summary.json contents (deterministic: no wall-clock figures)."""
@@ -226,7 +235,7 @@ def summarize(sim: Simulation, status: str, report: DeadlockReport | None,
         "machine": {"nodes": m.nodes, "cpus": ncpu, "hz": m.hz, "batching": m.batching},
         "ops": ops,
         "workloads": [{"kind": w.kind, **w.counts()} for w in sim.workloads],
-        "caches": {policy.cache_name(c): policy.stats(c).row() for c in policy.caches},
+        "caches": {policy.cache_name(c): cache_summary(sim, c) for c in policy.caches},
         "locks": locks,
         "cpu": {
             "irq_off_share": round(sum(c.irq_off_total for c in m.cpus) / (ncpu * end), 6)
@@ -248,6 +257,29 @@ def summarize(sim: Simulation, status: str, report: DeadlockReport | None,
             "kind": report.kind, "time_ns": report.time, "summary": report.summary,
             "cycle": report.cycle, "threads": [t.line().strip() for t in report.threads]},
     }
+
+
+COMMON_CACHE_KEYS = ("allocs", "frees", "alloc_fail", "objs_inuse", "objs_cached", "objs_free",
+                     "objs_emergency", "slabs", "bytes_requested", "bytes_total")
+"""Per-cache summary keys every policy has, with one meaning: allocations, frees and failed
+allocations the workloads made on the cache (counted by the workload layer), then the common
+CacheStats numbers. Each kernel's own names (skc_obj_alloc, alloc, allochit...) follow."""
+
+
+def cache_summary(sim: Simulation, cache: Any) -> dict[str, Any]:
+    """summary.json's record of one cache: COMMON_CACHE_KEYS and the policy's own keys. Where
+    a kernel's own counter has a common name but counts something else, it is kept as
+    `<policy>.<name>`."""
+    row = sim.policy.stats(cache).row()
+    counts = [w.cache_counts(cache) for w in sim.workloads]
+    common = {"allocs": sum(c[0] for c in counts), "frees": sum(c[1] for c in counts),
+              "alloc_fail": sum(c[2] for c in counts)}
+    common.update({k: row[k] for k in COMMON_CACHE_KEYS if k in row and k not in common})
+    own = {k: v for k, v in row.items() if k not in common}
+    if any(k in row and row[k] != common[k] for k in ("allocs", "frees", "alloc_fail")):
+        own.update({f"{sim.policy.name}.{k}": row[k] for k in ("allocs", "frees", "alloc_fail")
+                    if k in row})
+    return {**common, **own}
 
 
 def _events_frame(events: list[dict[str, Any]]) -> pd.DataFrame:
@@ -336,6 +368,7 @@ def _run(exp: Experiment, out: Path | None, folder: RunFolder | None,
         raise
     wall = time.perf_counter() - t0
     thaw_heap()
+    _final_sample(sim)
     status = "ok" if report is None else "deadlock"
     invariants = "ok"
     if report is None:

@@ -58,6 +58,8 @@ class Workload:
         self.allocs = 0
         self.frees = 0
         self.failures = 0
+        self.per_cache: dict[int, list[int]] = {}
+        """id(cache) -> [allocs, frees, failed allocs] of this workload (see `cache_counts`)."""
         m = machine.metrics
         self._h_alloc = m.hist("latency.alloc")
         self._h_free = m.hist("latency.free")
@@ -99,6 +101,10 @@ class Workload:
         if obj is not None:
             self._h_alloc.record(t.pending - start)
             self.allocs += 1
+            try:
+                self.per_cache[id(cache)][0] += 1
+            except KeyError:
+                self.per_cache[id(cache)] = [1, 0, 0]
         return obj
 
     def try_free(self, t: Any, cache: Any, obj: int) -> bool:
@@ -108,6 +114,10 @@ class Workload:
         if self._free_fast(t, cache, obj):
             self._h_free.record(t.pending - start)
             self.frees += 1
+            try:
+                self.per_cache[id(cache)][1] += 1
+            except KeyError:
+                self.per_cache[id(cache)] = [0, 1, 0]
             return True
         return False
 
@@ -118,11 +128,14 @@ class Workload:
         obj = yield from self.policy.alloc(t, cache, flags)
         t.stalled_since = None
         self._h_alloc.record(t.now - start)
+        counts = self.per_cache.setdefault(id(cache), [0, 0, 0])
         if obj is None:
             self.failures += 1
+            counts[2] += 1
             self.machine.metrics.count("alloc.fail")
         else:
             self.allocs += 1
+            counts[0] += 1
         return obj
 
     def do_free(self, t: Any, cache: Any, obj: int) -> Gen:
@@ -133,6 +146,7 @@ class Workload:
         t.stalled_since = None
         self._h_free.record(t.now - start)
         self.frees += 1
+        self.per_cache.setdefault(id(cache), [0, 0, 0])[1] += 1
 
     def alloc(self, t: Any, cache: Any, flags: int = KM_SLEEP) -> Gen:
         """Allocate through the fast path if possible, else the generator path."""
@@ -148,3 +162,8 @@ class Workload:
 
     def counts(self) -> dict[str, int]:
         return {"allocs": self.allocs, "frees": self.frees, "alloc_failures": self.failures}
+
+    def cache_counts(self, cache: Any) -> tuple[int, int, int]:
+        """(allocs, frees, failed allocs) this workload made on `cache`."""
+        a, f, x = self.per_cache.get(id(cache), (0, 0, 0))
+        return a, f, x
