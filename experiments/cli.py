@@ -20,7 +20,7 @@ from experiments.config import ConfigError, load_experiment
 from experiments.output import check_writable
 from experiments.run import EXIT_DEADLOCK, run_experiment
 from simcore.costs import DEFAULT_COSTS
-from simcore.units import format_duration
+from simcore.units import format_duration, plural
 
 try:
     from importlib.metadata import version as _dist_version
@@ -50,11 +50,6 @@ examples:
   kmemsim compare results/demo/sweep --out results/demo
   kmemsim policies
 """
-
-
-def plural(n: int, word: str) -> str:
-    """`1 CPU`, `4 CPUs`."""
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def show_progress(args: argparse.Namespace) -> bool:
@@ -110,14 +105,16 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     for p in args.inputs:
         done, total = sweep_progress(p)
         if done < total:
-            print(f"kmemsim: note: {p}: interrupted sweep: comparing its {plural(done, 'finished point')}"
-                  f"; {total - done} of {plural(total, 'point')} missing (rerun `kmemsim "
-                  f"sweep` to finish it)", file=sys.stderr)
+            print(f"kmemsim: note: {p}: interrupted sweep: comparing its "
+                  f"{plural(done, 'finished point')}; {total - done} of "
+                  f"{plural(total, 'point')} missing (rerun `kmemsim sweep` to finish it)",
+                  file=sys.stderr)
     try:
         written = compare(args.inputs, args.out)
     except (FileNotFoundError, RunFolderError) as exc:
         raise ConfigError(str(exc)) from None
-    print(f"wrote {len(written)} files to {args.out}/: " + ", ".join(p.name for p in written))
+    print(f"wrote {plural(len(written), 'file')} to {args.out}/: "
+          + ", ".join(p.name for p in written))
     return 0
 
 

@@ -22,7 +22,7 @@ from experiments.problems import ConfigError, Problems, key_parts
 from policies import registry as policy_registry
 from policies.base import KNOWN_CACHE_FLAGS
 from simcore.costs import DEFAULT_COSTS
-from simcore.units import Duration, Size
+from simcore.units import Duration, Size, plural
 from workloads import registry as workload_registry
 
 
@@ -336,17 +336,13 @@ def _check_memory(mem: MemorySection, pr: Problems) -> None:
                                                     f"start {w.start} ns, end {w.end} ns)")
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
 def _check_cpus(i: int, params: Any, ncpus: int, pr: Problems) -> None:
     for key in ("cpus", "cpu"):
         value = getattr(params, key, None)
         for c in [value] if isinstance(value, int) else (value or []):
             if c >= ncpus:
                 pr.add(f"workloads[{i}].{key}", f"CPU {c} is beyond the machine "
-                                               f"({_plural(ncpus, 'CPU')}: 0-{ncpus - 1})")
+                                               f"({plural(ncpus, 'CPU')}: 0-{ncpus - 1})")
                 break
 
 

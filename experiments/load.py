@@ -16,6 +16,8 @@ from typing import Any
 
 import pandas as pd
 
+from simcore.units import plural
+
 REPORT_FILES = ("spl_slab.txt", "kmastat.txt", "slabinfo.txt", "lock_stat.txt", "deadlock.txt")
 """Text reports a run folder may hold, in the order reports show them."""
 
@@ -145,7 +147,7 @@ def load_run(path: str | Path, label: str = "") -> Run:
         raise FileNotFoundError(f"{p}: not a run folder (no summary.json / timeline.parquet)")
     try:
         summary = json.loads((p / "summary.json").read_text())
-        label = label or f"{summary['policy']} {summary['machine']['cpus']} CPUs"
+        label = label or f"{summary['policy']} {plural(summary['machine']['cpus'], 'CPU')}"
     except json.JSONDecodeError as exc:
         raise RunFolderError(f"{p / 'summary.json'}: corrupt (invalid JSON at line {exc.lineno}"
                              f" column {exc.colno}: {exc.msg})") from None

@@ -39,7 +39,7 @@ from experiments import expectations
 from experiments.config import ConfigError, _set_path, load_raw, validate
 from experiments.output import RunFolder, StagedFolder
 from experiments.run import RunResult, run_experiment
-from simcore.units import format_duration
+from simcore.units import format_duration, plural
 
 SCENARIO_DIR = Path(__file__).parent / "configs" / "scenarios"
 
@@ -485,7 +485,7 @@ def narrative(sc: Scenario, results: list[VariantResult]) -> str:
         out.append(f"## {vr.variant.name}" + (f": {vr.variant.summary}" if vr.variant.summary
                                                else ""))
         out.append("")
-        out.append(f"Policy {s['policy']}, {s['machine']['cpus']} CPUs, "
+        out.append(f"Policy {s['policy']}, {plural(s['machine']['cpus'], 'CPU')}, "
                    f"{format_duration(s['end_ns'])} simulated; {s['ops']['allocs']} allocations, "
                    f"{s['ops']['frees']} frees, {s['ops']['alloc_failures']} failed; "
                    f"status **{vr.result.status}**.")

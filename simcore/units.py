@@ -1,9 +1,9 @@
 """Units for experiment files: durations in nanoseconds and sizes in bytes.
 
 Durations accept an integer (nanoseconds) or a string with a unit: "40ns", "2us", "2µs", "100ms",
-"15s", "1.5ms". Sizes accept an integer (bytes) or "512", "4KiB", "16MiB", "4GiB" (binary, any case) or the
-SI "1kB", "1MB", "1GB", "1TB" (decimal, exactly so spelled). "KB", "K", "M", "G", "T" and other
-spellings that mean 1024 to some readers and 1000 to others are rejected.
+"15s", "1.5ms". Sizes accept an integer (bytes) or "512", "4KiB", "16MiB", "4GiB" (binary, any
+case) or the SI "1kB", "1MB", "1GB", "1TB" (decimal, exactly so spelled). "KB", "K", "M", "G",
+"T" and other spellings that mean 1024 to some readers and 1000 to others are rejected.
 """
 
 from __future__ import annotations
@@ -96,6 +96,11 @@ def _size_unit_problem(unit: str, value: str) -> str:
         iec, n_iec, si_name, n_si = names[prefix]
         return f"{unit} is ambiguous: use {iec} ({n_iec}) or {si_name} ({n_si})"
     return f"unknown size unit {unit!r} in {value!r} (use B, KiB, MiB, GiB, TiB or kB, MB, GB)"
+
+
+def plural(n: int, word: str) -> str:
+    """`1 CPU`, `4 CPUs`, `0 points` (English plural by adding s)."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def format_duration(ns: int | float) -> str:
