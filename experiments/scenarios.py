@@ -109,7 +109,7 @@ def experiment_for(sc: Scenario, variant: Variant, seed: int | None = None) -> A
     """The validated experiment of one variant."""
     data = copy.deepcopy(sc.base)
     for dotted, value in variant.overrides.items():
-        _set_path(data, dotted, value)
+        _set_path(data, dotted, value, who=f"{sc.path}: variant {variant.name}: set {dotted}")
     if seed is not None:
         data["seed"] = seed
     data["name"] = f"{sc.name}-{variant.name}"

@@ -142,7 +142,7 @@ def point_experiment(raw: dict[str, Any], path: Path, point: Point) -> Any:
     data = copy.deepcopy(raw)
     data.pop("sweep", None)
     for key, value in point.settings:
-        _set_path(data, key, value)
+        _set_path(data, key, value, who=f"{path}: sweep: {key}")
     data["name"] = f"{data.get('name') or path.stem}-{point.id}"
     return validate(data, path)
 

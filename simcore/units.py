@@ -8,6 +8,7 @@ case) or the SI "1kB", "1MB", "1GB", "1TB" (decimal, exactly so spelled). "KB", 
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from typing import Annotated
@@ -32,18 +33,18 @@ def parse_duration(value: int | float | str) -> int:
     """Nanoseconds for `value`; raises ValueError naming the accepted units."""
     ns = _duration(value)
     if abs(ns) > MAX_DURATION:
-        raise ValueError(f"{value!r} is too long (at most {MAX_DURATION} ns)")
+        raise ValueError(f"{_toml(value)} is too long (at most {MAX_DURATION} ns)")
     return ns
 
 
 def _duration(value: int | float | str) -> int:
     if isinstance(value, bool):
-        raise ValueError(f"expected a duration such as '2us' or '100ms', got {value!r}")
+        raise ValueError(f"expected a duration such as '2us' or '100ms', got {_toml(value)}")
     if isinstance(value, int):
         return value
     if isinstance(value, float):
         if not math.isfinite(value) or value != int(value):
-            raise ValueError(f"a bare number is nanoseconds and must be whole, got {value!r}")
+            raise ValueError(f"a bare number is nanoseconds and must be whole, got {_toml(value)}")
         return int(value)
     if isinstance(value, str):
         m = _NUMBER_UNIT.match(value)
@@ -52,25 +53,25 @@ def _duration(value: int | float | str) -> int:
             if unit in _DURATION:
                 ns = float(num) * _DURATION[unit]
                 if not math.isfinite(ns) or ns != int(ns):
-                    raise ValueError(f"{value!r} is not a whole number of nanoseconds")
+                    raise ValueError(f"{_toml(value)} is not a whole number of nanoseconds")
                 return int(ns)
             if unit == "" and num.isdigit():
                 return int(num)
-            raise ValueError(f"unknown time unit {unit!r} in {value!r} (use ns, us, ms or s)")
-    raise ValueError(f"expected a duration such as '2us' or '100ms', got {value!r}")
+            raise ValueError(f"unknown time unit {unit!r} in {_toml(value)} (use ns, us, ms or s)")
+    raise ValueError(f"expected a duration such as '2us' or '100ms', got {_toml(value)}")
 
 
 def parse_size(value: int | str) -> int:
     """Bytes for `value`; raises ValueError naming the accepted units."""
     size = _size(value)
     if abs(size) > MAX_SIZE:
-        raise ValueError(f"{value!r} is too large (at most {MAX_SIZE} bytes)")
+        raise ValueError(f"{_toml(value)} is too large (at most {MAX_SIZE} bytes)")
     return size
 
 
 def _size(value: int | str) -> int:
     if isinstance(value, bool):
-        raise ValueError(f"expected a size such as 512 or '4KiB', got {value!r}")
+        raise ValueError(f"expected a size such as 512 or '4KiB', got {_toml(value)}")
     if isinstance(value, int):
         return value
     if isinstance(value, str):
@@ -82,9 +83,18 @@ def _size(value: int | str) -> int:
                 raise ValueError(_size_unit_problem(unit, value))
             size = float(num) * mult
             if not math.isfinite(size) or size != int(size):
-                raise ValueError(f"{value!r} is not a whole number of bytes")
+                raise ValueError(f"{_toml(value)} is not a whole number of bytes")
             return int(size)
-    raise ValueError(f"expected a size such as 512 or '4KiB', got {value!r}")
+    raise ValueError(f"expected a size such as 512 or '4KiB', got {_toml(value)}")
+
+
+def _toml(value: object) -> str:
+    """A value as an experiment file spells it (true, 2.5, "4 KB"), shortened."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _size_unit_problem(unit: str, value: str) -> str:
@@ -95,7 +105,7 @@ def _size_unit_problem(unit: str, value: str) -> str:
                  "G": ("GiB", "1024^3", "GB", "1000^3"), "T": ("TiB", "1024^4", "TB", "1000^4")}
         iec, n_iec, si_name, n_si = names[prefix]
         return f"{unit} is ambiguous: use {iec} ({n_iec}) or {si_name} ({n_si})"
-    return f"unknown size unit {unit!r} in {value!r} (use B, KiB, MiB, GiB, TiB or kB, MB, GB)"
+    return f"unknown size unit {unit!r} in {_toml(value)} (use B, KiB, MiB, GiB, TiB or kB, MB, GB)"
 
 
 def plural(n: int, word: str) -> str:
