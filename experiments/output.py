@@ -97,12 +97,20 @@ def check_writable(final: Path, option: str = "--out", shown: Path | None = None
         raise ConfigError(f"{option} {shown}: {probe} is not writable")
 
 
+OUTPUT_MARKERS = ("config.toml", "summary.json", "point.json", "scenario.json", "error.txt")
+"""Files by which a folder is recognised as kmemsim's own output (a run, a sweep point, a
+scenario): only such a folder (or an empty one) is replaced by a rerun."""
+
+
 class StagedFolder(RunFolder):
     """A folder built whole in `.<name>.partial` and swapped into place by `commit`."""
 
     def __init__(self, path: Path, option: str = "--out") -> None:
+        path = Path(path)
+        if path.name in ("", ".", ".."):
+            path = path.resolve()
         super().__init__(path)
-        self.final = Path(path)
+        self.final = path
         """Where the folder appears when committed."""
         self.path = staging_path(self.final)
         self.option = option
@@ -114,6 +122,10 @@ class StagedFolder(RunFolder):
         from experiments.problems import ConfigError
 
         check_writable(self.final, self.option)
+        if self.final.is_dir() and any(self.final.iterdir()) and \
+                not any((self.final / m).exists() for m in OUTPUT_MARKERS):
+            raise ConfigError(f"{self.option} {self.final}: exists and is not a kmemsim output "
+                              "folder (it would be replaced whole); choose another folder")
         try:
             for old in (self.path, retired_path(self.final)):
                 if old.exists():

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_bad_input import GOOD, write
+from test_bad_input import GOOD, cli, write
 
 import experiments.output as output
 from experiments import sweep as sweep_mod
@@ -184,7 +184,7 @@ def _fault_run(tmp_path: Path, refs: dict[str, dict[str, bytes]], kills: int) ->
 
 
 def test_kill_run_at_random_points(tmp_path, fault_refs):
-    _fault_run(tmp_path, fault_refs, kills=4)
+    _fault_run(tmp_path, fault_refs, kills=3)
 
 
 @pytest.mark.slow
@@ -227,3 +227,17 @@ def test_kill_sweep_at_random_points_then_resume(tmp_path):
 @pytest.mark.slow
 def test_kill_sweep_at_many_random_points_then_resume(tmp_path):
     _fault_sweep(tmp_path, kills=12)
+
+
+def test_a_folder_that_is_not_kmemsim_output_is_never_replaced(tmp_path, capsys):
+    cfg = write(tmp_path, GOOD)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    for out in (mine, tmp_path):  # a user's folder, and the folder holding the experiment
+        code, _, err = cli(capsys, "run", str(cfg), "--out", str(out))
+        assert code == 2 and len(err) == 1
+        assert err[0].endswith("exists and is not a kmemsim output folder (it would be "
+                               "replaced whole); choose another folder")
+    assert (mine / "notes.txt").read_text() == "precious" and cfg.exists()
+    assert leftovers(tmp_path) == []
