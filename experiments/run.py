@@ -329,22 +329,22 @@ def run_experiment(exp: Experiment, out: Path | None, progress: bool = False,
     folder: RunFolder | None = None
     if out is not None:
         folder = StagedFolder(out).open() if staged else RunFolder(out)
+    stage = folder if isinstance(folder, StagedFolder) else None
     try:
         res = _run(exp, out, folder, progress)
-    except Exception as exc:
-        if isinstance(exc, ConfigError) or not isinstance(folder, StagedFolder) or \
-                "error.txt" not in folder.written:
-            if isinstance(folder, StagedFolder):
-                folder.discard()
-            raise
-        folder.commit()
+    except BaseException as exc:
+        if stage is not None:
+            # an internal error keeps its folder (error.txt, status error); bad input and an
+            # interrupt leave the previous folder as it was
+            crashed = isinstance(exc, Exception) and not isinstance(exc, ConfigError) and \
+                "error.txt" in stage.written
+            if crashed:
+                stage.commit()
+            else:
+                stage.discard()
         raise
-    except BaseException:
-        if isinstance(folder, StagedFolder):
-            folder.discard()
-        raise
-    if isinstance(folder, StagedFolder):
-        folder.commit()
+    if stage is not None:
+        stage.commit()
     return res
 
 

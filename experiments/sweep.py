@@ -31,6 +31,7 @@ import itertools
 import json
 import os
 import sys
+import traceback
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -174,6 +175,8 @@ def run_point(raw: dict[str, Any], path: str, point: Point, out: str) -> dict[st
     except ConfigError as exc:  # the point's failure is data; the sweep goes on
         row.update(status="error", error="; ".join(exc.lines))
     except Exception as exc:
+        if not (folder.path / "error.txt").exists():
+            folder.write_text("error.txt", traceback.format_exc())
         first = (str(exc).splitlines() or [""])[0]
         row.update(status="error", error=f"internal error ({type(exc).__name__}: {first}); "
                                          f"traceback in points/{point.id}/error.txt")

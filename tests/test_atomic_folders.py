@@ -241,3 +241,24 @@ def test_a_folder_that_is_not_kmemsim_output_is_never_replaced(tmp_path, capsys)
                                "replaced whole); choose another folder")
     assert (mine / "notes.txt").read_text() == "precious" and cfg.exists()
     assert leftovers(tmp_path) == []
+
+
+def test_an_internal_error_replaces_the_folder_with_its_error_report(tmp_path, monkeypatch):
+    import experiments.run as run_mod
+    cfg = write(tmp_path, GOOD)
+    out = tmp_path / "run"
+    assert main(["run", str(cfg), "--out", str(out), "--set", "policy.name=solaris"]) == 0
+
+    def broken(sim, progress):  # noqa: ANN001, ANN202
+        raise RuntimeError("a bug in the model")
+
+    monkeypatch.setattr(run_mod, "_run_loop", broken)
+    with pytest.raises(RuntimeError):
+        main(["run", str(cfg), "--out", str(out), "--set", "policy.name=global_lock"])
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["config.toml", "error.txt", "summary.json"]  # nothing of the solaris run
+    assert "a bug in the model" in (out / "error.txt").read_text()
+    assert '"status": "error"' in (out / "summary.json").read_text()
+    with pytest.raises(FileNotFoundError):
+        load_run(out)
+    assert leftovers(tmp_path) == []
