@@ -13,20 +13,21 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+
+from pydantic.fields import FieldInfo
 
 from experiments import scenario_cmd
 from experiments.config import ConfigError, load_experiment
 from experiments.output import check_writable
 from experiments.run import EXIT_DEADLOCK, run_experiment
 from simcore.costs import DEFAULT_COSTS
-from simcore.units import format_duration, plural
+from simcore.units import format_duration, parse_duration, plural
 
 try:
-    from importlib.metadata import version as _dist_version
-
-    VERSION = _dist_version("kmemsim")
-except Exception:  # not installed (run from a source tree)
+    VERSION = version("kmemsim")
+except PackageNotFoundError:  # run from a source tree without installing
     VERSION = "unknown"
 
 EXIT_BAD_INPUT = 2
@@ -166,12 +167,9 @@ def _cmd_workloads(_args: argparse.Namespace) -> int:
     return 0
 
 
-def _param_default(field: object) -> str:
+def _param_default(field: FieldInfo) -> str:
     """A parameter's default as an experiment file would spell it: (required), durations with
     units, nested tables with only the keys that apply."""
-    from pydantic.fields import FieldInfo
-
-    assert isinstance(field, FieldInfo)
     if field.is_required():
         return "(required)"
     default = field.get_default(call_default_factory=True)
@@ -189,11 +187,10 @@ def _param_default(field: object) -> str:
     return _toml(default, _is_duration(field))
 
 
-def _is_duration(field: object) -> bool:
+def _is_duration(field: FieldInfo) -> bool:
     """Whether a pydantic field is a `Duration` (parsed by parse_duration), optional or not."""
-    from simcore.units import parse_duration
-    metas = list(getattr(field, "metadata", []))
-    for arg in getattr(getattr(field, "annotation", None), "__args__", ()):
+    metas = list(field.metadata)
+    for arg in getattr(field.annotation, "__args__", ()):
         metas += list(getattr(arg, "__metadata__", ()))
     return any(getattr(m, "func", None) is parse_duration for m in metas)
 
