@@ -22,7 +22,7 @@ from experiments import scenario_cmd
 from experiments.config import ConfigError, load_experiment
 from experiments.output import check_writable
 from experiments.run import EXIT_DEADLOCK, run_experiment
-from simcore.costs import DEFAULT_COSTS
+from simcore.costs import COST_SOURCES, DEFAULT_COSTS
 from simcore.units import format_duration, parse_duration, plural
 
 try:
@@ -210,6 +210,7 @@ def _toml(value: object, duration: bool) -> str:
 def _cmd_costs(_args: argparse.Namespace) -> int:
     for name, (ns, doc) in DEFAULT_COSTS.items():
         print(f"{name:24} {ns:>8} ns  {doc}")
+        print(f"{'':36}source: {COST_SOURCES[name]}")
     return 0
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -36,6 +36,12 @@ class MachineSection(_Section):
     cpus_per_node: int = Field(4, gt=0, le=4096, description="CPUs per node")
     hz: int = Field(1000, gt=0, description="timer ticks per second (CONFIG_HZ)")
     sched_slice: Duration = Field(3_000_000, gt=0, description="time slice before preemption")
+    preempt: Literal["none", "voluntary", "full"] = Field(
+        "voluntary", description="preemption model (CONFIG_PREEMPT_NONE/VOLUNTARY/PREEMPT)")
+    sched_wakeup_granularity: Duration = Field(
+        0, ge=0, description="CFS wake-up granularity (0 = 1ms x (1 + log2(min(CPUs, 8))))")
+    sched_latency: Duration = Field(
+        0, ge=0, description="CFS latency; sleepers get half of it (0 = 6ms x the same factor)")
     batching: bool = Field(True, description="charge local work without events (fast path)")
     fast_paths: bool = Field(True, description="use the policies' plain-function fast paths")
     hung_task_timeout: Duration = Field(0, ge=0, description="watchdog limit (0 = off)")

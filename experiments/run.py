@@ -77,6 +77,8 @@ def build(exp: Experiment) -> Simulation:
     machine = Machine(
         MachineConfig(nodes=mc.nodes, cpus_per_node=mc.cpus_per_node, hz=mc.hz,
                       sched_slice=mc.sched_slice, batching=mc.batching, fast_paths=mc.fast_paths,
+                      preempt=mc.preempt, sched_wakeup_granularity=mc.sched_wakeup_granularity,
+                      sched_latency=mc.sched_latency,
                       hung_task_timeout=mc.hung_task_timeout,
                       deadlock_check=mc.deadlock_check,
                       deadlock_timed_limit=mc.deadlock_timed_limit),

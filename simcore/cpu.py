@@ -17,14 +17,12 @@ is what makes batched and one-event-per-step execution give identical results.
 from __future__ import annotations
 
 import heapq
-from collections import deque
 from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import simpy
 
-if TYPE_CHECKING:
-    from simcore.machine import Machine
+from simcore.sched import FAIR, SchedEntity, wakeup_preempts
 
 Gen = Generator[Any, Any, Any]
 IrqHandler = Callable[["Thread"], Gen]
@@ -49,7 +47,7 @@ class Irq:
 class CPU:
     """One simulated CPU: the thread on it, its run queue and its scheduled interrupts."""
 
-    def __init__(self, machine: Machine, cpu_id: int, node: int) -> None:
+    def __init__(self, machine: Any, cpu_id: int, node: int) -> None:
         self.machine = machine
         self.id = cpu_id
         """Logical CPU number (smp_processor_id)."""
@@ -57,8 +55,12 @@ class CPU:
         """NUMA node of this CPU."""
         self.current: Thread | None = None
         """Thread running on the CPU, None when idle."""
-        self.runq: deque[tuple[Thread, simpy.Event]] = deque()
-        """Threads waiting for this CPU, FIFO."""
+        self.runq: list[tuple[Thread, simpy.Event]] = []
+        """Runnable threads waiting for this CPU, in enqueue order (`pick` chooses)."""
+        self.min_vruntime = 0
+        """cfs_rq min_vruntime: never decreases; sleepers are placed relative to it."""
+        self.need_resched = False
+        """TIF_NEED_RESCHED of the running thread, set by a wake-up that preempts it."""
         self.irqs: list[Irq] = []
         """Scheduled interrupts not yet delivered (heap by arrival time)."""
         self.idle_thread = Thread(machine, f"swapper/{cpu_id}", None, cpu=self)
@@ -123,12 +125,25 @@ class CPU:
         self.dispatch_next()
 
     # --- scheduling ---------------------------------------------------------------------
+    def pick(self) -> int:
+        """pick_next_task: index in `runq` of the thread to run next: highest class, then
+        highest SYS/RT priority (FIFO among equals), then lowest vruntime (FIFO among equals)."""
+        q = self.runq
+        best = 0
+        if len(q) > 1:
+            bk = q[0][0].se.key()
+            for i in range(1, len(q)):
+                k = q[i][0].se.key()
+                if k < bk:
+                    best, bk = i, k
+        return best
+
     def dispatch_next(self) -> None:
         """Give the idle CPU to the next runnable thread (own queue first, then steal)."""
         if self.current is not None:
             return
         if self.runq:
-            t, ev = self.runq.popleft()
+            t, ev = self.runq.pop(self.pick())
             if t.affinity is None or len(t.affinity) > 1:
                 self.machine.unpinned_waiting -= 1
         else:
@@ -138,17 +153,23 @@ class CPU:
                     self._irq_arrives(self.irqs[0])
                 return
             t, ev = found
+            t.migrate_to(self)
         self.current = t
+        self.need_resched = False
         t.cpu = self
         t.slice_start = self.machine.env.now
+        se = t.se
+        if se.cls == FAIR and se.vruntime > self.min_vruntime:
+            self.min_vruntime = se.vruntime
         ev.succeed()
 
 
 class Thread:
     """A simulated kernel thread: workload thread, taskq worker, reaper, or IRQ context."""
 
-    def __init__(self, machine: Machine, name: str, body: Callable[[Thread], Gen] | None,
-                 cpu: CPU | None = None, affinity: list[int] | None = None) -> None:
+    def __init__(self, machine: Any, name: str, body: Callable[[Thread], Gen] | None,
+                 cpu: CPU | None = None, affinity: list[int] | None = None,
+                 se: SchedEntity | None = None) -> None:
         self.machine = machine
         self.env = machine.env
         self.name = name
@@ -188,6 +209,12 @@ class Thread:
         self.held: list[Any] = []
         """Locks held, in acquisition order."""
         self.slice_start = 0
+        """When the thread last got its CPU (exec_start: the slice and vruntime run from it)."""
+        self.se = se if se is not None else SchedEntity()
+        """Scheduling class, priority, weight and vruntime."""
+        self.memalloc_noio = False
+        """PF_MEMALLOC_NOIO (the SPL's fstrans mark): reclaim on behalf of this thread does no
+        I/O and does not enter the file system, whatever the allocation's flags."""
         self.alive = True
         self.process: simpy.Process | None = None
         if body is not None:
@@ -246,8 +273,10 @@ class Thread:
         self.pending = 0
 
     def sync(self) -> Gen:
-        """Bring the simulation clock up to this thread's time, take due interrupts if IRQs
-        are on, and give the CPU to a waiting thread when the time slice is used up."""
+        """Bring the simulation clock up to this thread's time and take due interrupts if IRQs
+        are on. Under full preemption (CONFIG_PREEMPT) this is also a preemption point: the
+        thread gives its CPU up when a wake-up asked for it or its slice is used up, unless it
+        holds a spinlock, has IRQs off or runs an interrupt handler."""
         p = self.pending
         if p:
             self.cpu.busy_ns += p
@@ -262,9 +291,33 @@ class Thread:
         if (not self.irqs_off and not self.in_irq and cpu.irqs
                 and cpu.irqs[0].at <= self.env.now):
             yield from self.deliver_irqs()
-        if (cpu.runq and not self.preempt_count and not self.irqs_off and not self.in_irq
-                and self.env.now - self.slice_start >= self.machine.sched_slice):
+        if (cpu.runq and self.machine.preempt_full and not self.preempt_count
+                and not self.irqs_off and not self.in_irq and self._resched_due()):
             yield from self._preempt()
+
+    def _resched_due(self) -> bool:
+        """need_resched: a wake-up asked for the CPU, or the scheduler tick found a fair thread
+        past its slice (check_preempt_tick) while others wait. SYS and RT threads are not
+        time-sliced."""
+        if self.cpu.need_resched:
+            return True
+        return (self.se.cls == FAIR
+                and self.env.now - self.slice_start >= self.machine.sched_slice)
+
+    def cond_resched(self) -> Gen:
+        """cond_resched: a voluntary preemption point (kernel code that may run long calls it;
+        a no-op under full preemption, where every sync is a preemption point)."""
+        cpu = self.cpu
+        if cpu.runq and not self.preempt_count and not self.irqs_off and not self.in_irq:
+            yield from self.sync()
+            if cpu.runq and self._resched_due():
+                yield from self._preempt()
+
+    def might_resched(self) -> Gen:
+        """might_sleep under CONFIG_PREEMPT_VOLUNTARY: a preemption point in voluntary mode
+        only (mutex_lock, and the other calls that may sleep)."""
+        if self.machine.preempt_voluntary and self.cpu.runq:
+            yield from self.cond_resched()
 
     def irq_free_for(self, ns: int) -> bool:
         """True when no interrupt arrives on this CPU within the next `ns` of local time, so a
@@ -273,13 +326,18 @@ class Thread:
         return not irqs or irqs[0].at > self.env.now + self.pending + ns
 
     def checkpoint(self) -> Gen:
-        """A scheduling point between operations (the timer tick's role): sync when a tick's
-        worth of local work has piled up, an interrupt is due, or another thread waits for this
-        CPU. Keeps local runs bounded without an event per operation."""
+        """A scheduling point between operations (the return to user space): sync when a
+        tick's worth of local work has piled up, an interrupt is due, or another thread waits
+        for this CPU, and give the CPU up when the scheduler asks for it (a preempting wake-up
+        or the tick past the slice), whatever the preemption model. Keeps local runs bounded
+        without an event per operation."""
         cpu = self.cpu
         if (self.pending >= self.machine.tick_ns or cpu.runq
                 or (cpu.irqs and cpu.irqs[0].at <= self.env.now + self.pending)):
             yield from self.sync()
+            if (cpu.runq and not self.preempt_count and not self.irqs_off and not self.in_irq
+                    and self._resched_due()):
+                yield from self._preempt()
 
     def deliver_irqs(self) -> Gen:
         """Run every interrupt that has arrived on this CPU, in this thread's context.
@@ -365,6 +423,8 @@ class Thread:
 
     # --- sleeping and the CPU ------------------------------------------------------------
     def _pick_cpu(self) -> CPU:
+        """select_task_rq: the CPU the thread last ran on if it is idle, else an idle CPU it
+        may run on, else its last CPU (where it queues)."""
         cpus = self.machine.cpus
         aff = self.affinity
         if aff is not None and len(aff) == 1:
@@ -381,49 +441,106 @@ class Thread:
             return last
         return cpus[aff[0]] if aff is not None else cpus[0]
 
-    def get_cpu(self) -> Gen:
-        """Wait until a CPU this thread may run on is free and take it."""
+    def migrate_to(self, cpu: CPU) -> None:
+        """migrate_task_rq_fair: keep the vruntime's lag relative to the CPU's min_vruntime."""
+        last = self.cpu
+        if last is not None and last is not cpu and self.se.cls == FAIR:
+            self.se.vruntime += cpu.min_vruntime - last.min_vruntime
+
+    def get_cpu(self, woken: bool = False) -> Gen:
+        """Take a CPU this thread may run on, or queue for it. A woken thread (`woken`) is
+        placed as place_entity places a sleeper (at most latency/2 of credit below the CPU's
+        min_vruntime); on an idle CPU it first pays `wakeup_ipi` (the reschedule IPI and the
+        exit from idle), charged to its local clock; on a busy CPU it queues and, by the
+        wake-up preemption rule, may set need_resched on the running thread."""
         cpu = self._pick_cpu()
+        se = self.se
+        if se.cls == FAIR:
+            self.migrate_to(cpu)
+            if woken:
+                floor = cpu.min_vruntime - self.machine.sched_latency // 2
+                if se.vruntime < floor:
+                    se.vruntime = floor
         if cpu.current is None and not cpu.runq:
             cpu.current = self
+            cpu.need_resched = False
             self.cpu = cpu
             self.slice_start = self.env.now
+            if se.cls == FAIR and se.vruntime > cpu.min_vruntime:
+                cpu.min_vruntime = se.vruntime
+            if woken:
+                self.charge("wakeup_ipi")
             return
         ev = self.env.event()
         cpu.runq.append((self, ev))
         if self.affinity is None or len(self.affinity) > 1:
             self.machine.unpinned_waiting += 1
+        cur = cpu.current
+        if woken and cur is not None and cur is not cpu.idle_thread and not cpu.need_resched:
+            if wakeup_preempts(cur.se, cur.curr_vruntime(), se,
+                               self.machine.sched_wakeup_granularity):
+                cpu.need_resched = True
+                self.machine.metrics.count("sched.wakeup_preempt")
         self.blocked_on = ("cpu", cpu)
         self.blocked_since = self.env.now
         yield ev
         self.blocked_on = None
 
+    def curr_vruntime(self) -> int:
+        """The running thread's vruntime brought up to the simulation clock (update_curr)."""
+        se = self.se
+        d = self.env.now - self.slice_start
+        return se.vruntime + (d if se.weight == 1024 else d * 1024 // se.weight)
+
+    def _account(self) -> None:
+        """update_curr at a switch: charge the time since the thread got its CPU."""
+        now = self.env.now
+        self.se.account(now - self.slice_start)
+        self.slice_start = now
+
     def put_cpu(self) -> None:
         """Give the CPU up and let the next runnable thread have it."""
         cpu = self.cpu
         if cpu.current is self:
+            self._account()
+            se = self.se
+            if se.cls == FAIR and se.vruntime > cpu.min_vruntime and not cpu.runq:
+                cpu.min_vruntime = se.vruntime
             cpu.current = None
+            for lk in self.held:
+                off = getattr(lk, "owner_off_cpu", None)
+                if off is not None:
+                    off(self)
             cpu.dispatch_next()
 
     def wakeup_preempt(self) -> Gen:
-        """CFS wake-up preemption: a sleeper just woken on this CPU runs before the waker goes
-        on (unless the waker cannot be preempted: IRQs off, a spinlock held, or in an
-        interrupt handler)."""
-        if self.irqs_off or self.preempt_count or self.in_irq:
+        """The preemption point after a wake-up (the wait-queue lock's spin_unlock_irqrestore):
+        under full preemption a woken thread that the wake-up preemption rule lets preempt
+        this one runs before the waker goes on; under voluntary and none preemption the waker
+        goes on to its next preemption point."""
+        if not self.machine.preempt_full or self.irqs_off or self.preempt_count or self.in_irq:
             return
         yield from self.sync()
-        yield self._timeout(0)  # the woken threads reach this CPU's run queue first
-        if self.cpu.runq:
+        yield self._timeout(0)  # the woken threads reach their run queues first
+        if self.cpu.runq and self.cpu.need_resched:
             yield from self._preempt()
 
     def _preempt(self) -> Gen:
+        cpu = self.cpu
+        self._account()
+        best = cpu.runq[cpu.pick()][0]
+        if best.se.key() >= self.se.key() and not cpu.need_resched:
+            return  # the tick found nobody the scheduler would pick over this thread
         self.machine.metrics.count("sched.preempt")
         ev = self.env.event()
-        cpu = self.cpu
         cpu.runq.append((self, ev))
         if self.affinity is None or len(self.affinity) > 1:
             self.machine.unpinned_waiting += 1
         cpu.current = None
+        for lk in self.held:
+            off = getattr(lk, "owner_off_cpu", None)
+            if off is not None:
+                off(self)
         cpu.dispatch_next()
         yield ev
         self.charge("context_switch")
@@ -443,7 +560,7 @@ class Thread:
         self.put_cpu()
         value = yield event
         self.blocked_on = None
-        yield from self.get_cpu()
+        yield from self.get_cpu(woken=True)
         if switch_cost:
             self.charge("context_switch")
         return value

@@ -16,7 +16,6 @@ from simcore.units import format_duration
 
 if TYPE_CHECKING:
     from simcore.cpu import Thread
-    from simcore.machine import Machine
 
 
 @dataclass
@@ -89,7 +88,7 @@ def thread_state(t: Thread, waits_on: str | None = None, since: int | None = Non
                        [lk.name for lk in t.held])
 
 
-def self_deadlock(machine: Machine, lock: Any, t: Thread) -> None:
+def self_deadlock(machine: Any, lock: Any, t: Thread) -> None:
     """A context asks for a spinlock already held on its own CPU: report and stop the run."""
     now = machine.env.now
     ctx = "IRQ handler" if t.in_irq else "process context"
@@ -122,7 +121,7 @@ class DeadlockDetector:
     the thread is in (`Thread.stalled_since`) when there is one, else from the start of its wait.
     """
 
-    def __init__(self, machine: Machine) -> None:
+    def __init__(self, machine: Any) -> None:
         self.machine = machine
         cfg = machine.config
         self.timeout = cfg.hung_task_timeout

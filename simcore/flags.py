@@ -9,15 +9,19 @@ KM_SLEEP = 0x0000
 KM_NOSLEEP = 0x0001
 """Must not sleep (GFP_ATOMIC); interrupt handlers use it."""
 KM_PUSHPAGE = 0x0004
-"""May dip into reserves; may sleep (SPL)."""
+"""May sleep and dip into reserves: GFP_KERNEL | __GFP_HIGH in the modern SPL
+(kmem_flags_convert). The old SPL (2012) also made it GFP_NOIO; a policy modelling that era
+adds KM_NOIO itself."""
 KM_NOFS = 0x0010
 """No file-system re-entry from reclaim (GFP_NOFS)."""
+KM_NOIO = 0x0020
+"""No I/O and no file-system re-entry from reclaim (GFP_NOIO)."""
 
 GFP_KERNEL = KM_SLEEP
 GFP_ATOMIC = KM_NOSLEEP
 
 NAMES = {"KM_SLEEP": KM_SLEEP, "KM_NOSLEEP": KM_NOSLEEP, "KM_PUSHPAGE": KM_PUSHPAGE,
-         "KM_NOFS": KM_NOFS, "GFP_KERNEL": GFP_KERNEL, "GFP_ATOMIC": GFP_ATOMIC}
+         "KM_NOFS": KM_NOFS, "KM_NOIO": KM_NOIO, "GFP_KERNEL": GFP_KERNEL, "GFP_ATOMIC": GFP_ATOMIC}
 
 
 def can_sleep(flags: int) -> bool:

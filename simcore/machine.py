@@ -1,5 +1,10 @@
 """The simulated machine: SimPy environment, NUMA topology, costs, random streams, metrics,
-memory, and the threads and interrupts that run on its CPUs."""
+memory, and the threads and interrupts that run on its CPUs.
+
+simcore's modules import one way, bottom to top (tests/test_simcore_layers.py checks it):
+units, rand, flags, costs, sched -> cpu (clock and threads) -> metrics, deadlock -> spinlock,
+mutex, waitqueue, taskq, timer (locks and queues) -> memory -> machine (assembles them).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,13 @@ from simcore.deadlock import DeadlockDetector
 from simcore.memory import MemoryConfig, PageAllocator
 from simcore.metrics import Metrics, SamplingConfig
 from simcore.rand import RandomStream
+from simcore.sched import (
+    NICE_0,
+    PREEMPT_MODELS,
+    Priority,
+    default_latency,
+    default_wakeup_granularity,
+)
 
 
 @dataclass
@@ -28,7 +40,13 @@ class MachineConfig:
     hz: int = 1000
     """Timer ticks per second (CONFIG_HZ); jiffies-based timeouts derive from it."""
     sched_slice: int = 3_000_000
-    """A runnable thread waiting for a busy CPU gets it after this much time, ns."""
+    """The scheduler tick preempts a fair thread that ran this long while others wait, ns."""
+    preempt: str = "voluntary"
+    """Preemption model: none, voluntary (the distributions' default) or full."""
+    sched_wakeup_granularity: int = 0
+    """sched_wakeup_granularity_ns; 0 = 1 ms x (1 + log2(min(CPUs, 8)))."""
+    sched_latency: int = 0
+    """sched_latency_ns (sleeper credit is half of it); 0 = 6 ms x (1 + log2(min(CPUs, 8)))."""
     batching: bool = True
     """Charge local work to the thread's clock (True) or one SimPy event per step (False)."""
     hung_task_timeout: int = 0
@@ -61,6 +79,17 @@ class Machine:
         """Length of one timer tick (1/HZ), ns."""
         self.nodes = cfg.nodes
         self.sched_slice = cfg.sched_slice
+        if cfg.preempt not in PREEMPT_MODELS:
+            raise ValueError(f"preempt must be one of {', '.join(PREEMPT_MODELS)}")
+        self.preempt = cfg.preempt
+        self.preempt_full = cfg.preempt == "full"
+        """Every sync outside an atomic section is a preemption point (CONFIG_PREEMPT)."""
+        self.preempt_voluntary = cfg.preempt == "voluntary"
+        """might_sleep points are preemption points (CONFIG_PREEMPT_VOLUNTARY)."""
+        ncpus = cfg.nodes * cfg.cpus_per_node
+        self.sched_wakeup_granularity = (cfg.sched_wakeup_granularity
+                                         or default_wakeup_granularity(ncpus))
+        self.sched_latency = cfg.sched_latency or default_latency(ncpus)
         self.batching = cfg.batching
         self.fast_paths = cfg.fast_paths
         self.metrics = Metrics(self.env, self.sampling)
@@ -101,10 +130,11 @@ class Machine:
 
     # --- threads and interrupts -----------------------------------------------------------
     def spawn(self, name: str, body: Callable[[Thread], Gen], cpu: int | None = None,
-              affinity: list[int] | None = None) -> Thread:
-        """Start a kernel thread running `body(t)`, pinned to `cpu` or free over `affinity`."""
+              affinity: list[int] | None = None, pri: Priority = NICE_0) -> Thread:
+        """Start a kernel thread running `body(t)`, pinned to `cpu` or free over `affinity`,
+        at scheduling class and priority `pri` (SCHED_NORMAL nice 0 unless given)."""
         c = self.cpus[cpu] if cpu is not None else None
-        t = Thread(self, name, body, cpu=c, affinity=affinity)
+        t = Thread(self, name, body, cpu=c, affinity=affinity, se=pri.entity())
         self.threads.append(t)
         return t
 

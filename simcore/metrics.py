@@ -10,12 +10,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import simpy
-
-if TYPE_CHECKING:
-    from simcore.spinlock import SpinLock
 
 NBUCKETS = 65
 """Buckets 0..64: value 0, then [2^(i-1), 2^i) up to 2^63."""
@@ -155,7 +152,7 @@ class Metrics:
         self.histograms: dict[str, LogHistogram] = {}
         self.timeline = Timeline(env, cfg)
         self.log = EventLog(env, cfg.max_events)
-        self.locks: list[SpinLock] = []
+        self.locks: list[Any] = []
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] += n
@@ -170,12 +167,12 @@ class Metrics:
     def event(self, kind: str, time: int | None = None, **fields: Any) -> None:
         self.log.add(kind, time, **fields)
 
-    def register_lock(self, lock: SpinLock) -> None:
+    def register_lock(self, lock: Any) -> None:
         self.locks.append(lock)
 
-    def lock_classes(self) -> dict[str, list[SpinLock]]:
+    def lock_classes(self) -> dict[str, list[Any]]:
         """Locks grouped by class name, as lock_stat aggregates them."""
-        out: dict[str, list[SpinLock]] = {}
+        out: dict[str, list[Any]] = {}
         for lk in self.locks:
             out.setdefault(lk.name, []).append(lk)
         return out

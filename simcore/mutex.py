@@ -1,64 +1,169 @@
-"""Sleeping mutexes (kmutex_t / struct mutex): a waiter gives its CPU up instead of spinning."""
+"""Mutexes that spin while the owner runs and sleep when it does not: the illumos adaptive
+mutex (kmutex_t) and the Linux struct mutex with optimistic spinning.
+
+What is modelled:
+- illumos mutex_enter / mutex_vector_enter: a waiter spins while the owner is running on a CPU
+  and blocks on the lock's turnstile as soon as the owner is not (it was preempted or went to
+  sleep holding the lock); mutex_exit hands the lock to the first waiter (turnstile hand-off),
+  which runs when it gets a CPU again.
+- Linux mutex_lock: might_sleep (a voluntary preemption point), then the fast path; a
+  contended waiter spins on the owner (mutex_optimistic_spin / mutex_spin_on_owner) while the
+  owner runs and the waiter's own CPU has nothing else to run (need_resched clear), else it
+  sleeps on the wait list; mutex_unlock hands over to the first waiter.
+- A holder stays preemptible (unlike a spinlock holder) and may sleep with the lock held.
+- Statistics: the lock_stat columns (wait time = spin + block) plus, apart, the spin and block
+  counts and times (lockstat's "Adaptive mutex spin" / "Adaptive mutex block").
+
+Simplified: waiters are served in arrival order, where a turnstile orders them by priority and
+a Linux mutex lets a spinner steal the lock from a woken waiter (until MUTEX_FLAG_HANDOFF); the
+osq (MCS queue of spinners) is not modelled, every spinner watches the owner itself.
+"""
 
 from __future__ import annotations
 
-from collections import deque
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Any
 
 import simpy
 
 from simcore.cpu import Gen, Thread
+from simcore.deadlock import self_deadlock
+from simcore.spinlock import LockStat, SpinLock
 
-if TYPE_CHECKING:
-    from simcore.machine import Machine
+
+@dataclass
+class MutexStat(LockStat):
+    """lock_stat columns plus lockstat's spin and block figures (ns)."""
+
+    spins: int = 0
+    """Contended acquisitions that spun (on an owner that was running)."""
+    spin_total: int = 0
+    blocks: int = 0
+    """Contended acquisitions that slept (the owner was not running, or stopped running)."""
+    block_total: int = 0
 
 
-class Mutex:
-    """mutex_lock / mutex_unlock / mutex_trylock with FIFO hand-off to sleeping waiters."""
+class AdaptiveMutex(SpinLock):
+    """illumos kmutex_t (MUTEX_DEFAULT, adaptive): `lock` (mutex_enter), `unlock`
+    (mutex_exit), `trylock` (mutex_tryenter), with the SpinLock's fields so that code which
+    handles a lock it knows to be free can keep doing so."""
 
-    def __init__(self, machine: Machine, name: str) -> None:
-        self.machine = machine
-        self.env = machine.env
-        self.name = name
-        self.owner: Thread | None = None
-        """Thread holding the mutex, or None."""
-        self.waiters: deque[tuple[Thread, simpy.Event]] = deque()
-        self.acquisitions = 0
-        self.contentions = 0
+    kind = "adaptive"
+
+    def __init__(self, machine: Any, name: str) -> None:
+        super().__init__(machine, name)
+        self.stat = MutexStat(name)
+        self._counted = False
+        self._spinners: dict[Thread, bool] = {}
+        """Waiters spinning now -> whether they are parked at the spin (else taking an
+        interrupt)."""
+        self._stop: set[Thread] = set()
+        """Spinners told to block."""
 
     def __repr__(self) -> str:
-        return f"<Mutex {self.name}>"
+        return f"<{type(self).__name__} {self.name}>"
+
+    # A mutex holder stays preemptible: undo the spinlock's preempt_count for holds taken here
+    def _take(self, t: Thread) -> None:
+        super()._take(t)
+        t.preempt_count -= 1
+        self._counted = True
+
+    def _release(self, t: Thread) -> None:
+        if self._counted:
+            t.preempt_count += 1
+            self._counted = False
+        super()._release(t)
+
+    def owner_off_cpu(self, owner: Thread) -> None:
+        """The owner left its CPU (blocked or preempted): every spinning waiter blocks."""
+        if owner is self.owner and self._spinners:
+            for w, parked in self._spinners.items():
+                if w not in self._stop:
+                    self._stop.add(w)
+                    if parked:
+                        w.process.interrupt("mutex_block")
+
+    def _keep_spinning(self, t: Thread) -> bool:
+        o = self.owner
+        return o is None or o.cpu.current is o
 
     def lock(self, t: Thread) -> Gen:
-        """mutex_lock: take the mutex, sleeping while another thread holds it."""
-        yield from t.sync()
-        t.charge("atomic_op")
-        self.acquisitions += 1
-        if self.owner is None:
-            self.owner = t
+        """mutex_enter: take the mutex; spin while the owner runs, block when it does not."""
+        cpu = t.cpu
+        if t.pending or cpu.irqs or cpu.runq:
+            yield from t.sync()
+        now = self.env.now
+        owner = self.owner
+        if owner is None and not self.waiters and self.free_at <= now:
+            self._take(t)
             return
-        self.contentions += 1
+        if owner is t:
+            self_deadlock(self.machine, self, t)
+        st = self.stat
+        st.contentions += 1
+        if self.last_cpu != cpu.id:
+            st.con_bounces += 1
         ev = self.env.event()
-        self.waiters.append((t, ev))
-        yield from t.block(ev, self)
-
-    def trylock(self, t: Thread) -> Gen:
-        """mutex_trylock: True if taken, False if held (never sleeps)."""
-        yield from t.sync()
-        t.charge("atomic_op")
-        if self.owner is None:
-            self.owner = t
-            self.acquisitions += 1
-            return True
-        return False
+        self.waiters.append((t, ev, now))
+        if owner is None and len(self.waiters) == 1:
+            self._grant_at(self.free_at)
+        t.blocked_on = self
+        t.blocked_since = now
+        t.wait_timed = False
+        t.charge("mutex_spin_check")  # stays on the local clock: no sync while queued
+        if not ev.triggered and self._keep_spinning(t):
+            spinners, stopped = self._spinners, self._stop
+            spinners[t] = True
+            t.spinning = self
+            start = self.env.now
+            while not ev.triggered and t not in stopped:
+                try:
+                    yield ev
+                except simpy.Interrupt as why:
+                    if why.cause != "mutex_block":
+                        spinners[t] = False
+                        yield from t.deliver_irqs()
+                        spinners[t] = True
+            t.spinning = None
+            del spinners[t]
+            stopped.discard(t)
+            spun = self.env.now - start
+            t.cpu.busy_ns += spun
+            st.spins += 1
+            st.spin_total += spun
+        if not ev.triggered:
+            st.blocks += 1
+            start = self.env.now
+            yield from t.block(ev, self)
+            st.block_total += self.env.now - start
+        t.blocked_on = None
+        st.record_wait(self.env.now - now)
 
     def unlock(self, t: Thread) -> Gen:
-        """mutex_unlock: hand the mutex to the first sleeping waiter, if any."""
+        """mutex_exit: release, handing the mutex to the first waiter."""
         yield from t.sync()
-        t.charge("atomic_op")
-        if self.waiters:
-            nt, ev = self.waiters.popleft()
-            self.owner = nt
-            ev.succeed()
-        else:
-            self.owner = None
+        self._release(t)
+
+
+class Mutex(AdaptiveMutex):
+    """Linux struct mutex: mutex_lock (might_sleep, then optimistic spinning while the owner
+    runs and this CPU has nothing else to run, else sleep), mutex_trylock, mutex_unlock."""
+
+    kind = "mutex"
+
+    def _keep_spinning(self, t: Thread) -> bool:
+        return super()._keep_spinning(t) and not t.cpu.need_resched
+
+    def lock(self, t: Thread) -> Gen:
+        """mutex_lock: a might_sleep preemption point, then the acquire."""
+        yield from t.might_resched()
+        yield from super().lock(t)
+
+    @property
+    def acquisitions(self) -> int:
+        return self.stat.acquisitions
+
+    @property
+    def contentions(self) -> int:
+        return self.stat.contentions

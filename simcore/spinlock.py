@@ -17,15 +17,12 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import simpy
 
 from simcore.cpu import Gen, Thread
 from simcore.deadlock import self_deadlock
-
-if TYPE_CHECKING:
-    from simcore.machine import Machine
 
 
 @dataclass
@@ -83,7 +80,7 @@ class LockStat:
 class SpinLock:
     """A FIFO spinlock: `lock`, `unlock`, `lock_irqsave`, `unlock_irqrestore`, `trylock`."""
 
-    def __init__(self, machine: Machine, name: str) -> None:
+    def __init__(self, machine: Any, name: str) -> None:
         self.machine = machine
         self.env = machine.env
         self.name = name

@@ -10,14 +10,12 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import simpy
 
 from simcore.cpu import Gen, Thread
-
-if TYPE_CHECKING:
-    from simcore.machine import Machine
+from simcore.sched import NICE_0, Priority
 
 TaskFunc = Callable[..., Gen]
 
@@ -48,8 +46,9 @@ class Task:
 class Taskq:
     """taskq_create / taskq_dispatch / taskq_dispatch_delay / taskq_cancel_id."""
 
-    def __init__(self, machine: Machine, name: str, nthreads: int = 1, dynamic: bool = False,
-                 affinity: list[int] | None = None) -> None:
+    def __init__(self, machine: Any, name: str, nthreads: int = 1, dynamic: bool = False,
+                 affinity: list[int] | None = None, pri: Priority = NICE_0,
+                 memalloc_noio: bool = False) -> None:
         self.machine = machine
         self.env = machine.env
         self.name = name
@@ -57,6 +56,11 @@ class Taskq:
         """Maximum worker threads."""
         self.dynamic = dynamic
         self.affinity = affinity
+        self.pri = pri
+        """Scheduling class and priority of the workers (taskq_create's pri)."""
+        self.memalloc_noio = memalloc_noio
+        """Workers run with PF_MEMALLOC_NOIO for their whole life (the SPL's taskq_thread
+        marks itself with spl_fstrans_mark)."""
         self.queue: deque[Task] = deque()
         """Tasks waiting for a worker."""
         self.tasks: dict[int, Task] = {}
@@ -84,7 +88,8 @@ class Taskq:
                 self._spawning = False
             yield from self._worker_loop(t)
 
-        t = self.machine.spawn(f"{self.name}/{idx}", body, affinity=self.affinity)
+        t = self.machine.spawn(f"{self.name}/{idx}", body, affinity=self.affinity, pri=self.pri)
+        t.memalloc_noio = self.memalloc_noio
         t.taskq = self  # type: ignore[attr-defined]
         t.task = None  # type: ignore[attr-defined]
         self.workers.append(t)
@@ -105,6 +110,7 @@ class Taskq:
             yield from task.func(t, *task.args)
             t.stalled_since = None
             yield from t.sync()
+            yield from t.cond_resched()
             task.state = "done"
             task.finished_at = self.env.now
             t.task = None  # type: ignore[attr-defined]

@@ -4,20 +4,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any
 
 from simcore.cpu import Gen, Thread
-
-if TYPE_CHECKING:
-    from simcore.machine import Machine
+from simcore.sched import NICE_0, Priority
 
 
 class PeriodicWork:
     """schedule_delayed_work re-armed at the end of each run: `func(t)` runs every `period` ns
     after the previous run ended, first after `first_delay` ns."""
 
-    def __init__(self, machine: Machine, name: str, period: int, func: Callable[[Thread], Gen],
-                 cpu: int | None = None, first_delay: int | None = None) -> None:
+    def __init__(self, machine: Any, name: str, period: int, func: Callable[[Thread], Gen],
+                 cpu: int | None = None, first_delay: int | None = None,
+                 pri: Priority = NICE_0) -> None:
         self.machine = machine
         self.name = name
         self.period = period
@@ -27,14 +26,15 @@ class PeriodicWork:
         self.runs = 0
         """Completed runs."""
         self.cancelled = False
-        self.thread = machine.spawn(name, self._loop, cpu=cpu)
-        """The kworker thread that runs the work."""
+        self.thread = machine.spawn(name, self._loop, cpu=cpu, pri=pri)
+        """The kworker thread that runs the work (SCHED_NORMAL nice 0 unless `pri`)."""
 
     def _loop(self, t: Thread) -> Gen:
         yield from t.sleep(self.first_delay)
         while not self.cancelled:
             yield from self.func(t)
             self.runs += 1
+            yield from t.cond_resched()
             yield from t.sleep(self.period)
 
     def cancel(self) -> None:

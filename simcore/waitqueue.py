@@ -14,20 +14,17 @@ every ordering bug shorter than a context switch.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import simpy
 
 from simcore.cpu import Gen, Thread
 
-if TYPE_CHECKING:
-    from simcore.machine import Machine
-
 
 class WaitQueue:
     """wait_queue_head_t: `wait_event`, `wait_event_timeout`, `wake_up_all`."""
 
-    def __init__(self, machine: Machine, name: str) -> None:
+    def __init__(self, machine: Any, name: str) -> None:
         self.machine = machine
         self.env = machine.env
         self.name = name
@@ -92,27 +89,34 @@ class WaitQueue:
             yield from self._wake_and_recheck(t, None)
 
     def wake_up_all(self, t: Thread | None) -> Gen:
-        """Make every sleeping waiter runnable; each re-checks its own condition. A woken
-        thread that can only run on the waker's CPU preempts the waker (see
-        `Thread.wakeup_preempt`)."""
+        """__wake_up: under the queue's lock, taken with spin_lock_irqsave, make every sleeping
+        waiter runnable (`wake_up` each); each re-checks its own condition when it runs.
+        Interrupts that arrive during the wake loop are taken at the spin_unlock_irqrestore,
+        before the waker's next statement. A woken thread reaches a CPU after the wake-up costs
+        (`Thread.get_cpu`) and preempts the waker only by the scheduler's rules, at the waker's
+        next preemption point (`Thread.wakeup_preempt`)."""
         if t is not None:
             yield from t.sync()
         waiters, self.waiters = self.waiters, []
-        preempt = False
-        for wt, ev in waiters:
+        if t is None:
+            for _wt, ev in waiters:
+                if not ev.triggered:
+                    ev.succeed()
+            return
+        was_off = t.local_irq_save()
+        for _wt, ev in waiters:
             if not ev.triggered:
                 ev.succeed()
-            if t is not None:
-                t.charge("wake_up")
-                preempt = preempt or wt.affinity == [t.cpu.id]
-        if preempt:
+            t.charge("wake_up")
+        yield from t.local_irq_restore(was_off)
+        if waiters:
             yield from t.wakeup_preempt()
 
 
 class BitFlags:
     """An unsigned long of flag bits with atomic ops and wait_on_bit / wake_up_bit."""
 
-    def __init__(self, machine: Machine, name: str) -> None:
+    def __init__(self, machine: Any, name: str) -> None:
         self.machine = machine
         self.env = machine.env
         self.name = name

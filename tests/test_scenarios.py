@@ -100,13 +100,15 @@ def test_reclaim_deadlock_one_worker_queues_the_other_caches_growth(tmp_path):
     assert res["workers-1"]["facts"]["caches_deadlocked"] == ["zio_buf_20480", "zio_buf_32768"]
 
 
-def test_missed_wakeup_long_waits_dominate_only_before_the_fix(tmp_path):
+def test_missed_wakeup_wrong_order_mostly_wins_the_race(tmp_path):
+    # with the wake-up costs (IPI, idle exit, context switch) the woken waiter re-checks
+    # microseconds after the wake-up, long after the worker's clear_bit: zfs#9989's 99.5 %
+    # of fast calls; the fixed order never waits out the timeout
     res = _run("missed-wakeup", tmp_path)
     fixed, buggy = res["fixed"]["facts"], res["pre-2020"]["facts"]
     assert fixed["long_wait_share"] == 0.0
     assert fixed["grow_wait_max_ns"] < 1 * MS
-    assert buggy["long_wait_share"] > 0.5
-    assert buggy["grow_wait_max_ns"] == 100 * MS
+    assert buggy["grow_wait_fast_share"] >= 0.95
 
 
 def test_irq_aging_lockup_spin_lock_locks_up_and_trylock_skips(tmp_path):
@@ -119,6 +121,7 @@ def test_irq_aging_lockup_spin_lock_locks_up_and_trylock_skips(tmp_path):
     assert fixed["facts"]["age_skipped"] > 0
 
 
+@pytest.mark.slow
 def test_irq_aging_zfs10646_what_if(tmp_path):
     res = _run("irq-aging-lockup", tmp_path, ["zfs10646", "zfs10646-irqsave"])
     assert res["zfs10646"]["status"] == "deadlock"
@@ -131,8 +134,10 @@ def test_reap_storm_spinning_thrashes_skc_lock(tmp_path):
     spin, block = res["spin"]["facts"], res["wait_on_bit"]["facts"]
     assert spin["skc_lock_contentions"] > 2 * block["skc_lock_contentions"]
     assert spin["skc_lock_wait_ns"] > 4 * block["skc_lock_wait_ns"]
-    assert spin["alloc_mean_ns"] > block["alloc_mean_ns"]
-    assert spin["allocs"] < block["allocs"]
+    # throughput is not compared: a wait on KMC_BIT_REAPING costs a wake-up (IPI, idle exit,
+    # context switch) per reap, and against the modern short reaps the spinning variant
+    # completes more allocations (fidelity review, SPL item 10: dc1b302's "appear to lock
+    # up" is not reproduced)
 
 
 def test_nosleep_callers_sleep_only_under_the_seed_rule(tmp_path):

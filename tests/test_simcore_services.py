@@ -64,7 +64,7 @@ def test_dynamic_taskq_spawns_workers_up_to_its_maximum():
 
 
 def test_periodic_work_reruns_period_after_each_run_ends():
-    m = machine(1, context_switch=0)
+    m = machine(1, context_switch=0, wakeup_ipi=0)
     runs: list[int] = []
 
     def reap(t):
@@ -117,7 +117,7 @@ def test_direct_reclaim_below_min_watermark_calls_shrinkers_and_dependencies():
 
 def test_failure_injection_window():
     mem = MemoryConfig(fail_windows=[FailWindow(1000, 2000, 1.0)])
-    m = machine(1, mem, page_alloc=0, context_switch=0)
+    m = machine(1, mem, page_alloc=0, context_switch=0, wakeup_ipi=0)
     got: list[bool] = []
 
     def body(t):
@@ -194,14 +194,16 @@ def test_wakeup_inside_the_switch_window_is_rechecked_at_once_and_missed():
 
 
 def test_wakeup_after_a_real_sleep_is_rechecked_after_the_switch_back_in():
-    # woken at 5000: switched back in first (2000 ns), re-checks at 7000 and sees the change
+    # woken at 5000 onto its idle CPU: the IPI and exit from idle (wakeup_ipi 3000 ns), the
+    # switch back in (2000 ns), then the re-check at 10_000 sees the change
     checks, done = _recheck_time(5000)
-    assert checks == [0, 7000]
-    assert done == 7000
+    assert checks == [0, 10_000]
+    assert done == 10_000
 
 
-def test_woken_thread_pinned_to_the_wakers_cpu_preempts_the_waker():
-    m = Machine(MachineConfig(nodes=1, cpus_per_node=1),
+def _pinned_wake(waker_runs: int, preempt: str) -> list[str]:
+    # one CPU: the waiter sleeps at t=0, the waker runs `waker_runs` ns and wakes it
+    m = Machine(MachineConfig(nodes=1, cpus_per_node=1, preempt=preempt),
                 costs=CostTable.build({"wake_up": 0, "context_switch": 0}))
     wq = WaitQueue(m, "wq")
     order: list[str] = []
@@ -211,12 +213,27 @@ def test_woken_thread_pinned_to_the_wakers_cpu_preempts_the_waker():
         order.append("waiter runs")
 
     def waker(t):
-        t.charge_ns(1000)
+        t.charge_ns(waker_runs)
         order.append("wake")
         yield from wq.wake_up_all(t)
         order.append("waker continues")
+        t.charge_ns(10)
+        yield from t.sync()
 
     m.spawn("w", waiter, cpu=0)
     m.spawn("k", waker, cpu=0)
-    m.run(1_000_000)
-    assert order == ["wake", "waiter runs", "waker continues"]
+    m.run(10_000_000)
+    return order
+
+
+def test_woken_thread_within_the_granularity_does_not_preempt_the_waker():
+    # 1 CPU: sched_wakeup_granularity 1 ms; the waker's vruntime leads by 1 us only
+    assert _pinned_wake(1_000, "full") == ["wake", "waker continues", "waiter runs"]
+
+
+def test_woken_thread_past_the_granularity_preempts_the_waker_under_full_preemption():
+    # the waker ran 2 ms > 1 ms: under CONFIG_PREEMPT the wake-up's spin_unlock_irqrestore is
+    # a preemption point and the waiter runs first; under voluntary preemption the waker goes
+    # on to its next preemption point (here: the end of its run)
+    assert _pinned_wake(2_000_000, "full") == ["wake", "waiter runs", "waker continues"]
+    assert _pinned_wake(2_000_000, "voluntary") == ["wake", "waker continues", "waiter runs"]

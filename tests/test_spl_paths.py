@@ -237,8 +237,10 @@ def _blocked_worker_machine(release_at: int = 500 * MS, **tun):
     """Memory 60 pages above the min watermark: the worker's vmalloc of a 65-page slab must
     reclaim, and reclaim waits for a dependency that the test releases at `release_at` (then
     2000 pages are given back). Emergency objects (8 pages each) still fit above the
-    watermark."""
+    watermark. The SPL is the 2012 one (spl_fstrans = "2012"): no PF_MEMALLOC_NOIO on the
+    worker, so its reclaim runs the dependency."""
     mem = MemoryConfig(total_bytes=64 << 20)
+    tun.setdefault("spl_fstrans", "2012")
     m, p, c = _setup(cpus=2, mem=mem, **tun)
     mm = m.memory
     mm.reserve(mm.free - (mm.min_pages + 60))
@@ -316,10 +318,10 @@ def test_noemergency_cache_keeps_waiting():
     assert len(got) == 1 and m.memory.is_vmalloc_addr(got[0])
 
 
-def _grow_wait(wake_order: str) -> int:
-    # one CPU: the growth worker runs where the waiter sleeps, and waking the waiter preempts
-    # the worker (wake-up preemption) before its next statement
-    m, p, c = _setup(cpus=1, grow_wake_order=wake_order)
+def _grow_wait(wake_order: str, cpus: int = 1, **costs: int) -> int:
+    m, p, c = _setup(cpus=cpus, grow_wake_order=wake_order)
+    for k, v in costs.items():
+        m.costs.values[k] = v
 
     def body(t):
         yield from p.alloc(t, c, KM_SLEEP)
@@ -333,10 +335,19 @@ def test_fixed_wake_order_wakes_the_waiter_when_the_slab_is_linked():
     assert 0 < waited < 1 * MS
 
 
-def test_pre_2020_wake_order_sleeps_the_full_timeout():
-    # zfs#9989: the wake-up comes while GROWING is still set; the woken waiter preempts the
-    # worker, re-checks, sleeps on and only notices at the HZ/10 deadline
-    assert _grow_wait("wake_then_clear") == 100 * MS
+def test_pre_2020_wake_order_is_harmless_when_the_worker_is_not_preempted():
+    # one CPU: the growth worker (nice -20, placed far left in vruntime) runs where the waiter
+    # sleeps; waking the nice-0 waiter does not preempt it (its vruntime does not lead), so
+    # clear_bit comes before the waiter re-checks
+    assert 0 < _grow_wait("wake_then_clear") < 1 * MS
+
+
+def test_pre_2020_wake_order_sleeps_the_full_timeout_when_the_waiter_rechecks_first():
+    # zfs#9989: two CPUs and a waiter that re-checks at the instant it is woken (no IPI, no
+    # context switch: a polling idle CPU): it sees GROWING still set (the worker clears it
+    # after its wake_up cost), sleeps on and only notices at the HZ/10 deadline
+    assert _grow_wait("wake_then_clear", cpus=2, wakeup_ipi=0, context_switch=0) == 100 * MS
+    assert _grow_wait("clear_then_wake", cpus=2, wakeup_ipi=0, context_switch=0) < 1 * MS
 
 
 def test_grow_timeout_variants():

@@ -39,8 +39,10 @@ def simulate(e):
 def test_steady_rate_follows_population_over_mean_lifetime(tmp_path, lifetime):
     """Little's law: with the population held at its target, allocations per thread per
     second = live_objects / mean lifetime."""
+    # the threads sleep ~2 us between deaths; without the idle-exit cost of each wake-up
+    # (wakeup_ipi) the population stays at its target
     e = exp([{"kind": "steady", "caches": ["a"], "live_objects": 50, "lifetime": lifetime}],
-            tmp_path)
+            tmp_path, costs={"wakeup_ipi": 0})
     sim = simulate(e)
     w = sim.workloads[0]
     expected = 4 * (50 + 50 * 20 * MS / 100_000)
@@ -189,8 +191,10 @@ def test_steady_with_irq_reports_irq_off_and_irq_latency(tmp_path):
     lat, off = cpu["irq_latency"], cpu["irq_off"]
     assert lat["count"] == cpu["irqs"] and lat["max"] > 0 and lat["p99"] >= lat["p50"]
     assert off["count"] > 0 and cpu["irq_off_max_ns"] == off["max"] > 0
-    # most interrupts arrive with IRQs on and are taken at the next operation boundary
-    assert lat["p50"] < 2048 and lat["mean"] < off["max"]
+    # most interrupts arrive with IRQs on and are taken at the next operation boundary; one
+    # that arrives while a woken thread is still coming back (wakeup_ipi 3 us + context
+    # switch 2 us) waits for that
+    assert lat["p50"] < 8192 and lat["mean"] < max(off["max"], 3000 + 2000)
 
 
 def test_workload_creating_caches_fails_cleanly_on_a_policy_that_cannot(tmp_path, capsys):

@@ -14,11 +14,12 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from policies.base import CacheSpec
 from simcore.flags import KM_SLEEP
 from simcore.machine import Machine
+from simcore.sched import Priority
 
 Gen = Generator[Any, Any, Any]
 
@@ -35,6 +36,8 @@ class WorkloadParams(BaseModel):
     """Base of every workload's parameter model: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+    nice: int = Field(default=0, ge=-20, le=19,
+                      description="nice value of the workload's threads (CFS weight)")
 
 
 class Workload:
@@ -66,6 +69,10 @@ class Workload:
         fast = machine.fast_paths
         self._alloc_fast = policy.alloc_fast if fast else _no_fast_alloc
         self._free_fast = policy.free_fast if fast else _no_fast_free
+
+    def spawn(self, name: str, body: Any, cpu: int | None = None) -> Any:
+        """Start one of the workload's threads at the workload's `nice` (SCHED_NORMAL)."""
+        return self.machine.spawn(name, body, cpu=cpu, pri=Priority(nice=self.params.nice))
 
     @classmethod
     def creates(cls, params: Any) -> list[str]:

@@ -55,7 +55,7 @@ class Larson(Workload):
         """Frees of an object allocated on another CPU."""
         self.handovers = 0
         for cpu in self.ring:
-            self.machine.spawn(f"{self.label}/{cpu}", self._thread, cpu=cpu)
+            self.spawn(f"{self.label}/{cpu}", self._thread, cpu=cpu)
 
     def _thread(self, t: Thread) -> Gen:
         p: LarsonParams = self.params

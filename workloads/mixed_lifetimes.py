@@ -74,7 +74,7 @@ class MixedLifetimes(Workload):
             for c in self._caches:
                 set_move(c, self._move)
         for cpu in p.cpus or range(self.machine.ncpus):
-            self.machine.spawn(f"{self.label}/{cpu}", self._thread, cpu=cpu)
+            self.spawn(f"{self.label}/{cpu}", self._thread, cpu=cpu)
 
     def _move(self, t: Thread, old: int, new: int, size: int) -> str:
         """The client's move callback: relocate a long-lived object, refuse a busy short-lived

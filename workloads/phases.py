@@ -82,7 +82,7 @@ class Phases(Workload):
         end = self.bounds[-1][1]
         m.env.timeout(end).callbacks.append(lambda _ev: self._enter(len(self.bounds), None))
         for cpu in p.cpus or range(m.ncpus):
-            m.spawn(f"{self.label}/{cpu}", self._thread, cpu=cpu)
+            self.spawn(f"{self.label}/{cpu}", self._thread, cpu=cpu)
 
     def _enter(self, i: int, ph: Phase | None) -> None:
         """Phase `i` begins (None: the sequence ends): log it, end or start a pressure

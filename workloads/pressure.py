@@ -55,7 +55,7 @@ class Pressure(Workload):
         self._active = False
         self.machine.env.process(self._episodes())
         for cpu in p.cpus:
-            self.machine.spawn(f"{self.label}/reap{cpu}", self._reaper, cpu=cpu)
+            self.spawn(f"{self.label}/reap{cpu}", self._reaper, cpu=cpu)
 
     def _episodes(self) -> Gen:
         p: PressureParams = self.params

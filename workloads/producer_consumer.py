@@ -76,10 +76,10 @@ class ProducerConsumer(Workload):
         """Frees on a CPU other than the one that allocated the object."""
         self._inboxes = [_Inbox() for _ in p.consumers]
         for i, cpu in enumerate(p.consumers):
-            self.machine.spawn(f"{self.label}/cons{cpu}", self._consumer(self._inboxes[i]),
+            self.spawn(f"{self.label}/cons{cpu}", self._consumer(self._inboxes[i]),
                                cpu=cpu)
         for k, cpu in enumerate(p.producers):
-            self.machine.spawn(f"{self.label}/prod{cpu}", self._producer(k), cpu=cpu)
+            self.spawn(f"{self.label}/prod{cpu}", self._producer(k), cpu=cpu)
 
     def _producer(self, k: int) -> Any:
         def body(t: Thread) -> Gen:

@@ -105,7 +105,7 @@ class SizeClasses(Workload):
         """Allocations per class (all threads)."""
         self._flags = NAMES[p.flags]
         for cpu in p.cpus or range(self.machine.ncpus):
-            self.machine.spawn(f"{self.label}/{cpu}", self._thread, cpu=cpu)
+            self.spawn(f"{self.label}/{cpu}", self._thread, cpu=cpu)
 
     def _thread(self, t: Thread) -> Gen:
         p: SizeClassesParams = self.params

@@ -64,7 +64,7 @@ class Steady(Workload):
         for cpu in cpus:
             for k in range(p.threads_per_cpu):
                 name = f"{self.label}/{cpu}" + (f".{k}" if p.threads_per_cpu > 1 else "")
-                self.machine.spawn(name, self._thread, cpu=cpu)
+                self.spawn(name, self._thread, cpu=cpu)
 
     def _thread(self, t: Thread) -> Gen:
         p: SteadyParams = self.params
@@ -103,4 +103,4 @@ class Steady(Workload):
             if think:
                 t.charge_ns(think)
             if t.pending >= tick or cpu.runq or (cpu.irqs and cpu.irqs[0].at <= t.now):
-                yield from t.sync()
+                yield from t.checkpoint()

@@ -333,7 +333,7 @@ class TraceReplay(Workload):
         self.skipped_frees = len(p.trace.skipped_frees)
         for cpu in sorted(per_cpu):
             ops = per_cpu[cpu]
-            self.machine.spawn(f"{self.label}/{cpu}", lambda t, ops=ops: self._thread(t, ops),
+            self.spawn(f"{self.label}/{cpu}", lambda t, ops=ops: self._thread(t, ops),
                                cpu=cpu)
 
     def _thread(self, t: Thread, ops: list[TraceOp]) -> Gen:

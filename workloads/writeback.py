@@ -60,7 +60,7 @@ class Writeback(Workload):
         mem = self.machine.memory
         mem.used += p.dirty_pages
         self._dirty = p.dirty_pages
-        self.thread = self.machine.spawn(f"{self.label}/flush", self._flusher, cpu=p.cpu)
+        self.thread = self.spawn(f"{self.label}/flush", self._flusher, cpu=p.cpu)
         mem.add_reclaim_dependency("writeback", self._wait_for_writeback)
 
     def _wait_for_writeback(self, t: Thread) -> Gen:

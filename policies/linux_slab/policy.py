@@ -72,6 +72,7 @@ from policies.linux_slab.slabinfo import format_slabinfo_stats
 from policies.linux_slab.structs import ArrayCache, KmemList3, LinuxCache
 from simcore.cpu import Thread
 from simcore.mutex import Mutex
+from simcore.sched import NICE_0
 from simcore.spinlock import SpinLock
 from simcore.timer import PeriodicWork
 
@@ -176,7 +177,7 @@ class LinuxSlabPolicy(SlabAllocPaths, SlabGrow, SlabFreePaths, SlabAlien, SlabRe
         for cpu in m.cpus:
             self.reapers.append(PeriodicWork(
                 m, f"events/{cpu.id}:cache_reap", 2 * m.hz * self._hz_ns, self.cache_reap,
-                cpu=cpu.id, first_delay=(m.hz + 3 * cpu.id) * self._hz_ns))
+                cpu=cpu.id, first_delay=(m.hz + 3 * cpu.id) * self._hz_ns, pri=NICE_0))
 
     def destroy(self, t: Thread, c: LinuxCache) -> Gen:
         """kmem_cache_destroy: shrink; objects still in use make it fail (the cache stays)."""

@@ -12,7 +12,7 @@ slab layer is in `solaris_slablayer`, maintenance (working set, purge, resize, u
 `solaris_report`. The kmem_magazine_<N> caches are real caches of this policy (arena
 kmem_msb): magazines are allocated from them, KM_NOSLEEP, on the free path only.
 
-Locks: each CPU cache has its own cc_lock (SpinLock class "kmem_cpu_cache"), each cache a
+Locks: each CPU cache has its own cc_lock (adaptive mutex class "kmem_cpu_cache"), each cache a
 depot lock ("kmem_depot") and a slab-layer lock ("kmem_cache"); the global list of caches is
 the kmem_cache_lock mutex. Lock order cache_lock -> cc_lock -> depot lock, as in the kernel.
 IRQs are never disabled: illumos kmem locks are adaptive mutexes, and interrupt threads may
@@ -31,7 +31,8 @@ with `SpinLock.lock`. Release uses the lock's plain release (it hands the lock t
 this thread's local time).
 
 Deviations from the seed (each is also noted at the code):
-- Adaptive mutexes are modelled as spinlocks: a waiter spins, it never blocks.
+- Adaptive mutexes (simcore.mutex.AdaptiveMutex) serve waiters in arrival order, where a
+  turnstile orders them by priority.
 - The cc_lock fast path above replicates SpinLock's acquire bookkeeping and calls its plain
   `_release` (simcore has no public event-free lock/unlock for a thread that cannot wait).
 - Interrupt threads: simcore runs an interrupt handler in the interrupted thread's context. A
@@ -94,8 +95,8 @@ from policies.solaris.slab_layer import KmemSlabLayer
 from policies.solaris.update import KmemMaintenance
 from simcore.cpu import Thread
 from simcore.machine import Machine
-from simcore.mutex import Mutex
-from simcore.spinlock import SpinLock
+from simcore.mutex import AdaptiveMutex
+from simcore.sched import ILLUMOS_MINCLSYSPRI
 from simcore.taskq import Taskq
 from simcore.waitqueue import WaitQueue
 
@@ -134,10 +135,10 @@ class SolarisPolicy(KmemCpuLayer, KmemDepot, KmemSlabLayer, KmemMaintenance, Kme
         """kmem_reap_interval in ns."""
         self.kmem_caches: list[KmemCache] = []
         """kmem_caches: every cache, magazine caches first, in creation order."""
-        self.kmem_cache_lock = Mutex(m, "kmem_cache_lock")
-        self.kmem_taskq = Taskq(m, "kmem_taskq", 1)
+        self.kmem_cache_lock = AdaptiveMutex(m, "kmem_cache_lock")
+        self.kmem_taskq = Taskq(m, "kmem_taskq", 1, pri=ILLUMOS_MINCLSYSPRI)
         """Single-threaded maintenance queue (rescale, resize, scan, reap, update timeout)."""
-        self.kmem_move_taskq = Taskq(m, "kmem_move_taskq", 1)
+        self.kmem_move_taskq = Taskq(m, "kmem_move_taskq", 1, pri=ILLUMOS_MINCLSYSPRI)
         """Single-threaded queue of every move callback of every cache."""
         self.kmem_reaping = False
         """kmem_reaping: a kmem_reap pass is running or cooling down."""
@@ -168,13 +169,13 @@ class SolarisPolicy(KmemCpuLayer, KmemDepot, KmemSlabLayer, KmemMaintenance, Kme
         idx = initial_magtype_index(geo.chunksize)
         magtype = self.kmem_magtype[idx]
         nomagazine = "KMC_NOMAGAZINE" in cflags
-        cpus = [KmemCpuCache(SpinLock(m, "kmem_cpu_cache")) for _ in m.cpus]
+        cpus = [KmemCpuCache(AdaptiveMutex(m, "kmem_cpu_cache")) for _ in m.cpus]
         for ccp in cpus:
             ccp.cc_magsize = 0 if nomagazine else magtype.mt_magsize
         cp = KmemCache(
             name=spec.name, spec=spec, arena=arena, cflags=cflags, geo=geo,
-            align=spec.align or KMEM_ALIGN, cache_lock=SpinLock(m, "kmem_cache"),
-            cache_depot_lock=SpinLock(m, "kmem_depot"), cache_cpu=cpus, cache_magtype=magtype,
+            align=spec.align or KMEM_ALIGN, cache_lock=AdaptiveMutex(m, "kmem_cache"),
+            cache_depot_lock=AdaptiveMutex(m, "kmem_depot"), cache_cpu=cpus, cache_magtype=magtype,
             magtype_index=idx, nomagazine=nomagazine,
             partial=PartialSlabTree(geo.binshift, geo.maxchunks),
             hash=KmemHash(geo.chunksize) if geo.hashed else None,

@@ -28,6 +28,7 @@ from policies.solaris.cache import KmemCache
 from policies.solaris.magazine import Magazine
 from policies.solaris.slab import KMEM_HASH_INITIAL, highbit
 from simcore.cpu import Thread
+from simcore.sched import ILLUMOS_MAXCLSYSPRI
 from simcore.taskq import Taskq
 
 INT_MAX = 0x7FFF_FFFF
@@ -203,9 +204,11 @@ class KmemMaintenance:
         self._timeout(self.kmem_update, self.reap_interval, "callout/kmem_update")
 
     def _timeout(self, func, delay: int, name: str) -> None:  # type: ignore[no-untyped-def]
-        """timeout(9F): run `func(t)` in a new kernel thread `delay` ns from now."""
+        """timeout(9F): run `func(t)` in a new callout thread (SYS class, maxclsyspri) `delay`
+        ns from now."""
         m = self.machine
-        m.env.timeout(delay).callbacks.append(lambda _ev: m.spawn(name, func))
+        m.env.timeout(delay).callbacks.append(
+            lambda _ev: m.spawn(name, func, pri=ILLUMOS_MAXCLSYSPRI))
 
     # --- kmem_reap ------------------------------------------------------------------------
     def kmem_reap(self, t: Thread) -> Gen:

@@ -10,7 +10,7 @@ from policies.spl.structs import (
     SplSlab,
 )
 from simcore.cpu import Thread
-from simcore.flags import KM_NOSLEEP
+from simcore.flags import KM_NOIO, KM_NOSLEEP, KM_PUSHPAGE
 
 
 class SplMagazines:
@@ -23,6 +23,8 @@ class SplMagazines:
         (a KM_NOSLEEP caller returns what the refill returned)."""
         start = t.now
         t.charge("call")
+        if flags & KM_PUSHPAGE and not self._fstrans:
+            flags |= KM_NOIO  # the 2012 SPL: KM_PUSHPAGE was GFP_NOIO
         if skc.is_slab:
             while True:
                 obj = yield from self.linux.alloc(t, skc.linux_cache, flags)
@@ -104,7 +106,9 @@ class SplMagazines:
             if not skc.partial:
                 yield from skc.lock.unlock(t)
                 yield from t.local_irq_enable()
+                began = t.now
                 rc, obj = yield from self.spl_cache_grow(t, skc, flags)
+                self.machine.metrics.count("spl.cache_grow_ns", t.now - began)
                 t.local_irq_disable()
                 if rc == 0 and obj is not None:
                     return obj

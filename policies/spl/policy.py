@@ -23,10 +23,12 @@ Tunables: the seed's module parameters with their names and defaults, plus switc
 historical code for the deadlock scenarios (each says which commit it models).
 
 Deviations from the seed (each is also noted at the code):
-- `spl_fstrans_mark` is not modelled: the growth worker's vmalloc may enter direct reclaim and
-  run the modelled reclaim dependencies (the page-table allocation inside vmalloc ignored the
-  caller's flags on the kernels of spl-history B1), which is what the reclaim-deadlock scenario
-  needs.
+- fstrans (`spl_fstrans`): the seed marks every taskq worker (spl-taskq.c taskq_thread) and
+  the growth path (`spl_fstrans_mark` in __spl_cache_grow, 000:948) with PF_MEMALLOC_NOIO, so
+  the growth worker's vmalloc never waits on writeback. `spl_fstrans = "2012"` selects the
+  SPL before fstrans, whose vmalloc page-table allocation ignored the caller's flags and could
+  enter the file system (spl-history B1); in that era KM_PUSHPAGE also meant GFP_NOIO, where
+  the seed's kmem_flags_convert makes it GFP_KERNEL | __GFP_HIGH.
 - kmalloc of the spl_kmem_alloc_t task descriptor and of the emergency tracking node never
   fail (their cost is charged); the page allocation of an emergency object may fail.
 - The emergency rbtree is a dict keyed by address; a lookup or insert is charged
@@ -67,6 +69,7 @@ from policies.spl.structs import (
     SplMagazine,
 )
 from simcore.cpu import Thread
+from simcore.sched import SPL_MAXCLSYSPRI
 from simcore.spinlock import SpinLock
 from simcore.taskq import Taskq
 from simcore.waitqueue import BitFlags, WaitQueue
@@ -116,6 +119,11 @@ class SplPolicy(SplMagazines, SplSlabs, SplEmergency, SplReaper, Policy):
                 "spl-0.7 aging timer: off (the seed), trylock (d4899f4 fix: skip when "
                 "contended) or spin_lock (before d4899f4: spl#210 / zfs#1193)",
                 choices=("off", "trylock", "spin_lock")),
+        Tunable("spl_fstrans", "seed",
+                "PF_MEMALLOC_NOIO on taskq workers and the growth path, KM_PUSHPAGE = "
+                "GFP_KERNEL|__GFP_HIGH (the seed) or 2012: the SPL before fstrans, "
+                "KM_PUSHPAGE = GFP_NOIO (the reclaim deadlocks of spl-history B1)",
+                choices=("seed", "2012")),
         Tunable("skc_delay", SPL_KMEM_CACHE_DELAY,
                 "spl-0.7 aging: seconds before an unused magazine is flushed; the timer runs "
                 "every skc_delay/3 s", minimum=1e-6),
@@ -124,8 +132,9 @@ class SplPolicy(SplMagazines, SplSlabs, SplEmergency, SplReaper, Policy):
     def __init__(self, machine: Any, tunables: dict[str, Any] | None = None) -> None:
         super().__init__(machine, tunables)
         m = self.machine
+        self._fstrans = self.tun["spl_fstrans"] == "seed"
         self.taskq = Taskq(m, "spl_kmem_cache", nthreads=self.tun["spl_kmem_cache_kmem_threads"],
-                           dynamic=True)
+                           dynamic=True, pri=SPL_MAXCLSYSPRI, memalloc_noio=self._fstrans)
         """spl_kmem_cache_taskq: growth and (spl-0.7) aging tasks."""
         self.linux = self._linux_backend()
         """The Linux slab that serves KMC_SLAB caches."""

@@ -58,6 +58,8 @@ class SplSlabs:
         self._h_wait.record(waited)
         mt = self.machine.metrics
         mt.count("spl.grow_wait_ns", waited)
+        if waited <= 1_000_000:
+            mt.count("spl.grow_wait_fast")
         if waited >= 100_000_000:
             mt.count("spl.grow_wait_long_ns", waited)
             t.spl_long_wait = getattr(t, "spl_long_wait", 0) + waited
@@ -96,8 +98,12 @@ class SplSlabs:
 
     def __spl_cache_grow(self, w: Thread, skc: SplCache, flags: int) -> Gen:
         """__spl_cache_grow: spl_slab_alloc, then under skc_lock link the slab at the tail of
-        the partial list and clear KMC_BIT_DEADLOCKED. Returns 0 or -ENOMEM."""
+        the partial list and clear KMC_BIT_DEADLOCKED. Returns 0 or -ENOMEM. spl_slab_alloc runs
+        inside spl_fstrans_mark (000:948) unless spl_fstrans is off."""
+        cookie = w.memalloc_noio
+        w.memalloc_noio = cookie or self._fstrans
         sks = yield from self.spl_slab_alloc(w, skc, flags)
+        w.memalloc_noio = cookie
         if self._grow_irqsave:
             irqf = yield from skc.lock.lock_irqsave(w)
         else:
