@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,14 @@ import tomli_w
 
 
 class RunFolder:
-    """Atomic writers for one run's output folder (created on first write)."""
+    """Atomic writers for one run's output folder (created on first write). A file that cannot
+    be written (no space, read-only, permissions) is a one-line ConfigError naming it."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         """The folder."""
+        self.shown = self.path
+        """The folder as error messages name it."""
         self.written: list[str] = []
         """File names written so far, in order."""
 
@@ -39,11 +43,20 @@ class RunFolder:
         if final.name not in self.written:
             self.written.append(final.name)
 
-    def write_text(self, name: str, text: str) -> Path:
-        final, tmp = self._target(name)
-        tmp.write_text(text)
-        self._commit(tmp, final)
+    def _write(self, name: str, fill: Callable[[Path], object]) -> Path:
+        from experiments.problems import ConfigError
+
+        try:
+            final, tmp = self._target(name)
+            fill(tmp)
+            self._commit(tmp, final)
+        except OSError as exc:
+            raise ConfigError(f"{self.shown / name}: cannot write: {exc.strerror or exc}") \
+                from None
         return final
+
+    def write_text(self, name: str, text: str) -> Path:
+        return self._write(name, lambda tmp: tmp.write_text(text))
 
     def write_json(self, name: str, data: Any) -> Path:
         return self.write_text(name, json.dumps(data, indent=2, sort_keys=True) + "\n")
@@ -52,17 +65,14 @@ class RunFolder:
         return self.write_text(name, tomli_w.dumps(data))
 
     def write_parquet(self, name: str, df: pd.DataFrame) -> Path:
-        final, tmp = self._target(name)
-        df.to_parquet(tmp, index=False, engine="pyarrow", compression="zstd")
-        self._commit(tmp, final)
-        return final
+        return self._write(name, lambda tmp: df.to_parquet(tmp, index=False, engine="pyarrow",
+                                                           compression="zstd"))
 
     def write_figure(self, name: str, fig: Any, dpi: int = 110) -> Path:
         """Save a matplotlib figure (format from the name's suffix)."""
-        final, tmp = self._target(name)
-        fig.savefig(tmp, dpi=dpi, format=final.suffix.lstrip("."), bbox_inches="tight")
-        self._commit(tmp, final)
-        return final
+        fmt = Path(name).suffix.lstrip(".")
+        return self._write(name, lambda tmp: fig.savefig(tmp, dpi=dpi, format=fmt,
+                                                         bbox_inches="tight"))
 
 
 def staging_path(final: Path) -> Path:
@@ -113,6 +123,7 @@ class StagedFolder(RunFolder):
         self.final = path
         """Where the folder appears when committed."""
         self.path = staging_path(self.final)
+        self.shown = self.final
         self.option = option
         """The command-line option that named the folder (for error messages)."""
 

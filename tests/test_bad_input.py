@@ -317,3 +317,21 @@ def test_run_on_a_scenario_file(tmp_path, capsys):
     assert code == 2
     assert err == [f"kmemsim: error: {path}: scenario: this is a scenario file; run it with "
                    f"`kmemsim scenario {path}`"]
+
+
+def test_no_space_left_while_the_run_is_written(tmp_path, capsys, monkeypatch):
+    import experiments.output as output
+    real = output.RunFolder._commit
+
+    def full(self, tmp, final):  # noqa: ANN001, ANN202
+        if final.name == "timeline.parquet":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, tmp, final)
+
+    monkeypatch.setattr(output.RunFolder, "_commit", full)
+    out = tmp_path / "o"
+    code, _, err = cli(capsys, "run", str(write(tmp_path, GOOD)), "--out", str(out))
+    assert code == 2
+    assert err == [f"kmemsim: error: {out}/timeline.parquet: cannot write: No space left on "
+                   "device"]
+    assert not out.exists() and not list(tmp_path.glob(".o*"))
