@@ -135,6 +135,8 @@ class CacheStats:
     batchcount: int = 0
     shared: int = 0
     shared_avail: int = 0
+    tunables_apply: bool = True
+    """False for kernels without SLAB's limit/batchcount/sharedfactor (slabinfo prints n/a)."""
     extra: dict[str, int] = field(default_factory=dict)
     """Policy-specific counters by their kernel names (skc_obj_deadlock, depot_contention...)."""
 

@@ -338,7 +338,7 @@ class SolarisPolicy(KmemCpuLayer, KmemDepot, KmemSlabLayer, KmemMaintenance, Kme
             bytes_slab=slabs * cp.slabsize, bytes_meta=meta,
             objs_per_slab=cp.geo.chunks(cp.geo.mincolor),
             pages_per_slab=cp.slabsize // self.machine.memory.page_size,
-            limit=ks["magazine_size"], extra=ks)
+            tunables_apply=False, extra=ks)
 
     def reports(self) -> dict[str, str]:
         """kmastat.txt (::kmastat), vmem.txt (::vmem), kmem_slabs.txt (::kmem_slabs) and
