@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic.fields import FieldInfo
 
-from experiments import scenario_cmd, tracing
+from experiments import scenario_cmd, tracing, validate_cmd
 from experiments.config import ConfigError, load_experiment
 from experiments.output import check_writable
 from experiments.run import EXIT_DEADLOCK, run_experiment
@@ -293,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=_cmd_compare)
 
     scenario_cmd.add_parser(sub)
+    validate_cmd.add_parser(sub)
     sub.add_parser("policies", help="list policies and their tunables with defaults",
                    description="List every allocator policy with one line on what it models, "
                    "then each tunable under the kernel's name with its default, allowed values "
