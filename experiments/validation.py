@@ -234,7 +234,7 @@ def run(checks: list[Check], out: Path) -> list[Result]:
                 ""]
         sources = ["", "## Sources", ""] + [f"- **{c.name}**: {c.source}. Inputs: "
                                             f"{'; '.join(c.inputs)}." for c in checks]
-        folder.write_text("validation.md", "\n".join(head) + markdown(results)
+        folder.write_text("validation.md", "\n".join(head) + "\n" + markdown(results)
                           + "\n".join(sources) + "\n")
         folder.write_text("validation.json", json.dumps(
             {"checks": [c.name for c in checks], "results": [asdict(r) for r in results]},
