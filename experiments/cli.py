@@ -1,9 +1,9 @@
 """The `kmemsim` command line.
 
 Exit status: 0 success; 1 internal error (a bug: the traceback is printed and error.txt is
-written to the run folder) or, for `sweep`, a failed point (for `validate`, a value that does not
-hold); 2 bad input (one line on stderr per
-problem, naming the file or --set, the key and the reason; nothing is written); 3 the run ended
+written to the run folder) or, for `sweep`, a failed point (for `validate`, a value that does
+not hold); 2 bad input (one line on stderr per problem, naming the file or --set, the key and
+the reason; nothing is written); 3 the run ended
 in a detected deadlock (report printed and written to deadlock.txt); 4 `scenario`: a variant did
 not reproduce its expected outcome; 130 interrupted (the previous output folder is left as it
 was).
@@ -41,9 +41,8 @@ experiments/configs/ for the shipped ones and docs/experiments.md for every key.
 
 EPILOG = """\
 exit status: 0 ok, 1 internal error (sweep: a point failed; validate: a value does not
-hold), 2 bad input (one line per
-problem, nothing written), 3 deadlock detected, 4 scenario: a variant did not reproduce its
-expected outcome, 130 interrupted.
+hold), 2 bad input (one line per problem, nothing written), 3 deadlock detected, 4 scenario: a
+variant did not reproduce its expected outcome, 130 interrupted.
 
 examples:
   kmemsim run experiments/configs/quickstart.toml
