@@ -21,7 +21,8 @@ table that the experiment layer does not see (like a scenario's `[scenario]` tab
     label = "working set (magazines)"
     published = 10
     tolerance = 0.0                      # relative (0.10 = within 10 %), or
-    bound = "at_most"                    # simulated <= published ("at_least": >=)
+    bound = "at_most"                    # simulated <= published ("at_least": >=), or
+    factor = 2.0                         # within a factor 2 either way
 
 A check function returns {metric: value} (and "<metric>_note": why a failing value fails);
 a metric it cannot produce maps to a `Missing` with the reason, and its row fails with that reason rather than being dropped. Every key set
@@ -43,7 +44,7 @@ from experiments.output import StagedFolder
 VALIDATION_DIR = Path(__file__).parent / "configs" / "validation"
 
 _KEYS = {"summary", "source", "inputs", "compare", "check", "params", "sources", "rows", "slow"}
-_ROW_KEYS = {"metric", "label", "published", "tolerance", "bound", "unit"}
+_ROW_KEYS = {"metric", "label", "published", "tolerance", "bound", "factor", "unit"}
 SOURCED_TABLES = ("validation.params", "costs", "policy.tunables")
 """Tables whose every key must name its source in `validation.sources`."""
 
@@ -62,6 +63,8 @@ class Row:
     published: float
     tolerance: float | None = None
     bound: str | None = None
+    factor: float | None = None
+    """Within this factor of published either way (published / f <= simulated <= f x)."""
     unit: str = ""
 
 
@@ -81,7 +84,7 @@ class Check:
     rows: list[Row]
     base: dict[str, Any] = field(default_factory=dict)
     slow: bool = False
-    """Too slow for the default test run (the full `kmemsim validate` still runs it)."""
+    """Runs simulations: only the slow tests and the full `kmemsim validate` run it."""
 
 
 @dataclass
@@ -151,7 +154,7 @@ def load(path: Path) -> Check:
         if r.get("bound") not in (None, "at_most", "at_least"):
             raise ConfigError(f"{path}: validation.rows[{i}].bound: at_most or at_least")
         rows.append(Row(r["metric"], r.get("label", r["metric"]), float(r["published"]),
-                        r.get("tolerance"), r.get("bound"), r.get("unit", "")))
+                        r.get("tolerance"), r.get("bound"), r.get("factor"), r.get("unit", "")))
     base = {k: val for k, val in raw.items() if k != "validation"}
     return Check(path.stem, path, v.get("summary", ""), v["source"], list(v.get("inputs", [])),
                  v.get("compare", ""), v["check"], dict(v.get("params", {})), dict(sources),
@@ -168,6 +171,9 @@ def _verdict(row: Row, sim: float) -> tuple[str, str]:
         return ("pass" if sim <= row.published else "fail"), "<= published"
     if row.bound == "at_least":
         return ("pass" if sim >= row.published else "fail"), ">= published"
+    if row.factor:
+        ok = row.published / row.factor <= sim <= row.published * row.factor
+        return ("pass" if ok else "fail"), f"x/÷ {row.factor:g}"
     tol = row.tolerance or 0.0
     if tol == 0:
         return ("pass" if sim == row.published else "fail"), "exact"

@@ -109,3 +109,19 @@ def test_cpu_layer_miss_rate_within_one_per_magazine():
     r = _results("magazine-miss-rate")
     assert r["miss_rate_x_m"].simulated <= 1
     assert r["no_previous_share"].verdict == "fail" and r["no_previous_share"].reason
+
+
+@pytest.mark.parametrize("name", [n for n, p in validation.available().items()
+                                  if not validation.load(p).slow])
+def test_fast_checks_fail_only_with_a_reason(name):
+    for r in validation.evaluate(validation.load(validation.available()[name])):
+        assert r.verdict == "pass" or r.reason, r
+
+
+@pytest.mark.slow
+def test_microbenchmark_magazines_scale_linearly():
+    """Bonwick & Adams 2001: 16 CPUs give 16x one CPU with magazines (within 10 %)."""
+    r = _results("bonwick-adams-microbenchmark")
+    assert r["magazine_scaling"].verdict == "pass"
+    for metric in ("original_scaling", "magazine_over_original", "pair_ns"):
+        assert r[metric].verdict == "pass" or r[metric].reason
