@@ -9,6 +9,7 @@ table that the experiment layer does not see (like a scenario's `[scenario]` tab
     inputs = ["what the check takes from the source", ...]
     compare = "which output is compared"
     check = "depot_working_set"          # a function of experiments.validation_checks
+    slow = false                         # true: runs simulations (slow tests only)
 
     [validation.params]                  # the inputs, passed to the check function
     low = 37
