@@ -218,10 +218,15 @@ def test_spl_taskq_uses_the_kernel_idle_timeout():
 
 def _lock_irq_states(setting: str) -> list[bool]:
     """IRQ state at every skc_lock acquisition while a cache deadlocks, hands out emergency
-    objects, frees them and reclaims (the sites 000:340, 427, 443, 473, 952, 1080, 1336)."""
+    objects, frees them and reclaims (the sites 000:340, 427, 443, 473, 952, 1080, 1336).
+    The emergency sites need a DEADLOCKED cache, hence a growth that waits on writeback in
+    direct reclaim: with the seed's fstrans (PF_MEMALLOC_NOIO on the taskq workers and in
+    __spl_cache_grow, 000:948) it never does, so the setup takes the 2012 rule
+    (spl_fstrans = "2012", as reclaim-deadlock does); where skc_lock is taken, and with which
+    IRQ state, does not depend on it."""
     mem = MemoryConfig(total_bytes=64 << 20)
     m, p, c = _setup(cpus=2, mem=mem, skc_lock_irqs_on=setting,
-                     spl_kmem_cache_magazine_size=2)
+                     spl_kmem_cache_magazine_size=2, spl_fstrans="2012")
     mm = m.memory
     mm.reserve(mm.free - (mm.min_pages + 60))
     release = m.env.event()

@@ -236,12 +236,7 @@ class SlubPolicy(SlubCpuSlab, SlubPartial, SlubSlabs, SlubBulk, SlubSheaves, Slu
         for hist, ns, n in ((self._h_hit, self._alloc_hit_ns, self._alloc_hits),
                             (self._h_free_hit, self._free_hit_ns, self._free_hits)):
             if n:
-                if not hist.count or ns < hist.min:
-                    hist.min = ns
-                hist.max = max(hist.max, ns)
-                hist.buckets[ns.bit_length()] += n
-                hist.count += n
-                hist.total += ns * n
+                hist.record(ns, n)
         self._alloc_hits = self._free_hits = 0
 
     def all_slabs(self, s: SlubCache) -> list[Slab]:
