@@ -21,8 +21,8 @@ def fact_list_lock_wait(vr: Any) -> int:
 
 
 def fact_depot_wait(vr: Any) -> int:
-    """Total time spent spinning for Solaris depot locks (kmem_depot), ns."""
-    return _lock_wait(vr, "kmem_depot")
+    """Total time spent waiting for Solaris depot locks (cache_depot_lock), ns."""
+    return _lock_wait(vr, "cache_depot_lock")
 
 
 def fact_barn_wait(vr: Any) -> int:
