@@ -21,7 +21,8 @@ from typing import Any
 import simpy
 
 from experiments.config import validate
-from experiments.output import RunFolder
+from experiments.output import RunFolder, check_writable
+from experiments.problems import ConfigError
 
 OBJ_SIZE = "32KiB"
 """One object size for every policy: above the SPL's 16 KiB KMC_SLAB limit, so the SPL's own
@@ -178,8 +179,20 @@ def format_table(results: list[BenchResult]) -> str:
 
 def main(quick: bool, out: Path, only: list[str] | None = None, cpus: list[int] | None = None,
          ops: int | None = None, workload: str | None = None) -> int:
+    from policies.registry import available as policies
+
+    unknown = [p for p in only or [] if p not in policies()]
+    if unknown:
+        known = ", ".join(sorted(policies()))
+        raise ConfigError([f"--policy {p}: unknown policy (known: {known})" for p in unknown])
+    if out.is_dir():
+        raise ConfigError(f"--json {out}: is a directory")
+    check_writable(out.parent, "--json", out)
     pts = [p for p in points(quick, cpus, ops)
            if (not only or p.policy in only) and (not workload or p.workload == workload)]
+    if not pts:
+        raise ConfigError(f"--workload {workload}: no benchmark points (workloads: "
+                          f"{', '.join(sorted({p.workload for p in points(quick, cpus, ops)}))})")
     results: list[BenchResult] = []
     failed: list[dict[str, Any]] = []
     for i, p in enumerate(pts, 1):

@@ -1,8 +1,11 @@
 """The `kmemsim` command line.
 
 Exit status: 0 success; 1 internal error (a bug: the traceback is printed and error.txt is
-written to the run folder); 2 bad input (one line on stderr naming the problem; nothing is
-written); 3 the run ended in a detected deadlock (report printed and written to deadlock.txt).
+written to the run folder) or, for `sweep`, a failed point; 2 bad input (one line on stderr per
+problem, naming the file or --set, the key and the reason; nothing is written); 3 the run ended
+in a detected deadlock (report printed and written to deadlock.txt); 4 `scenario`: a variant did
+not reproduce its expected outcome; 130 interrupted (the previous output folder is left as it
+was).
 """
 
 from __future__ import annotations
@@ -10,13 +13,22 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from experiments import scenarios, tracing
+from pydantic.fields import FieldInfo
+
+from experiments import scenario_cmd, tracing
 from experiments.config import ConfigError, load_experiment
+from experiments.output import check_writable
 from experiments.run import EXIT_DEADLOCK, run_experiment
 from simcore.costs import COST_SOURCES, DEFAULT_COSTS
-from simcore.units import format_duration
+from simcore.units import format_duration, parse_duration, plural
+
+try:
+    VERSION = version("kmemsim")
+except PackageNotFoundError:  # run from a source tree without installing
+    VERSION = "unknown"
 
 EXIT_BAD_INPUT = 2
 
@@ -27,7 +39,9 @@ experiments/configs/ for the shipped ones and docs/experiments.md for every key.
 """
 
 EPILOG = """\
-exit status: 0 ok, 1 internal error, 2 bad input (nothing written), 3 deadlock detected.
+exit status: 0 ok, 1 internal error (sweep: a point failed), 2 bad input (one line per
+problem, nothing written), 3 deadlock detected, 4 scenario: a variant did not reproduce its
+expected outcome, 130 interrupted.
 
 examples:
   kmemsim run experiments/configs/quickstart.toml
@@ -39,15 +53,18 @@ examples:
 """
 
 
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars only on a terminal (never `\\r` frames in a log file)."""
+    return not args.no_progress and sys.stderr.isatty()
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     exp = load_experiment(args.file, args.set, args.seed)
     out = Path(args.out) if args.out else Path("results") / exp.name
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: exists and is not a directory")
-    res = run_experiment(exp, out, progress=not args.no_progress,
+    res = run_experiment(exp, out, progress=show_progress(args),
                          trace=tracing.recorder(args))
     s = res.summary
-    print(f"{exp.name}: policy {s['policy']}, {s['machine']['cpus']} CPUs, "
+    print(f"{exp.name}: policy {s['policy']}, {plural(s['machine']['cpus'], 'CPU')}, "
           f"{format_duration(s['end_ns'])} simulated in {res.wall_seconds:.2f} s wall")
     print(f"  {s['ops']['allocs']} allocs, {s['ops']['frees']} frees, "
           f"{s['ops']['alloc_failures']} failures; "
@@ -70,9 +87,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from experiments.sweep import run_sweep
     out = Path(args.out) if args.out else Path("results") / (Path(args.file).stem + "-sweep")
     df = run_sweep(args.file, out, jobs=args.jobs, dask=args.dask,
-                   progress=not args.no_progress)
+                   progress=show_progress(args), overrides=args.set, seed=args.seed)
     counts = df.status.value_counts().to_dict()
-    print(f"{len(df)} points: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    print(f"{plural(len(df), 'point')}: " + ", ".join(f"{n} {k}"
+                                                     for k, n in sorted(counts.items())))
     for row in df[df.status == "error"].itertuples():
         print(f"  {row.point} {row.label}: {row.error}", file=sys.stderr)
     print(f"  wrote {out}/results.parquet")
@@ -81,14 +99,24 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from experiments.compare import compare
+    from experiments.load import RunFolderError, sweep_progress
     for p in args.inputs:
         if not Path(p).is_dir():
             raise ConfigError(f"{p}: no such run or sweep folder")
+    check_writable(Path(args.out))
+    for p in args.inputs:
+        done, total = sweep_progress(p)
+        if done < total:
+            print(f"kmemsim: note: {p}: interrupted sweep: comparing its "
+                  f"{plural(done, 'finished point')}; {total - done} of "
+                  f"{plural(total, 'point')} missing (rerun `kmemsim sweep` to finish it)",
+                  file=sys.stderr)
     try:
         written = compare(args.inputs, args.out)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, RunFolderError) as exc:
         raise ConfigError(str(exc)) from None
-    print(f"wrote {len(written)} files to {args.out}/: " + ", ".join(p.name for p in written))
+    print(f"wrote {plural(len(written), 'file')} to {args.out}/: "
+          + ", ".join(p.name for p in written))
     return 0
 
 
@@ -132,15 +160,52 @@ def _cmd_workloads(_args: argparse.Namespace) -> int:
     for kind, cls in sorted(available().items()):
         print(f"{kind}: {cls.summary}")
         for fname, field in cls.Params.model_fields.items():
-            default = field.get_default(call_default_factory=True)
-            if hasattr(default, "model_dump"):
-                default = default.model_dump(exclude_none=True)
-            print(f"    {fname} = {default!r}")
+            print(f"    {fname} = {_param_default(field)}")
             if field.description:
                 for line in textwrap.wrap(field.description, 88):
                     print(f"        {line}")
         print()
     return 0
+
+
+def _param_default(field: FieldInfo) -> str:
+    """A parameter's default as an experiment file would spell it: (required), durations with
+    units, nested tables with only the keys that apply."""
+    if field.is_required():
+        return "(required)"
+    default = field.get_default(call_default_factory=True)
+    if hasattr(default, "model_dump"):
+        durations = {n for n, f in type(default).model_fields.items() if _is_duration(f)}
+        parts = []
+        for k, v in default.model_dump(exclude_none=True, exclude_defaults=True).items():
+            parts.append(f"{k} = {_toml(v, k in durations)}")
+        dist = getattr(default, "dist", None)
+        if dist is not None and not any(p.startswith("dist =") for p in parts):
+            parts.insert(0, f"dist = {_toml(dist, False)}")
+        return "{ " + ", ".join(parts) + " }" if parts else "{}"
+    if default is None:
+        return "(not set)"
+    return _toml(default, _is_duration(field))
+
+
+def _is_duration(field: FieldInfo) -> bool:
+    """Whether a pydantic field is a `Duration` (parsed by parse_duration), optional or not."""
+    metas = list(field.metadata)
+    for arg in getattr(field.annotation, "__args__", ()):
+        metas += list(getattr(arg, "__metadata__", ()))
+    return any(getattr(m, "func", None) is parse_duration for m in metas)
+
+
+def _toml(value: object, duration: bool) -> str:
+    if duration and isinstance(value, int) and not isinstance(value, bool):
+        return f'"{format_duration(value)}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v, duration) for v in value) + "]"
+    return repr(value)
 
 
 def _cmd_costs(_args: argparse.Namespace) -> int:
@@ -153,6 +218,7 @@ def _cmd_costs(_args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kmemsim", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"kmemsim {VERSION}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = sub.add_parser("run", help="run one experiment file and write its run folder",
@@ -165,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override one key, e.g. machine.cpus_per_node=16 or "
                    "workloads[0].live_objects=128 (repeatable; value read as TOML)")
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (there is none when stderr is not a terminal)")
     tracing.add_arguments(r)
     r.set_defaults(func=_cmd_run)
 
@@ -201,7 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parallel processes (default: cores)")
     s.add_argument("--dask", metavar="ADDRESS",
                    help="run on the Dask scheduler at ADDRESS, or 'local' for a LocalCluster")
-    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("--seed", type=int, help="override the experiment's seed (a seed axis of "
+                   "the grid still sets each point's seed)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override one key of the experiment before the grid is applied "
+                   "(repeatable; value read as TOML)")
+    s.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (there is none when stderr is not a terminal)")
     s.set_defaults(func=_cmd_sweep)
 
     c = sub.add_parser("compare", help="figures and an HTML report comparing runs and sweeps",
@@ -219,12 +292,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where figures and report.html go (default: results/compare)")
     c.set_defaults(func=_cmd_compare)
 
-    scenarios.add_parser(sub)
-    sub.add_parser("policies", help="list policies and their tunables with defaults"
+    scenario_cmd.add_parser(sub)
+    sub.add_parser("policies", help="list policies and their tunables with defaults",
+                   description="List every allocator policy with one line on what it models, "
+                   "then each tunable under the kernel's name with its default, allowed values "
+                   "and what it controls. Set them in [policy.tunables] or with --set "
+                   "policy.tunables.NAME=VALUE."
                    ).set_defaults(func=_cmd_policies)
-    sub.add_parser("workloads", help="list workload generators and their parameters"
+    sub.add_parser("workloads", help="list workload generators and their parameters",
+                   description="List every workload kind with one line on what it generates, "
+                   "then each parameter of its [[workloads]] table with its default "
+                   "((required) when it has none; durations with units) and what it means. "
+                   "See docs/workloads.md."
                    ).set_defaults(func=_cmd_workloads)
-    sub.add_parser("costs", help="list the cost table with defaults (override in [costs])"
+    sub.add_parser("costs", help="list the cost table with defaults (override in [costs])",
+                   description="List every entry of the simulated machine's cost table: its "
+                   "name, its default in nanoseconds and where the number comes from. Override "
+                   "any of them in an experiment's [costs] table, e.g. cacheline_transfer = "
+                   "\"150ns\"."
                    ).set_defaults(func=_cmd_costs)
     return p
 
@@ -238,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ConfigError as exc:
-        print(f"kmemsim: error: {exc}", file=sys.stderr)
+        for line in exc.lines:
+            print(f"kmemsim: error: {line}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("kmemsim: interrupted", file=sys.stderr)

@@ -178,7 +178,7 @@ def _grid(n: int, cols: int = 2, width: float = 6.4, height: float = 3.2,
     fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False,
                              constrained_layout=True, sharey=sharey)
     for ax in axes.flat[n:]:
-        ax.set_visible(False)
+        fig.delaxes(ax)
     return fig, list(axes.flat[:n])
 
 

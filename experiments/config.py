@@ -1,10 +1,12 @@
-"""Experiment files: TOML in, a fully validated `Experiment` out, or one `ConfigError` line that
-names the file, the key and the reason.
+"""Experiment files: TOML in, a fully validated `Experiment` out, or a `ConfigError` with one
+line per problem, each naming the file (or `--set`), the key and the reason.
 
-Validation covers the whole file before anything runs: unknown keys, wrong types, bad units,
-values that must be positive, unknown policies, tunables, cost names, workloads and cache names,
-and missing files. `--set key.path=value` overrides are applied to the raw TOML first, so they
-are validated the same way.
+Validation covers the whole file before anything runs: unknown keys, wrong types (booleans are
+not numbers, 2.5 is not an integer), bad or ambiguous units, values that must be positive,
+ordered watermarks, empty intervals, unknown policies, tunables, cost names, workloads and cache
+names, workload CPUs beyond the machine, and missing files. `--set key.path=value` overrides
+are applied to the raw TOML first, so they are validated the same way, and a problem at or
+below an overridden key names `--set`. The rules are listed in docs/experiments.md.
 """
 
 from __future__ import annotations
@@ -16,19 +18,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from experiments.events import EventError, EventSection, check_events
+from experiments.problems import ConfigError, Problems, key_parts
 from policies import registry as policy_registry
 from policies.base import KNOWN_CACHE_FLAGS
 from simcore.costs import DEFAULT_COSTS
-from simcore.units import Duration, Size
+from simcore.units import Duration, Size, plural
 from workloads import registry as workload_registry
 
 
-class ConfigError(Exception):
-    """A bad experiment file or option; the message is one line naming key and reason."""
-
-
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: true is not 1 and 2.5 is not 2 (TOML has real integers and booleans)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class MachineSection(_Section):
@@ -112,7 +113,7 @@ class SamplingSection(_Section):
 
 
 class WorkloadSection(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     kind: str
 
 
@@ -130,6 +131,8 @@ class Experiment(_Section):
     caches: list[CacheSection] = Field(default_factory=list)
     workloads: list[WorkloadSection] = Field(min_length=1)
     sampling: SamplingSection = Field(default_factory=SamplingSection)
+    events: list[EventSection] = Field(default_factory=list)
+    """CPU hotplug and retune events (experiments/events.py)."""
     sweep: dict[str, Any] | None = None
 
     base_dir: Path = Field(default=Path("."), exclude=True)
@@ -138,50 +141,21 @@ class Experiment(_Section):
     workload_params: list[Any] = Field(default_factory=list, exclude=True)
 
 
-def _loc(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out or "(top level)"
-
-
-def _pydantic_message(err: dict[str, Any]) -> str:
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        return "unknown key"
-    if kind == "missing":
-        return "required key is missing"
-    msg = err["msg"]
-    msg = re.sub(r"^Value error, ", "", msg)
-    inp = err.get("input")
-    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal",
-                "int_type", "int_parsing", "float_type", "float_parsing", "bool_type",
-                "string_type", "list_type", "dict_type", "too_short", "literal_error"):
-        msg = f"{msg[0].lower()}{msg[1:]} (got {inp!r})"
-    return msg
-
-
-def _raise(path: Path, exc: ValidationError, prefix: str = "") -> None:
-    err = exc.errors()[0]
-    loc = _loc(tuple(err["loc"]))
-    key = f"{prefix}.{loc}" if prefix and loc != "(top level)" else (prefix or loc)
-    raise ConfigError(f"{path}: {key}: {_pydantic_message(err)}") from None
-
-
-def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = [p for p in re.split(r"\.|\[(\d+)\]", dotted) if p]
+def _set_path(data: dict[str, Any], dotted: str, value: Any, who: str | None = None) -> None:
+    """Set `dotted` (a.b[0].c) in `data`; ConfigError naming `who` (default `--set KEY`)
+    when the path does not fit the data."""
+    who = who or f"--set {dotted}"
+    parts = key_parts(dotted)
     cur: Any = data
-    for i, part in enumerate(parts):
+    for i, key in enumerate(parts):
         last = i == len(parts) - 1
-        key: Any = int(part) if part.isdigit() else part
         if isinstance(cur, list):
             if not isinstance(key, int) or key >= len(cur):
-                raise ConfigError(f"--set {dotted}: no list element {part!r}")
+                raise ConfigError(f"{who}: no list element {key!r} (the list has {len(cur)})")
         elif not isinstance(cur, dict):
-            raise ConfigError(f"--set {dotted}: {part!r} is not inside a table")
+            raise ConfigError(f"{who}: {key!r} is not inside a table")
+        elif isinstance(key, int):
+            raise ConfigError(f"{who}: [{key}] indexes something that is not a list")
         if last:
             cur[key] = value
         else:
@@ -198,6 +172,9 @@ def parse_override(item: str) -> tuple[str, Any]:
     key = key.strip()
     if not key:
         raise ConfigError(f"--set {item}: empty key")
+    if not re.fullmatch(r"[A-Za-z_][\w-]*(\[\d+\])*(\.[\w-]+(\[\d+\])*)*", key):
+        raise ConfigError(f"--set {item}: {key!r} is not a key path such as machine.hz or "
+                          "workloads[0].live_objects")
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
@@ -206,6 +183,7 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 
 def load_raw(path: Path) -> dict[str, Any]:
+    """The TOML tables of an experiment file; ConfigError if it cannot be read."""
     if not path.exists():
         raise ConfigError(f"{path}: no such experiment file")
     if path.is_dir():
@@ -216,88 +194,179 @@ def load_raw(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
 RUN_FIELDS = ("base_dir", "source", "workload_params")
 """Experiment fields filled in by `validate`, not keys of the experiment file."""
 
+MAX_CPUS = 4096
+"""Most CPUs a machine may have (nodes x cpus_per_node)."""
 
-def validate(data: dict[str, Any], path: Path) -> Experiment:
-    """Validate a raw experiment mapping (already overridden); raises ConfigError."""
+
+def validate(data: dict[str, Any], path: Path, overrides: list[str] | None = None) -> Experiment:
+    """Validate a raw experiment mapping (already overridden by the `overrides` keys, which
+    problems at or below them blame); raises ConfigError listing every problem found."""
+    pr = Problems(path, overrides)
+    if "scenario" in data:
+        raise ConfigError(f"{path}: scenario: this is a scenario file; run it with "
+                          f"`kmemsim scenario {path}`")
     for key in RUN_FIELDS:
         if key in data:
-            raise ConfigError(f"{path}: {key}: unknown key")
+            pr.add(key, "unknown key")
+    exp = None
     try:
-        exp = Experiment.model_validate(data)
+        exp = Experiment.model_validate({k: v for k, v in data.items() if k not in RUN_FIELDS})
     except ValidationError as exc:
-        _raise(path, exc)
+        pr.add_pydantic(exc.errors())
+    _check_costs(data.get("costs"), pr)
+    tunables = _check_policy(data.get("policy"), pr)
+    params = _check_workloads(data.get("workloads"), path, pr)
+    pr.check()
+    if exp is None or params is None or tunables is None:
+        raise ConfigError(f"{path}: not a valid experiment")
     exp.base_dir = path.parent
     exp.source = path
     if not exp.name:
         exp.name = path.stem
-    for key in exp.costs:
-        if key not in DEFAULT_COSTS:
-            raise ConfigError(f"{path}: costs.{key}: unknown cost (see `kmemsim costs`)")
+    exp.policy.tunables = tunables
+    exp.workload_params = params
+    _check_references(exp, pr)
+    pr.check()
+    return exp
+
+
+def _check_costs(costs: Any, pr: Problems) -> None:
+    if isinstance(costs, dict):
+        for key in costs:
+            if key not in DEFAULT_COSTS:
+                pr.add(f"costs.{key}", "unknown cost (see `kmemsim costs`)")
+
+
+def _check_policy(section: Any, pr: Problems) -> dict[str, Any] | None:
+    """The policy's resolved tunables, or None (problems added)."""
+    if not isinstance(section, dict) or not isinstance(section.get("name"), str):
+        return None
+    name = section["name"]
     try:
-        pol = policy_registry.get(exp.policy.name)
+        pol = policy_registry.get(name)
     except KeyError:
         known = ", ".join(sorted(policy_registry.available()))
-        raise ConfigError(f"{path}: policy.name: unknown policy {exp.policy.name!r} "
-                          f"(known: {known})") from None
+        pr.add("policy.name", f"unknown policy {name!r} (known: {known})")
+        return None
+    given = section.get("tunables", {})
+    if not isinstance(given, dict):
+        return None
+    ok = True
+    for key, value in given.items():
+        try:
+            pol.resolve_tunables({key: value})
+        except KeyError:
+            pr.add(f"policy.tunables.{key}", f"unknown tunable for policy {name!r} "
+                                             "(see `kmemsim policies`)")
+            ok = False
+        except ValueError as exc:
+            pr.add(f"policy.tunables.{key}", str(exc))
+            ok = False
+    return pol.resolve_tunables(given) if ok else None
+
+
+def _check_workloads(section: Any, path: Path, pr: Problems) -> list[Any] | None:
+    """Each workload's validated parameters, or None (problems added)."""
+    if not isinstance(section, list):
+        return None
+    out: list[Any] = []
+    for i, w in enumerate(section):
+        p = _workload_params(i, w, path, pr)
+        if p is not None:
+            out.append(p)
+    return out if len(out) == len(section) else None
+
+
+def _workload_params(i: int, w: Any, path: Path, pr: Problems) -> Any:
+    if not isinstance(w, dict) or not isinstance(w.get("kind"), str):
+        return None  # the experiment model reports it
     try:
-        exp.policy.tunables = pol.resolve_tunables(exp.policy.tunables)
-    except KeyError as exc:
-        raise ConfigError(f"{path}: policy.tunables.{exc.args[0]}: unknown tunable for policy "
-                          f"{exp.policy.name!r} (see `kmemsim policies`)") from None
+        cls = workload_registry.get(w["kind"])
+    except KeyError:
+        known = ", ".join(sorted(workload_registry.available()))
+        pr.add(f"workloads[{i}].kind", f"unknown workload {w['kind']!r} (known: {known})")
+        return None
+    params = {k: v for k, v in w.items() if k != "kind"}
+    try:
+        return cls.Params.model_validate(params, context={"base_dir": path.parent})
+    except ValidationError as exc:
+        pr.add_pydantic(exc.errors(), prefix=("workloads", i))
     except ValueError as exc:
-        bad = next(k for k in exp.policy.tunables
-                   if _tunable_error(pol, k, exp.policy.tunables[k]))
-        raise ConfigError(f"{path}: policy.tunables.{bad}: {exc}") from None
+        pr.add(f"workloads[{i}]", str(exc))
+    return None
+
+
+def _check_references(exp: Experiment, pr: Problems) -> None:
+    """Checks across sections: cache names, CPUs that exist, intervals inside the run."""
     names = [c.name for c in exp.caches]
     for i, n in enumerate(names):
         if names.index(n) != i:
-            raise ConfigError(f"{path}: caches[{i}].name: duplicate cache name {n!r}")
-    exp.workload_params = []
-    checks = []
-    for i, w in enumerate(exp.workloads):
-        try:
-            cls = workload_registry.get(w.kind)
-        except KeyError:
-            known = ", ".join(sorted(workload_registry.available()))
-            raise ConfigError(f"{path}: workloads[{i}].kind: unknown workload {w.kind!r} "
-                              f"(known: {known})") from None
-        params = dict(w.model_extra or {})
-        try:
-            p = cls.Params.model_validate(params, context={"base_dir": path.parent})
-        except ValidationError as exc:
-            cause = exc.errors()[0].get("ctx", {}).get("error")
-            if cause is not None and type(cause).__name__ == "TraceError":
-                raise ConfigError(str(cause)) from None
-            _raise(path, exc, prefix=f"workloads[{i}]")
-        except ValueError as exc:
-            raise ConfigError(f"{path}: workloads[{i}]: {exc}") from None
-        names += [n for n in cls.creates(p) if n not in names]
-        checks.append((i, p))
-        exp.workload_params.append(p)
+            pr.add(f"caches[{i}].name", f"duplicate cache name {n!r}")
+    _check_memory(exp.memory, pr)
+    ncpus = exp.machine.nodes * exp.machine.cpus_per_node
+    if ncpus > MAX_CPUS:
+        pr.add("machine.nodes", f"{exp.machine.nodes} nodes x {exp.machine.cpus_per_node} CPUs "
+                                f"is {ncpus} CPUs; at most {MAX_CPUS}")
+    for i, (w, p) in enumerate(zip(exp.workloads, exp.workload_params, strict=True)):
+        names += [n for n in workload_registry.get(w.kind).creates(p) if n not in names]
+        _check_cpus(i, p, ncpus, pr)
+        _check_interval(i, p, pr)
     if not names:
-        raise ConfigError(f"{path}: caches: no caches (add [[caches]] tables or a workload "
-                          "that creates its own, such as size_classes)")
-    for i, p in checks:
+        pr.add("caches", "no caches (add [[caches]] tables or a workload that creates its own, "
+                         "such as size_classes)")
+    for i, p in enumerate(exp.workload_params):
         for key in ("cache", "caches"):
             ref = getattr(p, key, None)
             for n in [ref] if isinstance(ref, str) else (ref or []):
                 if n not in names:
-                    raise ConfigError(f"{path}: workloads[{i}].{key}: no cache named {n!r} "
-                                      f"in [[caches]] or created by a workload")
-    return exp
-
-
-def _tunable_error(pol: Any, key: str, value: Any) -> bool:
+                    pr.add(f"workloads[{i}].{key}", f"no cache named {n!r} in [[caches]] or "
+                                                    "created by a workload")
     try:
-        pol.resolve_tunables({key: value})
-    except (KeyError, ValueError):
-        return True
-    return False
+        check_events(exp.events, ncpus, names, policy_registry.get(exp.policy.name))
+    except EventError as exc:
+        pr.add(f"events[{exc.index}].{exc.key}", str(exc))
+
+
+def _check_memory(mem: MemorySection, pr: Problems) -> None:
+    """Zone watermarks are ordered, min <= low <= high (mm/page_alloc.c
+    __setup_per_zone_wmarks); a failure window is a non-empty interval."""
+    if mem.watermark_low < mem.watermark_min:
+        pr.add("memory.watermark_low", f"watermark_low must be >= watermark_min (low "
+                                       f"{mem.watermark_low}, min {mem.watermark_min})")
+    if mem.watermark_high < mem.watermark_low:
+        pr.add("memory.watermark_high", f"watermark_high must be >= watermark_low (high "
+                                        f"{mem.watermark_high}, low {mem.watermark_low})")
+    for i, w in enumerate(mem.fail_windows):
+        if w.end <= w.start:
+            pr.add(f"memory.fail_windows[{i}].end", f"must be after start (empty interval: "
+                                                    f"start {w.start} ns, end {w.end} ns)")
+
+
+def _check_cpus(i: int, params: Any, ncpus: int, pr: Problems) -> None:
+    for key in ("cpus", "cpu"):
+        value = getattr(params, key, None)
+        for c in [value] if isinstance(value, int) else (value or []):
+            if c >= ncpus:
+                pr.add(f"workloads[{i}].{key}", f"CPU {c} is beyond the machine "
+                                               f"({plural(ncpus, 'CPU')}: 0-{ncpus - 1})")
+                break
+
+
+def _check_interval(i: int, params: Any, pr: Problems) -> None:
+    """A workload's [start, stop) is not empty. (A start after the end of the run is allowed:
+    scenarios use it to switch a workload off.)"""
+    start = getattr(params, "start", None)
+    stop = getattr(params, "stop", None)
+    if isinstance(start, int) and isinstance(stop, int) and stop <= start:
+        pr.add(f"workloads[{i}].stop", f"must be after start (empty interval: start {start} ns, "
+                                       f"stop {stop} ns)")
 
 
 def load_experiment(path: str | Path, overrides: list[str] | None = None,
@@ -305,14 +374,22 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None,
     """Read, override and validate an experiment file; raises ConfigError."""
     path = Path(path)
     data = load_raw(path)
-    for item in overrides or []:
-        key, value = parse_override(item)
-        _set_path(data, key, value)
+    keys = apply_overrides(data, overrides or [])
     if seed is not None:
         if seed < 0:
             raise ConfigError(f"--seed: must be >= 0 (got {seed})")
         data["seed"] = seed
-    return validate(data, path)
+    return validate(data, path, keys)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> list[str]:
+    """Apply `--set key=value` items to `data`; the keys set."""
+    keys = []
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_path(data, key, value)
+        keys.append(key)
+    return keys
 
 
 def resolved_dict(exp: Experiment) -> dict[str, Any]:

@@ -16,6 +16,8 @@ from typing import Any
 
 import pandas as pd
 
+from simcore.units import plural
+
 REPORT_FILES = ("spl_slab.txt", "kmastat.txt", "kmem_slabs.txt", "kstat.txt", "slabinfo.txt",
                 "lock_stat.txt", "deadlock.txt")
 """Text reports a run folder may hold, in the order reports show them (any other *.txt a
@@ -91,34 +93,101 @@ class Run:
         return self.histograms[self.histograms.histogram == name]
 
 
+class RunFolderError(ValueError):
+    """A run or sweep folder whose files cannot be read (corrupt, truncated, foreign)."""
+
+
+RUN_FILES = ("summary.json", "timeline.parquet", "events.parquet", "histograms.parquet")
+"""Files every finished run folder has."""
+
+
 def is_run(path: str | Path) -> bool:
     return (Path(path) / "summary.json").exists() and (Path(path) / "timeline.parquet").exists()
 
 
 def is_sweep(path: str | Path) -> bool:
-    return (Path(path) / "results.parquet").exists()
+    """A sweep folder: finished (results.parquet) or interrupted (sweep.json or points/)."""
+    p = Path(path)
+    return (p / "results.parquet").exists() or (p / "sweep.json").exists() or \
+        (p / "points").is_dir()
+
+
+def sweep_progress(path: str | Path) -> tuple[int, int]:
+    """(finished points, points of the grid) of a sweep folder; (0, 0) if it is none."""
+    p = Path(path)
+    if not is_sweep(p):
+        return 0, 0
+    done = len(_finished_rows(p))
+    try:
+        total = len(json.loads((p / "sweep.json").read_text())["points"])
+    except (OSError, ValueError, KeyError, TypeError):
+        total = done
+    return done, max(done, total)
+
+
+def _finished_rows(p: Path) -> list[dict[str, Any]]:
+    rows = []
+    points = p / "points"
+    for f in sorted(points.glob("*/point.json")) if points.is_dir() else []:
+        if f.parent.name.startswith("."):
+            continue
+        try:
+            row = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(row, dict):
+            row.pop("base", None)
+            rows.append(row)
+    return rows
 
 
 def load_run(path: str | Path, label: str = "") -> Run:
-    """A run folder written by `kmemsim run` (or a sweep point)."""
+    """A run folder written by `kmemsim run` (or a sweep point); RunFolderError naming the
+    file if one is missing or corrupt."""
     p = Path(path)
     if not is_run(p):
         raise FileNotFoundError(f"{p}: not a run folder (no summary.json / timeline.parquet)")
-    summary = json.loads((p / "summary.json").read_text())
+    try:
+        summary = json.loads((p / "summary.json").read_text())
+        label = label or f"{summary['policy']} {plural(summary['machine']['cpus'], 'CPU')}"
+    except json.JSONDecodeError as exc:
+        raise RunFolderError(f"{p / 'summary.json'}: corrupt (invalid JSON at line {exc.lineno}"
+                             f" column {exc.colno}: {exc.msg})") from None
+    except (KeyError, TypeError) as exc:
+        raise RunFolderError(f"{p / 'summary.json'}: not a kmemsim summary (no {exc})") \
+            from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunFolderError(f"{p / 'summary.json'}: cannot be read ({exc})") from None
+    tables = {}
+    for name in RUN_FILES[1:]:
+        try:
+            tables[name] = pd.read_parquet(p / name)
+        except Exception as exc:  # pyarrow raises many kinds for a truncated file
+            raise RunFolderError(f"{p / name}: cannot be read ({str(exc).splitlines()[0]})") \
+                from None
     others = sorted(f.name for f in p.glob("*.txt") if f.name not in (*REPORT_FILES, "error.txt"))
-    reports = {name: (p / name).read_text() for name in (*REPORT_FILES, *others)
+    reports = {name: (p / name).read_text(errors="replace") for name in (*REPORT_FILES, *others)
                if (p / name).exists()}
-    return Run(p, summary, pd.read_parquet(p / "timeline.parquet"),
-               pd.read_parquet(p / "events.parquet"), pd.read_parquet(p / "histograms.parquet"),
-               reports, label or f"{summary['policy']} {summary['machine']['cpus']} CPUs")
+    return Run(p, summary, tables["timeline.parquet"], tables["events.parquet"],
+               tables["histograms.parquet"], reports, label)
 
 
 def load_sweep(path: str | Path, runs: bool = False) -> Any:
-    """The results table of a sweep folder; with `runs`, also its points' runs by id."""
+    """The results table of a sweep folder; with `runs`, also its points' runs by id. An
+    interrupted sweep (no results.parquet yet) gives the rows of its finished points."""
     p = Path(path)
     if not is_sweep(p):
         raise FileNotFoundError(f"{p}: not a sweep folder (no results.parquet)")
-    table = pd.read_parquet(p / "results.parquet")
+    if (p / "results.parquet").exists():
+        try:
+            table = pd.read_parquet(p / "results.parquet")
+        except Exception as exc:
+            raise RunFolderError(f"{p / 'results.parquet'}: cannot be read "
+                                 f"({str(exc).splitlines()[0]})") from None
+    else:
+        table = pd.DataFrame(sorted(_finished_rows(p), key=lambda r: r["point"]))
+        if table.empty:
+            raise FileNotFoundError(f"{p}: interrupted sweep with no finished point")
     if not runs:
         return table
     out = {}

@@ -22,7 +22,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from experiments.config import ConfigError, Experiment, resolved_dict
-from experiments.output import RunFolder
+from experiments.events import schedule_events
+from experiments.output import RunFolder, StagedFolder
 from experiments.reports import format_lock_stat, format_slabinfo, merge_lock_stats
 from policies import registry as policy_registry
 from policies.base import CacheSpec, InvariantError, Policy
@@ -112,6 +113,7 @@ def build(exp: Experiment) -> Simulation:
     for w in workloads:
         w.start()
     _add_probes(machine, policy, workloads)
+    schedule_events(machine, policy, caches, exp.events)
     return Simulation(exp, machine, policy, caches, workloads)
 
 
@@ -198,6 +200,15 @@ def _run_loop(sim: Simulation, progress: bool) -> DeadlockReport | None:
     return None
 
 
+def _final_sample(sim: Simulation) -> None:
+    """One last timeline row at the end of the run (or at the deadlock), so the timeline
+    reaches the time the summary describes (the periodic sampler's sample at the end instant
+    would only run after the simulation stopped)."""
+    tl = sim.machine.metrics.timeline
+    if tl.rows and tl.rows[-1]["time_ns"] < sim.machine.env.now:
+        tl.sample()
+
+
 def summarize(sim: Simulation, status: str, report: DeadlockReport | None,
               invariants: str) -> dict[str, Any]:
     """summary.json contents (deterministic: no wall-clock figures)."""
@@ -232,7 +243,7 @@ def summarize(sim: Simulation, status: str, report: DeadlockReport | None,
         "ops": ops,
         "workloads": [{"kind": w.kind, "label": w.label, **w.counts(),
                        "caches": w.cache_counts()} for w in sim.workloads],
-        "caches": {policy.cache_name(c): policy.stats(c).row() for c in policy.caches},
+        "caches": {policy.cache_name(c): cache_summary(sim, c) for c in policy.caches},
         "locks": locks,
         "cpu": {
             "irq_off_share": round(sum(c.irq_off_total for c in m.cpus) / (ncpu * end), 6)
@@ -255,6 +266,29 @@ def summarize(sim: Simulation, status: str, report: DeadlockReport | None,
             "kind": report.kind, "time_ns": report.time, "summary": report.summary,
             "cycle": report.cycle, "threads": [t.line().strip() for t in report.threads]},
     }
+
+
+COMMON_CACHE_KEYS = ("allocs", "frees", "alloc_fail", "objs_inuse", "objs_cached", "objs_free",
+                     "objs_emergency", "slabs", "bytes_requested", "bytes_total")
+"""Per-cache summary keys every policy has, with one meaning: allocations, frees and failed
+allocations the workloads made on the cache (counted by the workload layer), then the common
+CacheStats numbers. Each kernel's own names (skc_obj_alloc, alloc, allochit...) follow."""
+
+
+def cache_summary(sim: Simulation, cache: Any) -> dict[str, Any]:
+    """summary.json's record of one cache: COMMON_CACHE_KEYS and the policy's own keys. Where
+    a kernel's own counter has a common name but counts something else, it is kept as
+    `<policy>.<name>`."""
+    row = sim.policy.stats(cache).row()
+    counts = [w.cache_totals(cache) for w in sim.workloads]
+    common = {"allocs": sum(c[0] for c in counts), "frees": sum(c[1] for c in counts),
+              "alloc_fail": sum(c[2] for c in counts)}
+    common.update({k: row[k] for k in COMMON_CACHE_KEYS if k in row and k not in common})
+    own = {k: v for k, v in row.items() if k not in common}
+    if any(k in row and row[k] != common[k] for k in ("allocs", "frees", "alloc_fail")):
+        own.update({f"{sim.policy.name}.{k}": row[k] for k in ("allocs", "frees", "alloc_fail")
+                    if k in row})
+    return {**common, **own}
 
 
 def _events_frame(events: list[dict[str, Any]]) -> pd.DataFrame:
@@ -301,10 +335,39 @@ def write_outputs(sim: Simulation, folder: RunFolder, summary: dict[str, Any],
 
 
 def run_experiment(exp: Experiment, out: Path | None, progress: bool = False,
-                   trace: TraceRecorder | None = None) -> RunResult:
-    """Build and run `exp`; write the run folder to `out` (None: write nothing). With `trace`,
-    record the timeline trace and write it as trace.json."""
-    folder = RunFolder(out) if out is not None else None
+                   staged: bool = True, trace: TraceRecorder | None = None) -> RunResult:
+    """Build and run `exp`; write the run folder to `out` (None: write nothing).
+
+    With `staged` the folder is built in `.<name>.partial` and swapped into place when
+    complete (see `StagedFolder`): an interrupt leaves the previous folder as it was, a rerun
+    replaces it whole. Without it, files are written straight into `out`, which the caller
+    stages (a scenario's variants, a sweep point). With `trace`, record the timeline trace
+    and write it as trace.json. A run that fails with an internal error
+    still gets its folder, with error.txt and a summary whose status is error."""
+    folder: RunFolder | None = None
+    if out is not None:
+        folder = StagedFolder(out).open() if staged else RunFolder(out)
+    stage = folder if isinstance(folder, StagedFolder) else None
+    try:
+        res = _run(exp, out, folder, progress, trace)
+    except BaseException as exc:
+        if stage is not None:
+            # an internal error keeps its folder (error.txt, status error); bad input and an
+            # interrupt leave the previous folder as it was
+            crashed = isinstance(exc, Exception) and not isinstance(exc, ConfigError) and \
+                "error.txt" in stage.written
+            if crashed:
+                stage.commit()
+            else:
+                stage.discard()
+        raise
+    if stage is not None:
+        stage.commit()
+    return res
+
+
+def _run(exp: Experiment, out: Path | None, folder: RunFolder | None,
+         progress: bool, trace: TraceRecorder | None) -> RunResult:
     sim = build(exp)
     if trace is not None:
         trace.attach(sim.machine)
@@ -321,8 +384,12 @@ def run_experiment(exp: Experiment, out: Path | None, progress: bool = False,
             merge_latency(sim)
             folder.write_json("summary.json", summarize(sim, "error", None, "not checked"))
         raise
+    except BaseException:
+        thaw_heap()
+        raise
     wall = time.perf_counter() - t0
     thaw_heap()
+    _final_sample(sim)
     merge_latency(sim)
     status = "ok" if report is None else "deadlock"
     invariants = "ok"

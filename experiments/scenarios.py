@@ -14,11 +14,13 @@ table that the experiment layer does not see:
     name = "noemergency"
     summary = "KMC_NOEMERGENCY: the caller keeps waiting"
     set = { "caches[0].flags" = ["KMC_NOEMERGENCY"] }           # overrides, as --set
+    expect = { status = "deadlock" }                            # see experiments.expectations
 
 Each variant runs into `<out>/<variant>/` (a normal run folder). The scenario folder gets
 `timeline.png` (one panel per variant, the chosen series with event markers), `narrative.md`
 (what happened, when, with the numbers, generated from each variant's event log and summary)
-and `scenario.json` (status and facts per variant, which tests read).
+and `scenario.json` (status, facts and whether the expectation was met, per variant, which
+tests read). The whole folder is built aside and swapped into place when complete.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ import argparse
 import copy
 import fnmatch
 import json
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,15 +36,15 @@ from typing import Any
 
 import pandas as pd
 
-from experiments import tracing
+from experiments import expectations, tracing
 from experiments.config import ConfigError, _set_path, load_raw, validate
-from experiments.output import RunFolder
-from experiments.run import EXIT_DEADLOCK, RunResult, run_experiment
+from experiments.output import RunFolder, StagedFolder
+from experiments.run import RunResult, run_experiment
 from experiments.scenario_data import cache_sum as _cache_sum
 from experiments.scenario_data import cache_total as _cache_total
 from experiments.slub_facts import SLUB_FACTS
 from experiments.spl_facts import SPL_FACTS
-from simcore.units import format_duration
+from simcore.units import format_duration, plural
 
 SCENARIO_DIR = Path(__file__).parent / "configs" / "scenarios"
 
@@ -53,6 +54,8 @@ class Variant:
     name: str
     summary: str = ""
     overrides: dict[str, Any] = field(default_factory=dict)
+    expect: expectations.Expectation = field(default_factory=expectations.Expectation)
+    """What the variant is expected to reproduce (status ok by default)."""
 
 
 @dataclass
@@ -86,10 +89,13 @@ def load(path: Path) -> Scenario:
     for i, v in enumerate(sc.get("variants") or [{"name": "default"}]):
         if not isinstance(v, dict) or "name" not in v:
             raise ConfigError(f"{path}: scenario.variants[{i}]: needs a name")
-        extra = set(v) - {"name", "summary", "set"}
+        extra = set(v) - {"name", "summary", "set", "expect"}
         if extra:
             raise ConfigError(f"{path}: scenario.variants[{i}].{sorted(extra)[0]}: unknown key")
-        variants.append(Variant(v["name"], v.get("summary", ""), dict(v.get("set", {}))))
+        expect = expectations.parse(path, f"scenario.variants[{i}].expect", v.get("expect"),
+                                    set(FACTS))
+        variants.append(Variant(v["name"], v.get("summary", ""), dict(v.get("set", {})),
+                                expect))
     for fact in sc.get("facts", []):
         if fact not in FACTS:
             raise ConfigError(f"{path}: scenario.facts: unknown fact {fact!r} "
@@ -108,7 +114,7 @@ def experiment_for(sc: Scenario, variant: Variant, seed: int | None = None) -> A
     """The validated experiment of one variant."""
     data = copy.deepcopy(sc.base)
     for dotted, value in variant.overrides.items():
-        _set_path(data, dotted, value)
+        _set_path(data, dotted, value, who=f"{sc.path}: variant {variant.name}: set {dotted}")
     if seed is not None:
         data["seed"] = seed
     data["name"] = f"{sc.name}-{variant.name}"
@@ -123,6 +129,8 @@ class VariantResult:
     events: pd.DataFrame
     timeline: pd.DataFrame
     facts: dict[str, Any]
+    unmet: list[str] = field(default_factory=list)
+    """What the variant did not reproduce of its expectation, one line each."""
 
 
 def run(sc: Scenario, out: Path, only: list[str] | None = None, seed: int | None = None,
@@ -137,28 +145,38 @@ def run(sc: Scenario, out: Path, only: list[str] | None = None, seed: int | None
             known = ", ".join(v.name for v in sc.variants)
             raise ConfigError(f"{sc.path}: no variant {sorted(unknown)[0]!r} (known: {known})")
     exps = [(v, experiment_for(sc, v, seed)) for v in chosen]
-    results = []
-    for v, exp in exps:
-        folder = out / v.name
-        res = run_experiment(exp, folder, progress=progress)
-        events = pd.read_parquet(folder / "events.parquet")
-        if trace is not None and tracing.wanted(trace):
-            window = tracing.key_window(res.summary, events)
-            res = run_experiment(exp, folder, progress=progress,
-                                 trace=tracing.recorder(trace, window))
-        timeline = pd.read_parquet(folder / "timeline.parquet")
-        vr = VariantResult(v, res, folder, events, timeline, {})
-        vr.facts = {name: FACTS[name](vr) for name in sc.facts}
-        results.append(vr)
-    rf = RunFolder(out)
-    rf.write_text("narrative.md", narrative(sc, results))
-    rf.write_text("scenario.json", json.dumps(
-        {"scenario": sc.name, "variants": {
-            r.variant.name: {"status": r.result.status, "facts": r.facts,
-                             "deadlock": None if r.result.deadlock is None
-                             else r.result.deadlock.text()}
-            for r in results}}, indent=2, sort_keys=True) + "\n")
-    plot(sc, results, rf)
+    staged = StagedFolder(out).open()
+    try:
+        results = []
+        for v, exp in exps:
+            folder = staged.path / v.name
+            res = run_experiment(exp, folder, progress=progress, staged=False)
+            events = pd.read_parquet(folder / "events.parquet")
+            if trace is not None and tracing.wanted(trace):
+                window = tracing.key_window(res.summary, events)
+                res = run_experiment(exp, folder, progress=progress, staged=False,
+                                     trace=tracing.recorder(trace, window))
+            timeline = pd.read_parquet(folder / "timeline.parquet")
+            vr = VariantResult(v, res, folder, events, timeline, {})
+            names = list(dict.fromkeys([*sc.facts, *v.expect.facts]))
+            vr.facts = {name: FACTS[name](vr) for name in names}
+            vr.unmet = v.expect.failures(res.status, vr.facts)
+            results.append(vr)
+        staged.write_text("narrative.md", narrative(sc, results))
+        staged.write_text("scenario.json", json.dumps(
+            {"scenario": sc.name, "variants": {
+                r.variant.name: {"status": r.result.status, "facts": r.facts,
+                                 "expected": r.variant.expect.status, "unmet": r.unmet,
+                                 "deadlock": None if r.result.deadlock is None
+                                 else r.result.deadlock.text()}
+                for r in results}}, indent=2, sort_keys=True) + "\n")
+        plot(sc, results, staged)
+    except BaseException:
+        staged.discard()
+        raise
+    staged.commit()
+    for vr in results:
+        vr.folder = out / vr.variant.name
     return results
 
 
@@ -476,7 +494,7 @@ def narrative(sc: Scenario, results: list[VariantResult]) -> str:
         out.append(f"## {vr.variant.name}" + (f": {vr.variant.summary}" if vr.variant.summary
                                                else ""))
         out.append("")
-        out.append(f"Policy {s['policy']}, {s['machine']['cpus']} CPUs, "
+        out.append(f"Policy {s['policy']}, {plural(s['machine']['cpus'], 'CPU')}, "
                    f"{format_duration(s['end_ns'])} simulated; {s['ops']['allocs']} allocations, "
                    f"{s['ops']['frees']} frees, {s['ops']['alloc_failures']} failed; "
                    f"status **{vr.result.status}**.")
@@ -498,6 +516,11 @@ def narrative(sc: Scenario, results: list[VariantResult]) -> str:
             shown = format_duration(value) if name.endswith("_ns") and value is not None \
                 else value
             out.append(f"- {name}: {shown} ({FACTS[name].__doc__.splitlines()[0]})")
+        if vr.unmet:
+            out += [f"- **expectation not met**: {why}" for why in vr.unmet]
+        else:
+            out.append(f"- expectation met (status {vr.variant.expect.status}"
+                       + "".join(f", {c}" for c in vr.variant.expect.facts) + ")")
         if vr.result.deadlock is not None:
             out += ["", "Deadlock report:", "", "```", vr.result.deadlock.text().rstrip(), "```"]
         out.append("")
@@ -557,51 +580,3 @@ def plot(sc: Scenario, results: list[VariantResult], rf: RunFolder) -> None:
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()), h_pad=2.0)
     rf.write_figure("timeline.png", fig)
     plt.close(fig)
-
-
-# --- command line ---------------------------------------------------------------------------
-
-def _cmd(args: argparse.Namespace) -> int:
-    shipped = available()
-    if args.list or not args.name:
-        for name, path in shipped.items():
-            sc = load(path)
-            print(f"{name:24} {sc.summary}")
-            for v in sc.variants:
-                print(f"    {v.name:20} {v.summary}")
-        return 0
-    if args.name not in shipped:
-        path = Path(args.name)
-        if not path.exists():
-            raise ConfigError(f"{args.name}: no such scenario (see `kmemsim scenario --list`)")
-    else:
-        path = shipped[args.name]
-    sc = load(path)
-    out = Path(args.out) if args.out else Path("results") / "scenarios" / sc.name
-    results = run(sc, out, args.variant or None, args.seed, progress=not args.no_progress,
-                  trace=args)
-    print((out / "narrative.md").read_text(), end="")
-    print(f"wrote {out}/ (timeline.png, narrative.md, scenario.json, one run folder per variant)")
-    if any(r.result.status == "deadlock" for r in results):
-        print("kmemsim: a variant ended in a deadlock (report above)", file=sys.stderr)
-        return EXIT_DEADLOCK
-    return 0
-
-
-def add_parser(sub: Any) -> None:
-    """Register `kmemsim scenario` on the CLI's subparsers."""
-    s = sub.add_parser(
-        "scenario", help="run a shipped scenario (deadlocks, emergency paths, allocator dynamics)",
-        description="Run a scenario from experiments/configs/scenarios/ (or a scenario file): "
-        "every variant into its own run folder, then timeline.png with event markers, "
-        "narrative.md (what happened, when, with the numbers) and scenario.json. Exit status "
-        "3 when a variant ended in a deadlock (its report is in the narrative).")
-    s.add_argument("name", nargs="?", help="scenario name (see --list) or a scenario file")
-    s.add_argument("--list", action="store_true", help="list the scenarios and their variants")
-    s.add_argument("--variant", action="append", metavar="NAME",
-                   help="run only this variant (repeatable)")
-    s.add_argument("--out", metavar="DIR", help="output folder (default results/scenarios/NAME)")
-    s.add_argument("--seed", type=int, help="override the seed")
-    s.add_argument("--no-progress", action="store_true", help="no progress bar")
-    tracing.add_arguments(s, scenario=True)
-    s.set_defaults(func=_cmd)

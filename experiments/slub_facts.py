@@ -21,7 +21,7 @@ def fact_list_lock_wait(vr: Any) -> int:
 
 
 def fact_depot_wait(vr: Any) -> int:
-    """Total time spent waiting for Solaris depot locks (cache_depot_lock), ns."""
+    """Total time spent waiting for Solaris depot locks (<cache>->cache_depot_lock), ns."""
     return _lock_wait(vr, "cache_depot_lock")
 
 

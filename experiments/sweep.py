@@ -12,12 +12,15 @@ The grid is the experiment file's `[sweep]` table:
     "policy.tunables.spl_kmem_cache_magazine_size" = [0, 16]   # only for policies that have it
 
 Every combination is a point (a `policy.tunables.X` value applies only to policies that have
-the tunable X, so such an axis does not repeat the other policies' runs), named by a hash of its settings, run into
+the tunable X, so such an axis does not repeat the other policies' runs; an axis whose tunable
+no policy of the sweep has is bad input), named by a hash of its settings, run into
 `<out>/points/<id>/` (a normal run folder plus `point.json`). A point's folder appears only when
-its run has finished (it runs under `<id>.tmp` and is renamed), so an interrupted sweep resumes
-where it stopped: finished points are skipped. A point that fails records its error and the
-others go on. `<out>/results.parquet` has one row per point (the settings and the headline
-figures), sorted by point id, and is rewritten atomically after every sweep.
+its run has finished (it is built in `.<id>.partial` and swapped into place), so an interrupted
+sweep resumes where it stopped: finished points of the same base experiment are skipped. A
+point that fails records its error and the others go on. `<out>/sweep.json` lists the grid
+(written before the first point runs, so an interrupted sweep knows what is missing);
+`<out>/results.parquet` has one row per point (the settings and the headline figures), sorted
+by point id, and is rewritten atomically after every sweep.
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ import hashlib
 import itertools
 import json
 import os
-import shutil
 import sys
+import traceback
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -38,9 +41,9 @@ from typing import Any
 
 import pandas as pd
 
-from experiments.config import ConfigError, _set_path, load_raw, validate
+from experiments.config import ConfigError, _set_path, apply_overrides, load_raw, validate
 from experiments.load import HEADLINE, load_run
-from experiments.output import RunFolder
+from experiments.output import RunFolder, StagedFolder, check_writable
 
 SWEEP_KEYS = {"policy": "policy.name", "cpus": "machine.cpus_per_node", "seed": "seed",
               "nodes": "machine.nodes", "duration": "duration"}
@@ -80,8 +83,10 @@ def grid(raw: dict[str, Any], path: Path) -> list[Point]:
     from policies.registry import available
 
     tunables = {name: {tb.name for tb in cls.tunables} for name, cls in available().items()}
+    default_policy = raw.get("policy", {}).get("name") if isinstance(raw.get("policy"),
+                                                                     dict) else None
+    _check_tunable_axes(path, axes, tunables, default_policy)
     points: dict[str, Point] = {}
-    default_policy = raw.get("policy", {}).get("name")
     for combo in itertools.product(*(v for _k, v in axes)):
         settings = tuple((k, v) for (k, _vals), v in zip(axes, combo, strict=True))
         settings = _applicable(settings, tunables, default_policy)
@@ -90,6 +95,24 @@ def grid(raw: dict[str, Any], path: Path) -> list[Point]:
         point = Point(digest.hexdigest()[:10], label, settings)
         points.setdefault(point.id, point)
     return list(points.values())
+
+
+def _check_tunable_axes(path: Path, axes: list[tuple[str, list[Any]]],
+                        tunables: dict[str, set[str]], default_policy: Any) -> None:
+    """A `policy.tunables.X` axis must name a tunable of at least one policy the sweep runs
+    (otherwise it would silently vanish from every point)."""
+    policies = next((v for k, v in axes if k == "policy.name"), [default_policy])
+    lines = []
+    for key, _values in axes:
+        if not key.startswith("policy.tunables."):
+            continue
+        name = key.split(".", 2)[2]
+        if not any(name in tunables.get(str(p), set()) for p in policies):
+            shown = ", ".join(map(str, policies))
+            lines.append(f"{path}: sweep.set.{key}: no policy of the sweep ({shown}) has the "
+                         f"tunable {name!r} (see `kmemsim policies`)")
+    if lines:
+        raise ConfigError(lines)
 
 
 def _applicable(settings: tuple[tuple[str, Any], ...], tunables: dict[str, set[str]],
@@ -120,43 +143,63 @@ def point_experiment(raw: dict[str, Any], path: Path, point: Point) -> Any:
     data = copy.deepcopy(raw)
     data.pop("sweep", None)
     for key, value in point.settings:
-        _set_path(data, key, value)
+        _set_path(data, key, value, who=f"{path}: sweep: {key}")
     data["name"] = f"{data.get('name') or path.stem}-{point.id}"
     return validate(data, path)
 
 
+def base_digest(raw: dict[str, Any]) -> str:
+    """Hash of the experiment a sweep varies (its file after --set / --seed, without the
+    grid): a finished point is reused only by a sweep of the same base."""
+    base = {k: v for k, v in raw.items() if k != "sweep"}
+    return hashlib.sha1(json.dumps(base, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
 def run_point(raw: dict[str, Any], path: str, point: Point, out: str) -> dict[str, Any]:
-    """Run one point into `<out>/points/<id>` (via `<id>.tmp`); its results row. Never
-    raises: a failure is recorded in the row and in point.json."""
+    """Run one point into `<out>/points/<id>` (built in `.<id>.partial`, then swapped in);
+    its results row. Never raises for a failing point: the failure is recorded in the row
+    and in point.json."""
     from experiments.run import run_experiment
 
-    final = Path(out) / "points" / point.id
-    tmp = final.with_name(point.id + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    folder = StagedFolder(Path(out) / "points" / point.id).open()
     row: dict[str, Any] = {"point": point.id, "label": point.label,
                            "settings": json.dumps(point.as_dict(), sort_keys=True, default=str)}
     for key, value in point.settings:
         row[key] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
     try:
         exp = point_experiment(raw, Path(path), point)
-        res = run_experiment(exp, tmp)
+        res = run_experiment(exp, folder.path, staged=False)
         row.update(status=res.status, error="", policy=exp.policy.name,
                    cpus=exp.machine.nodes * exp.machine.cpus_per_node, seed=exp.seed)
-        row.update(load_run(tmp).headline)
-    except Exception as exc:  # the point's failure is data; the sweep goes on
-        row.update(status="error", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
-    RunFolder(tmp).write_json("point.json", row)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+        row.update(load_run(folder.path).headline)
+    except ConfigError as exc:  # the point's failure is data; the sweep goes on
+        row.update(status="error", error="; ".join(exc.lines))
+    except Exception as exc:
+        if not (folder.path / "error.txt").exists():
+            folder.write_text("error.txt", traceback.format_exc())
+        first = (str(exc).splitlines() or [""])[0]
+        row.update(status="error", error=f"internal error ({type(exc).__name__}: {first}); "
+                                         f"traceback in points/{point.id}/error.txt")
+    except BaseException:
+        folder.discard()
+        raise
+    folder.write_json("point.json", {**row, "base": base_digest(raw)})
+    folder.commit()
     return row
 
 
-def finished(out: Path, point: Point) -> dict[str, Any] | None:
-    """The row of a point that already ran, or None."""
+def finished(out: Path, point: Point, base: str | None = None) -> dict[str, Any] | None:
+    """The row of a point that already ran (of the same `base` experiment, if given), or
+    None."""
     f = out / "points" / point.id / "point.json"
-    return json.loads(f.read_text()) if f.exists() else None
+    try:
+        row = json.loads(f.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(row, dict) or (base is not None and row.pop("base", None) != base):
+        return None
+    row.pop("base", None)
+    return row
 
 
 def table(rows: Iterable[dict[str, Any]], points: list[Point]) -> pd.DataFrame:
@@ -170,22 +213,38 @@ def table(rows: Iterable[dict[str, Any]], points: list[Point]) -> pd.DataFrame:
 
 
 def run_sweep(file: str | Path, out: str | Path, jobs: int | None = None,
-              dask: str | None = None, progress: bool = True) -> pd.DataFrame:
-    """Run every unfinished point of the sweep in `file` into `out`; the results table."""
+              dask: str | None = None, progress: bool = True,
+              overrides: list[str] | None = None, seed: int | None = None) -> pd.DataFrame:
+    """Run every unfinished point of the sweep in `file` (with `--set` `overrides` and the
+    base `seed` applied before the grid) into `out`; the results table."""
     path = Path(file)
     raw = load_raw(path)
+    keys = apply_overrides(raw, overrides or [])
+    if seed is not None:
+        if seed < 0:
+            raise ConfigError(f"--seed: must be >= 0 (got {seed})")
+        raw["seed"] = seed
     points = grid(raw, path)
     for p in points[:1] + points[-1:]:
-        point_experiment(raw, path, p)  # bad input fails here, before anything is written
+        # bad input fails here, before anything is written
+        data = copy.deepcopy(raw)
+        data.pop("sweep", None)
+        validate(data, path, keys)
+        point_experiment(raw, path, p)
     out = Path(out)
+    check_writable(out)
+    base = base_digest(raw)
     rows = {}
     todo = []
     for p in points:
-        done = finished(out, p)
+        done = finished(out, p, base)
         if done is not None:
             rows[p.id] = done
         else:
             todo.append(p)
+    RunFolder(out).write_json("sweep.json", {
+        "experiment": str(path), "base": base,
+        "points": [{"point": p.id, "label": p.label} for p in points]})
     bar = _bar(len(points), len(rows), progress)
     if todo:
         if dask:
@@ -204,7 +263,7 @@ def run_sweep(file: str | Path, out: str | Path, jobs: int | None = None,
 
 
 def _bar(total: int, done: int, progress: bool) -> Any:
-    if not progress:
+    if not progress or not sys.stderr.isatty():
         return None
     from tqdm import tqdm
     return tqdm(total=total, initial=done, unit="point", desc="sweep", file=sys.stderr)

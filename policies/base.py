@@ -20,6 +20,10 @@ A subclass customises the base by filling these hooks:
   is broken.
 - `start()` (optional): start the policy's timers and taskqs once the machine exists.
 - `reports()` (optional): extra text reports in the formats users know, by file name.
+- `cpu_dead(t, cpu)` / `cpu_up_prepare(t, cpu)` / `cpu_online(t, cpu)` (optional): the CPU
+  hotplug notifier actions, run by an experiment's `[[events]]` (defaults do nothing).
+- `retune(t, cache, values)` (optional): a /proc/slabinfo-style write at run time; a policy
+  that has one lists the keys it takes in `retune_keys`.
 """
 
 from __future__ import annotations
@@ -131,6 +135,8 @@ class CacheStats:
     batchcount: int = 0
     shared: int = 0
     shared_avail: int = 0
+    tunables_apply: bool = True
+    """False for kernels without SLAB's limit/batchcount/sharedfactor (slabinfo prints n/a)."""
     extra: dict[str, int] = field(default_factory=dict)
     """Policy-specific counters by their kernel names (skc_obj_deadlock, depot_contention...)."""
 
@@ -196,6 +202,8 @@ class Policy:
     """One line for `kmemsim policies`."""
     tunables: ClassVar[tuple[Tunable, ...]] = ()
     """Tunables with the kernel's names and defaults."""
+    retune_keys: ClassVar[tuple[str, ...]] = ()
+    """Keys a `retune` event sets (all of them, as one write); empty: no run-time retuning."""
 
     def __init__(self, machine: Machine, tunables: dict[str, Any] | None = None) -> None:
         self.machine = machine
@@ -204,6 +212,8 @@ class Policy:
         """Resolved tunables: defaults overridden by the experiment."""
         self.caches: list[Any] = []
         """Caches in creation order."""
+        self.cpu_is_online: list[bool] = [True] * machine.ncpus
+        """cpu_online_mask; CPU hotplug events change it around the notifier calls."""
 
     @classmethod
     def resolve_tunables(cls, given: dict[str, Any]) -> dict[str, Any]:
@@ -257,6 +267,23 @@ class Policy:
     def reports(self) -> dict[str, str]:
         """Policy-specific text reports by file name (slabinfo.txt is written for every policy)."""
         return {}
+
+    def cpu_dead(self, t: Any, cpu: int) -> Gen:
+        """CPU_DEAD: `cpu` has stopped (no thread runs on it); `t` runs on another CPU."""
+        yield from ()
+
+    def cpu_up_prepare(self, t: Any, cpu: int) -> Gen:
+        """CPU_UP_PREPARE: `cpu` is about to run again (not yet online)."""
+        yield from ()
+
+    def cpu_online(self, t: Any, cpu: int) -> Gen:
+        """CPU_ONLINE: `cpu` runs threads again."""
+        yield from ()
+
+    def retune(self, t: Any, cache: Any, values: dict[str, int]) -> Gen:
+        """Set the `retune_keys` of `cache` at run time."""
+        raise NotImplementedError(f"{self.name} has no run-time retuning")
+        yield  # pragma: no cover
 
     def cache_name(self, cache: Any) -> str:
         """The name a cache was created with."""

@@ -11,8 +11,10 @@ def slabinfo_row(s: CacheStats) -> str:
     num_objs = s.slabs * s.objs_per_slab
     active_objs = num_objs - s.objs_free
     active_slabs = s.slabs - s.slabs_empty
+    tunables = (f"{s.limit:4d} {s.batchcount:4d} {s.shared:4d}" if s.tunables_apply
+                else f"{'n/a':>4} {'n/a':>4} {'n/a':>4}")
     return (f"{s.name:<17} {active_objs:6d} {num_objs:6d} {s.obj_size:6d} {s.objs_per_slab:4d} "
-            f"{s.pages_per_slab:4d} : tunables {s.limit:4d} {s.batchcount:4d} {s.shared:4d} "
+            f"{s.pages_per_slab:4d} : tunables {tunables} "
             f": slabdata {active_slabs:6d} {s.slabs:6d} {s.shared_avail:6d}")
 
 

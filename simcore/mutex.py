@@ -63,10 +63,11 @@ class AdaptiveMutex(SpinLock):
         return f"<{type(self).__name__} {self.name}>"
 
     # A mutex holder stays preemptible: undo the spinlock's preempt_count for holds taken here
-    def _take(self, t: Thread) -> None:
-        _spin_take(self, t)
+    def _take(self, t: Thread) -> int:
+        ns = _spin_take(self, t)
         t.preempt_count -= 1
         self._counted = True
+        return ns
 
     def _release(self, t: Thread) -> None:
         if self._counted:
@@ -101,9 +102,7 @@ class AdaptiveMutex(SpinLock):
         if owner is t:
             self_deadlock(self.machine, self, t)
         st = self.stat
-        st.contentions += 1
-        if self.last_cpu != cpu.id:
-            st.con_bounces += 1
+        bounced = self._touch(t)  # counted with the contention, when the wait ends
         ev = self.env.event()
         self.waiters.append((t, ev, now))
         if owner is None and len(self.waiters) == 1:
@@ -135,12 +134,14 @@ class AdaptiveMutex(SpinLock):
             yield from t.block(ev, self)
             st.block_total += self.env.now - start
         t.blocked_on = None
-        waited = self.env.now - now
+        st.contentions += 1
+        st.con_bounces += bounced
+        waited = self.env.now - now + ev.value  # the wait ends when the line arrives
         st.record_wait(waited)
         self.wait_hist.record(waited)
         tr = self.machine.tracer
         if tr is not None:
-            tr.span(t.cpu.id, "lock", f"wait {self.name}", now, waited, t.name)
+            tr.span(t.cpu.id, "lock", f"wait {self.name}", now, self.env.now - now, t.name)
 
     def unlock(self, t: Thread) -> Gen:
         """mutex_exit: release, handing the mutex to the first waiter."""

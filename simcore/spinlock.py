@@ -3,6 +3,14 @@
 Waiters are granted the lock in arrival order and keep their CPU busy while they spin. A context
 that asks for a lock already held on its own CPU (the same thread, or an interrupt handler that
 interrupted the holder) can never get it: that is reported as a self-deadlock and ends the run.
+
+The statistics follow kernel/locking/lockdep.c (`lock_contended`, `__lock_acquired`,
+`lock_release`) as lockdep_proc.c prints them: `contentions` are contended acquisitions that
+completed (so never more than `acquisitions`), their `waittime` runs from the contention to
+the moment the lock word's cache line arrived (at least one cache-line transfer), and the
+bounce columns count events where the lock's cache line last belonged to another CPU: every
+CPU that writes the lock word (an acquire, a release, a ticket taken by a waiter, a failed
+trylock) takes the line.
 """
 
 from __future__ import annotations
@@ -23,9 +31,9 @@ class LockStat:
 
     name: str
     con_bounces: int = 0
-    """Contentions where the lock's cache line was last held by another CPU."""
+    """Contentions where the lock's cache line last belonged to another CPU."""
     contentions: int = 0
-    """Acquisitions that had to wait."""
+    """Acquisitions that had to wait (counted when the wait ends)."""
     waittime_min: int = 0
     waittime_max: int = 0
     waittime_total: int = 0
@@ -87,7 +95,12 @@ class SpinLock:
         self.waiters: deque[tuple[Thread, simpy.Event, int]] = deque()
         """Spinning waiters in ticket order: (thread, grant event, since)."""
         self.last_cpu = -1
+        """CPU of the last acquire (and so of the release an acquire follows): -1 never."""
         self.last_node = -1
+        self._touch_cpu = -1
+        self._touch_acq = -1
+        """CPU of the last waiter's ticket or failed trylock, and `stat.acquisitions` then:
+        it owns the line until the next acquire (see `_line_cpu`)."""
         self.stat = LockStat(name)
         """lock_stat columns."""
         self.wait_hist = machine.metrics.hist(f"lock.{name}.wait")
@@ -98,15 +111,18 @@ class SpinLock:
     def __repr__(self) -> str:
         return f"<SpinLock {self.name}>"
 
-    def _take(self, t: Thread) -> None:
+    def _take(self, t: Thread) -> int:
+        """The acquire itself: pull the line (a bounce if another CPU had it) and own the
+        lock; the ns charged for it."""
         cpu = t.cpu
         st = self.stat
         st.acquisitions += 1
         if self.last_cpu != cpu.id and self.last_cpu >= 0:
             st.acq_bounces += 1
-            t.charge("cacheline_remote_node" if self.last_node != cpu.node else "cacheline_transfer")
+            cost = "cacheline_remote_node" if self.last_node != cpu.node else "cacheline_transfer"
         else:
-            t.charge("lock_acquire")
+            cost = "lock_acquire"
+        t.charge(cost)
         self.last_cpu = cpu.id
         self.last_node = cpu.node
         self.owner = t
@@ -114,6 +130,25 @@ class SpinLock:
         self.acquired_at = self.env.now
         t.preempt_count += 1
         t.held.append(self)
+        return t._costs[cost]
+
+    def _line_cpu(self) -> int:
+        """CPU whose cache last owned the lock's line: the last waiter's ticket or failed
+        trylock if no acquire came after it, else the last acquirer (whose release, if any,
+        is the last write: a release is followed by the next acquire before anyone else can
+        contend)."""
+        if self._touch_acq == self.stat.acquisitions:
+            return self._touch_cpu
+        return self.last_cpu
+
+    def _touch(self, t: Thread) -> bool:
+        """`t`'s CPU writes the lock word (takes a ticket, fails a trylock): True if the line
+        last belonged to another CPU."""
+        cpu = t.cpu.id
+        bounced = self._line_cpu() != cpu
+        self._touch_cpu = cpu
+        self._touch_acq = self.stat.acquisitions
+        return bounced
 
     def lock(self, t: Thread) -> Gen:
         """spin_lock: take the lock, spinning (CPU busy) behind earlier waiters."""
@@ -128,9 +163,7 @@ class SpinLock:
         if owner is t:
             self_deadlock(self.machine, self, t)
         st = self.stat
-        st.contentions += 1
-        if self.last_cpu != t.cpu.id:
-            st.con_bounces += 1
+        bounced = self._touch(t)
         ev = self.env.event()
         self.waiters.append((t, ev, now))
         if owner is None and len(self.waiters) == 1:
@@ -141,7 +174,7 @@ class SpinLock:
         t.wait_timed = False
         while True:
             try:
-                yield ev
+                handoff = yield ev
                 break
             except simpy.Interrupt:
                 yield from t.deliver_irqs()
@@ -149,8 +182,10 @@ class SpinLock:
         t.blocked_on = None
         waited = self.env.now - now
         t.cpu.busy_ns += waited
-        st.record_wait(waited)
-        self.wait_hist.record(waited)
+        st.contentions += 1
+        st.con_bounces += bounced
+        st.record_wait(waited + handoff)
+        self.wait_hist.record(waited + handoff)
         tr = self.machine.tracer
         if tr is not None:
             tr.span(t.cpu.id, "lock", f"spin {self.name}", now, waited, t.name)
@@ -193,8 +228,7 @@ class SpinLock:
 
     def _grant(self, _ev: object = None) -> None:
         nt, ev, _since = self.waiters.popleft()
-        self._take(nt)
-        ev.succeed()
+        ev.succeed(self._take(nt))
 
     def trylock(self, t: Thread) -> Gen:
         """spin_trylock: take the lock if it is free; never waits. Returns True on success."""
@@ -203,6 +237,7 @@ class SpinLock:
             self._take(t)
             return True
         t.charge("atomic_op")
+        self._touch(t)
         return False
 
     def lock_irqsave(self, t: Thread) -> Gen:

@@ -27,7 +27,10 @@ def _run(name: str, out: Path, variants: list[str] | None = None,
     scenarios.run(sc, out, variants)
     assert (out / "timeline.png").stat().st_size > 10_000
     assert (out / "narrative.md").exists()
-    return json.loads((out / "scenario.json").read_text())["variants"]
+    res = json.loads((out / "scenario.json").read_text())["variants"]
+    if duration is None:  # each variant reproduced the expectation its file declares
+        assert {v: r["unmet"] for v, r in res.items() if r["unmet"]} == {}
+    return res
 
 
 def _events(folder: Path, kind: str) -> pd.DataFrame:
@@ -265,3 +268,70 @@ def test_every_shipped_scenario_file_loads(name):
     assert sc.summary and sc.variants
     for v in sc.variants:
         scenarios.experiment_for(sc, v)
+
+
+# --- expectations and exit status (issue 20) ------------------------------------------------
+
+def test_reclaim_deadlock_exits_0_with_its_expected_deadlock(tmp_path, capsys):
+    assert main(["scenario", "reclaim-deadlock", "--out", str(tmp_path / "rd"),
+                 "--no-progress"]) == 0
+    res = json.loads((tmp_path / "rd" / "scenario.json").read_text())["variants"]
+    assert res["noemergency"]["status"] == "deadlock"
+    assert res["noemergency"]["expected"] == "deadlock"
+    assert all(not r["unmet"] for r in res.values())
+    assert "expectation met (status deadlock)" in (tmp_path / "rd" / "narrative.md").read_text()
+
+
+def _edited(tmp_path: Path, old: str, new: str) -> Path:
+    src = scenarios.available()["reclaim-deadlock"]
+    text = src.read_text()
+    assert old in text
+    path = tmp_path / "reclaim-deadlock.toml"
+    path.write_text(text.replace(old, new))
+    return path
+
+
+def test_an_expectation_edited_to_fail_exits_4_naming_the_variant_and_fact(tmp_path, capsys):
+    path = _edited(tmp_path, 'expect = { status = "deadlock" }', 'expect = { status = "ok" }')
+    out = tmp_path / "out"
+    assert main(["scenario", str(path), "--variant", "noemergency", "--out", str(out),
+                 "--no-progress"]) == 4
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["kmemsim: scenario reclaim-deadlock: variant noemergency did not reproduce "
+                   "its expectation: status = deadlock, expected ok"]
+    res = json.loads((out / "scenario.json").read_text())["variants"]["noemergency"]
+    assert res["unmet"] == ["status = deadlock, expected ok"]
+
+
+def test_a_fact_outside_its_expected_range_exits_4(tmp_path, capsys):
+    path = _edited(tmp_path, "emergency_max = { min = 1000 }",
+                   "emergency_max = { min = 1000, max = 1001 }")
+    assert main(["scenario", str(path), "--variant", "emergency", "--out",
+                 str(tmp_path / "out"), "--no-progress"]) == 4
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "variant emergency" in err[0]
+    assert "emergency_max = " in err[0] and "outside the expected [1000, 1001]" in err[0]
+
+
+@pytest.mark.parametrize("expect,fragment", [
+    ('{ status = "hung" }', "expect.status: expected one of ok, deadlock, got \"hung\""),
+    ("{ no_such_fact = 1 }", "expect.no_such_fact: unknown fact"),
+    ("{ allocs = { min = 5, max = 1 } }", "expect.allocs: max (1) is below min (5)"),
+    ("{ allocs = { low = 1 } }", "expect.allocs: a range is { min = ..., max = ... }"),
+    ("5", "expect: expected a table, got 5"),
+])
+def test_bad_expectations_are_bad_input(tmp_path, capsys, expect, fragment):
+    path = _edited(tmp_path, 'expect = { status = "deadlock" }', f"expect = {expect}")
+    assert main(["scenario", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and fragment in err[0], err
+    names = [v.name for v in scenarios.load(scenarios.available()["reclaim-deadlock"]).variants]
+    assert f"{path}: scenario.variants[{names.index('noemergency')}]." in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_shipped_variant_declares_an_expectation():
+    for name, path in scenarios.available().items():
+        sc = scenarios.load(path)
+        text = path.read_text()
+        assert text.count("expect = ") == len(sc.variants), name

@@ -118,7 +118,16 @@ def test_hashed_slab_size_search_skips_ahead_like_the_seed():
 def test_magazine_caches_are_embedded_kmem_caches_with_their_own_magazines():
     m, p = _policy()
     names = [cp.name for cp in p.kmem_caches]
-    assert names == [f"kmem_magazine_{row[0]}" for row in KMEM_MAGTYPE_TABLE]
+    # kmem_cache_init (L3724-3810): magazines, slab headers, bufctls, then pass 2's kmem_va
+    # quantum caches (8 pages) and the kmem_alloc classes (kmem_bufctl_audit_cache is not
+    # modelled: kmem_flags = 0)
+    small = [8, 16, 24] + [k * u for u in (8, 16, 32, 64, 128) for k in (4, 5, 6, 7)] + [
+        8192 // k // 64 * 64 for k in (7, 6, 5, 4, 3, 2)]
+    big = [8192, 12288] + [k * 8192 for k in range(2, 17)]
+    assert names == ([f"kmem_magazine_{row[0]}" for row in KMEM_MAGTYPE_TABLE]
+                     + ["kmem_slab_cache", "kmem_bufctl_cache"]
+                     + [f"kmem_va_{4096 * i}" for i in range(1, 9)]
+                     + [f"kmem_alloc_{n}" for n in small + big])
     mag15 = p.kmem_magtype[3].mt_cache
     # (15 + 1) pointers = 128 B, NOHASH: embedded even though it needs no touch rules
     assert (mag15.spec.size, mag15.chunksize, mag15.geo.hashed) == (128, 128, False)

@@ -37,7 +37,7 @@ def _no_fast_free(_t: Any, _cache: Any, _obj: int) -> bool:
 class WorkloadParams(BaseModel):
     """Base of every workload's parameter model: unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     nice: int = Field(default=0, ge=-20, le=19,
                       description="nice value of the workload's threads (CFS weight)")
 
@@ -199,6 +199,14 @@ class Workload:
                  if t.stalled_since is not None and t.name.startswith(prefix)]
         return {"allocs": self.allocs, "frees": self.frees, "alloc_failures": self.failures,
                 "in_flight_max_ns": max(stuck, default=0)}
+
+    def cache_totals(self, cache: Any) -> tuple[int, int, int]:
+        """(allocs, frees, failed allocs) this workload made on `cache`."""
+        hists = self._lat.get(id(cache))
+        if hists is None:
+            return 0, 0, 0
+        fails = self.cache_failures.get(self._lat_names[id(cache)], 0)
+        return hists[0].count - fails, hists[1].count, fails
 
     def cache_counts(self) -> dict[str, dict[str, Any]]:
         """Per cache this workload used: allocs, frees, failures and the latency summaries

@@ -20,7 +20,7 @@ from simcore.units import Duration
 class Lifetime(BaseModel):
     """A distribution of durations in ns."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     dist: Literal["exponential", "fixed", "uniform", "lognormal", "pareto"] = "exponential"
     mean: Duration | None = Field(default=None, gt=0)

@@ -33,7 +33,7 @@ from workloads.lifetimes import Lifetime
 class Phase(BaseModel):
     """One phase of a `phases` workload."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: str = Field(default="", description="label for events and plots (default: kind)")
     kind: Literal["steady", "burst", "ramp", "idle", "pressure"] = "steady"
     duration: Duration = Field(gt=0, description="how long the phase lasts")

@@ -167,12 +167,17 @@ class _Builder:
 
 
 def _sniff(path: Path) -> str:
+    """csv or ftrace, from the first line that is not blank or a comment: a line with a comma
+    that is not an ftrace event line is a CSV header (checked, mistyped or not, by
+    parse_csv)."""
     with path.open() as f:
         for raw in f:
             s = raw.strip()
             if not s or s.startswith("#"):
                 continue
-            return "csv" if s.replace(" ", "").lower().startswith("time_ns,") else "ftrace"
+            if s.replace(" ", "").lower().startswith("time_ns,"):
+                return "csv"
+            return "csv" if "," in s and FTRACE_LINE.match(s) is None else "ftrace"
     raise TraceError(f"{path}:1: empty trace")
 
 
@@ -189,7 +194,7 @@ def parse_csv(path: Path, unknown_frees: str = "error") -> Trace:
             if not header_seen:
                 if cells != CSV_HEADER:
                     raise TraceError(f"{path}:{line}: expected the header "
-                                     f"{','.join(CSV_HEADER)}")
+                                     f"{','.join(CSV_HEADER)}{_header_diff(cells)}")
                 header_seen = True
                 continue
             if len(cells) != len(CSV_HEADER):
@@ -213,7 +218,24 @@ def parse_csv(path: Path, unknown_frees: str = "error") -> Trace:
             b.add(line, time_ns, cpu, op, cache, size, ident, KM_SLEEP)
     if not header_seen:
         raise TraceError(f"{path}:1: empty trace")
+    if not b.trace.ops and not b.trace.skipped_frees:
+        raise TraceError(f"{path}:{line}: no events after the header")
     return b.trace
+
+
+def _header_diff(cells: list[str]) -> str:
+    """What is wrong with a CSV header, for the error message."""
+    unknown = [c for c in cells if c not in CSV_HEADER]
+    missing = [c for c in CSV_HEADER if c not in cells]
+    parts = []
+    if unknown:
+        parts.append(f"unknown column{'s' if len(unknown) > 1 else ''} "
+                     f"{', '.join(map(repr, unknown))}")
+    if missing:
+        parts.append(f"missing {', '.join(missing)}")
+    if not parts:
+        parts.append("columns in another order")
+    return " (" + "; ".join(parts) + ")"
 
 
 def _kv(args: str) -> dict[str, str]:
@@ -312,11 +334,23 @@ def parse_ftrace(path: Path, unknown_frees: str = "error") -> Trace:
 
 
 def load_trace(path: Path, fmt: str = "auto", unknown_frees: str = "error") -> Trace:
-    """Parse a trace file in either format."""
-    if not path.is_file():
+    """Parse a trace file in either format; TraceError if it cannot be opened or read as
+    text."""
+    if path.is_dir():
+        raise TraceError(f"{path}: is a directory, not a trace file")
+    if not path.exists():
         raise TraceError(f"{path}: no such trace file")
-    kind = _sniff(path) if fmt == "auto" else fmt
-    return (parse_csv if kind == "csv" else parse_ftrace)(path, unknown_frees)
+    if not path.is_file():
+        raise TraceError(f"{path}: not a regular file")
+    try:
+        kind = _sniff(path) if fmt == "auto" else fmt
+        return (parse_csv if kind == "csv" else parse_ftrace)(path, unknown_frees)
+    except UnicodeDecodeError as exc:
+        raise TraceError(f"{path}: not a text file (byte {exc.start} is not UTF-8)") from None
+    except csv.Error as exc:
+        raise TraceError(f"{path}: malformed CSV ({exc})") from None
+    except OSError as exc:
+        raise TraceError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 class TraceParams(WorkloadParams):

@@ -20,6 +20,7 @@ class SlabAlien:
         if alien is None:
             rl3 = c.nodelists[nodeid]
             yield from rl3.list_lock.lock(t)
+            self.landed(c)
             victims = self.free_block(t, c, [obj])
             yield from rl3.list_lock.unlock(t)
             yield from self._destroy_after_unlock(t, c, victims)
@@ -30,19 +31,20 @@ class SlabAlien:
             c.node_overflow += 1
             yield from self.drain_alien_cache(t, c, alien, nodeid)
         alien.entry.append(obj)
+        self.landed(c)
         t.charge("magazine_push")
         yield from alien.lock.unlock(t)
 
     def drain_alien_cache(self, t: Thread, c: LinuxCache, alien: ArrayCache, node: int) -> Gen:
-        """__drain_alien_cache (alien lock held): under the remote list_lock, as much as fits
-        into the remote shared array (newest first), the rest to free_block."""
+        """__drain_alien_cache (seed 003 973, alien lock held): under the remote list_lock, as
+        much as fits into the remote shared array (newest first; transfer_objects marks it
+        touched only when it moved objects), the rest to free_block."""
         if not alien.avail:
             return
         rl3 = c.nodelists[node]
         yield from rl3.list_lock.lock(t)
         if rl3.shared is not None:
-            self.transfer_objects(t, rl3.shared, alien, alien.avail)
-            rl3.shared.touched = True
+            self.transfer_objects(t, rl3.shared, alien, alien.limit)
         victims = self.free_block(t, c, list(alien.entry))
         alien.entry.clear()
         yield from rl3.list_lock.unlock(t)

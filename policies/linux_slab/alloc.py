@@ -22,6 +22,12 @@ class SlabAllocPaths:
         start = t.now
         t.charge("call")
         was_off = t.local_irq_save()
+        if self._spread and c.mem_spread and not t.in_irq:
+            obj = yield from self.alternate_node_alloc(t, c, flags)
+            if obj is not None:
+                yield from t.local_irq_restore(was_off)
+                self._h_refill.record(t.now - start)
+                return obj
         ac = c.array[t.cpu.id]
         hist = self._h_hit
         if ac.entry:
@@ -34,20 +40,23 @@ class SlabAllocPaths:
             t.slab_grew = False
             obj = yield from self.cache_alloc_refill(t, c, flags)
             hist = self._h_grow if t.slab_grew else self._h_refill
+        if obj is not None:
+            # the caller holds it from the pop on (the restore below may take interrupts)
+            c.inuse += 1
+            c.allocs += 1
         yield from t.local_irq_restore(was_off)
         if obj is None:
             c.alloc_fail += 1
             self.machine.metrics.event("alloc_fail", cache=c.name, cpu=t.cpu.id)
             return None
-        c.inuse += 1
-        c.allocs += 1
         hist.record(t.now - start)
         return obj
 
     def alloc_fast(self, t: Thread, c: LinuxCache, flags: int) -> int | None:
         """The array hit of __cache_alloc as a plain call (no interrupt due meanwhile)."""
         ac = c.array[t.cpu.id]
-        if not ac.entry or not t.irq_free_for(self._alloc_hit_ns):
+        if not ac.entry or not t.irq_free_for(self._alloc_hit_ns) or (
+                self._spread and c.mem_spread):
             return None
         start = t.pending
         t.charge("call")
@@ -60,6 +69,21 @@ class SlabAllocPaths:
         c.inuse += 1
         c.allocs += 1
         self._h_hit.record(t.pending - start)
+        return obj
+
+    def alternate_node_alloc(self, t: Thread, c: LinuxCache, flags: int) -> Gen:
+        """alternate_node_alloc (seed 003 2952, IRQs off; ____cache_alloc calls it for a task
+        with PF_SPREAD_SLAB): for a SLAB_MEM_SPREAD cache the node is the task's
+        cpuset_mem_spread_node rotor (next online node after the last one, from 0); another
+        node than this CPU's is served by __cache_alloc_node, bypassing the arrays. None:
+        take the local path."""
+        rotor = (self.spread_rotor.get(t, 0) + 1) % self.machine.nodes
+        self.spread_rotor[t] = rotor
+        if rotor == t.cpu.node:
+            return None
+        obj = yield from self.cache_alloc_node(t, c, flags, rotor)
+        if obj is not None:
+            c.spread_allocs += 1
         return obj
 
     def cache_alloc_refill(self, t: Thread, c: LinuxCache, flags: int) -> Gen:
@@ -147,13 +171,12 @@ class SlabAllocPaths:
         if obj is None:
             c.alloc_fail += 1
             return None
-        c.inuse += 1
-        c.allocs += 1
         self._h_refill.record(t.now - start)
         return obj
 
     def cache_alloc_node(self, t: Thread, c: LinuxCache, flags: int, nodeid: int) -> Gen:
-        """__cache_alloc_node: one object from the partial (else free) head of `nodeid`."""
+        """__cache_alloc_node: one object from the partial (else free) head of `nodeid`; the
+        caller holds it (inuse) from the moment it leaves the slab."""
         l3 = c.nodelists[nodeid]
         while True:
             yield from l3.list_lock.lock(t)
@@ -167,6 +190,8 @@ class SlabAllocPaths:
                 if c.num_active > c.high_mark:
                     c.high_mark = c.num_active
                 obj = self.slab_get_obj(t, slab)
+                c.inuse += 1
+                c.allocs += 1
                 l3.free_objects -= 1
                 slab.on.remove(slab)
                 (l3.slabs_full if not slab.free else l3.slabs_partial).add(slab)

@@ -18,8 +18,6 @@ class SlabFreePaths:
         start = t.now
         t.charge("call")
         was_off = t.local_irq_save()
-        c.inuse -= 1
-        c.frees += 1
         hist = self._h_free_hit
         node = c.owner[obj].nodeid if self.machine.nodes > 1 else t.cpu.node
         if node != t.cpu.node:
@@ -34,9 +32,16 @@ class SlabFreePaths:
                 yield from self.cache_flusharray(t, c, ac)
                 hist = self._h_flush
             ac.entry.append(obj)
+            self.landed(c)
             t.charge("magazine_push")
         yield from t.local_irq_restore(was_off)
         hist.record(t.now - start)
+
+    def landed(self, c: LinuxCache) -> None:
+        """The freed object is in an array or its slab: the caller no longer holds it (model
+        bookkeeping, counted where it lands so that no instant sees it in both or neither)."""
+        c.inuse -= 1
+        c.frees += 1
 
     def free_fast(self, t: Thread, c: LinuxCache, obj: int) -> bool:
         """The local array push of __cache_free as a plain call."""
@@ -119,17 +124,21 @@ class SlabFreePaths:
             yield from t.sync()
 
     def slab_destroy(self, t: Thread, c: LinuxCache, slab: LinuxSlab, why: str) -> None:
-        """slab_destroy: destructors, kmem_freepages, the off-slab descriptor back to its
-        general cache. Charged in the caller's context (under list_lock in 2.6.17's
+        """slab_destroy (seed 003 1760): destructors, then kmem_freepages and the off-slab
+        descriptor back to its general cache, or for SLAB_DESTROY_BY_RCU both after a grace
+        period (call_rcu). Charged in the caller's context (under list_lock in 2.6.17's
         free_block)."""
         geo = c.geo
         if c.spec.dtor_cost:
             t.charge_ns(c.spec.dtor_cost * geo.num)
         for obj in slab.free:
             del c.owner[obj]
-        self.machine.memory.release_pages(t, slab.base, geo.gfporder)
-        if geo.off_slab:
-            t.charge("kmalloc")
+        if c.rcu:
+            self.call_rcu_free(t, c, slab)
+        else:
+            self.machine.memory.release_pages(t, slab.base, geo.gfporder)
+            if geo.off_slab:
+                t.charge("kmalloc")
         if why == "free_limit":
             c.destroyed += 1
         self.machine.metrics.event("slab_destroy", cache=c.name, cpu=t.cpu.id, why=why)

@@ -27,20 +27,28 @@ Switches for behaviour that changed after 2.6.17 (defaults are 2.6.17):
 busy shared array is spared by the reaper), `destroy_under_lock` (3.x destroys slabs after
 dropping list_lock), `reap_from_free_head` (2.6.17 cache_reap takes the head of slabs_free;
 drain_freelist the tail), `percpu_cpu_cache` (patch 004: arrays for every possible CPU from the
-percpu allocator, 16 + 8 x limit bytes, no kmalloc rounding).
+percpu allocator, 16 + 8 x limit bytes, no kmalloc rounding; an offlined CPU keeps its array),
+`reap_work_cancel_on_down` (2.6.19+: an onlined CPU gets its cache_reap back).
+
+Run-time events (experiments/events.py): CPU hotplug through cpuup_callback (hotplug.py) and
+/proc/slabinfo writes through do_tune_cpucache (tune.py); SLAB_DESTROY_BY_RCU caches free slab
+pages after a grace period (rcu.py); `cpuset_memory_spread_slab` with SLAB_MEM_SPREAD caches
+takes alternate_node_alloc.
 
 Deliberate deviations from the seed:
 
 - Off-slab descriptors (objects >= PAGE_SIZE/8) are charged as a kmalloc cost and counted as
   metadata (rounded to their general cache size); they are not allocated from a modelled
   size-N cache, so the nested slabp_cache allocation and its lock are not simulated.
-- The STATS counters are always kept and always printed (the kernel keeps them only in
-  CONFIG_DEBUG_SLAB builds); the O(free slabs) walk that STATS adds to every flush is charged
-  only when `STATS` is true.
+- The STATS counters are always kept (summary.json shows them) but printed in /proc/slabinfo
+  only when `STATS` is true, which models a CONFIG_DEBUG_SLAB build: its geometry (red zone
+  and user words), its limit cap of 32 and the O(free slabs) walk in every flush. Poisoning
+  and the red-zone checks themselves cost nothing in the model.
 - `kmem_cache_shrink`'s drain IPIs run as interrupts on every other CPU (raise_irq); the caller
   sleeps until all have run instead of spinning in on_each_cpu.
-- Retuning through /proc/slabinfo writes is not modelled at run time: limit, batchcount and
-  shared are set at creation (`cpucache_limit`, `cpucache_batchcount`, `cpucache_shared`).
+- CPU hotplug (hotplug.py), /proc/slabinfo retuning (tune.py), SLAB_DESTROY_BY_RCU (rcu.py)
+  and cpuset memory spreading run from an experiment's `[[events]]` and tunables; their own
+  deviations are in those modules.
 - Colouring is computed and rotated per node (colour_next) but has no cache effect in the model.
 - Task migration during a sleeping grow follows the simulated scheduler: the array is re-read
   after cache_grow, as in the seed.
@@ -57,19 +65,21 @@ from policies.linux_slab.alien import SlabAlien
 from policies.linux_slab.alloc import SlabAllocPaths
 from policies.linux_slab.free import SlabFreePaths
 from policies.linux_slab.geometry import (
-    ALIEN_LIMIT,
-    ARRAY_HEADER_2617,
     CpuCacheTunables,
     align_up,
+    array_header,
     cpu_array_bytes,
     enable_cpucache,
     geometry,
     kmalloc_size,
 )
 from policies.linux_slab.grow import SlabGrow
+from policies.linux_slab.hotplug import SlabHotplug
+from policies.linux_slab.rcu import SlabRcu
 from policies.linux_slab.reap import SlabReaper
-from policies.linux_slab.slabinfo import format_slabinfo_stats
+from policies.linux_slab.slabinfo import format_slabinfo_2617
 from policies.linux_slab.structs import ArrayCache, KmemList3, LinuxCache
+from policies.linux_slab.tune import SlabTune
 from simcore.cpu import Thread
 from simcore.mutex import Mutex
 from simcore.sched import NICE_0
@@ -77,7 +87,8 @@ from simcore.spinlock import SpinLock
 from simcore.timer import PeriodicWork
 
 
-class LinuxSlabPolicy(SlabAllocPaths, SlabGrow, SlabFreePaths, SlabAlien, SlabReaper, Policy):
+class LinuxSlabPolicy(SlabAllocPaths, SlabGrow, SlabFreePaths, SlabAlien, SlabReaper, SlabHotplug,
+                      SlabTune, SlabRcu, Policy):
     """Linux 2.6.17 SLAB: per-CPU array caches, shared and alien arrays, three slab lists per
     node, free_limit, and the cache_reap timer."""
 
@@ -99,9 +110,14 @@ class LinuxSlabPolicy(SlabAllocPaths, SlabGrow, SlabFreePaths, SlabAlien, SlabRe
                 "16 + pointer x limit bytes, no kmalloc rounding"),
         Tunable("nr_cpu_ids", 0, "possible CPUs for patch 004 accounting (0: the machine's CPUs)",
                 minimum=0),
-        Tunable("sizeof_pointer", 8, "pointer size in bytes for array accounting (4: 32-bit)",
-                choices=(4, 8)),
-        Tunable("STATS", False, "charge the O(free slabs) walk STATS adds to cache_flusharray"),
+        Tunable("sizeof_pointer", 8, "BYTES_PER_WORD: 8 on 64-bit, 4 on 32-bit (28-byte struct "
+                "slab, 4-byte words in the geometry, 4-byte array entries)", choices=(4, 8)),
+        Tunable("CONFIG_SMP", True, "an SMP build: enable_cpucache gives objects up to a page "
+                "a shared array (shared 8) whatever the number of CPUs"),
+        Tunable("STATS", False,
+                "a CONFIG_DEBUG_SLAB build (DEBUG, STATS, FORCED_DEBUG): red zone and user "
+                "words, limit at most 32, the O(free slabs) walk in cache_flusharray, and "
+                "/proc/slabinfo 2.1 (statistics); false: the plain 2.1 layout"),
         Tunable("slab_break_gfp_order", 1,
                 "calculate_slab_order stops at this order (1 when RAM > 32 MiB)", minimum=0),
         Tunable("cpucache_limit", 0, "per-CPU array limit for every cache (0: enable_cpucache)",
@@ -110,12 +126,25 @@ class LinuxSlabPolicy(SlabAllocPaths, SlabGrow, SlabFreePaths, SlabAlien, SlabRe
         Tunable("cpucache_shared", -1, "shared factor (-1: enable_cpucache's 8 / 0)",
                 minimum=-1),
         Tunable("cache_reap", True, "run the per-CPU cache_reap timers"),
+        Tunable("reap_work_cancel_on_down", False,
+                "2.6.19+: CPU_DOWN_PREPARE cancels the CPU's cache_reap and clears its func, so "
+                "CPU_ONLINE restarts it (2.6.17: an onlined CPU gets no cache_reap again)"),
+        Tunable("NR_CPUS", 0,
+                "CONFIG_NR_CPUS: entries of struct kmem_cache's array[] pointer table, which "
+                "patch 004 replaces by one __percpu pointer (0: the possible CPUs)", minimum=0),
+        Tunable("rcu_grace_period", 10_000_000,
+                "ns from call_rcu to kmem_rcu_free for SLAB_DESTROY_BY_RCU caches", minimum=0),
+        Tunable("cpuset_memory_spread_slab", False,
+                "every task's cpuset has memory_spread_slab (PF_SPREAD_SLAB): allocations from "
+                "SLAB_MEM_SPREAD caches rotate over the nodes (alternate_node_alloc)"),
     )
 
     def __init__(self, machine: Any, tunables: dict[str, Any] | None = None) -> None:
         super().__init__(machine, tunables)
         m = self.machine
         self.cache_chain_mutex = Mutex(m, "cache_chain_mutex")
+        self.cache_chain: list[LinuxCache] = []
+        """cache_chain, head first (newest cache first); a destroyed cache leaves it."""
         self.reap_skipped = 0
         """cache_reap passes skipped because cache_chain_mutex was busy."""
         self.reapers: list[PeriodicWork] = []
@@ -131,42 +160,56 @@ class LinuxSlabPolicy(SlabAllocPaths, SlabGrow, SlabFreePaths, SlabAlien, SlabRe
         self._alloc_hit_ns = c["call"] + c["irq_disable"] + c["magazine_pop"] + c["irq_enable"]
         self._free_hit_ns = c["call"] + c["irq_disable"] + c["magazine_push"] + c["irq_enable"]
         self._hz_ns = 1_000_000_000 // m.hz
+        self._spread = self.tun["cpuset_memory_spread_slab"] and m.nodes > 1
+        self.spread_rotor: dict[Thread, int] = {}
+        """current->cpuset_mem_spread_rotor per task."""
 
     # --- cache creation ---------------------------------------------------------------------
+    def cache_create(self, spec: CacheSpec) -> LinuxCache:
+        """kmem_cache_create: the new cache is linked at the head of cache_chain (seed 003
+        2169), so the reaper and /proc/slabinfo visit the newest cache first."""
+        c = super().cache_create(spec)
+        self.cache_chain.insert(0, c)
+        return c
+
     def create_cache(self, spec: CacheSpec) -> LinuxCache:
         """kmem_cache_create + setup_cpu_cache/enable_cpucache + alloc_kmemlist: geometry, one
         array per CPU, one kmem_list3 per node with its shared array and alien arrays."""
         m = self.machine
-        geo = geometry(spec.size, spec.align, "SLAB_HWCACHE_ALIGN" in spec.flags,
-                       "SLAB_RECLAIM_ACCOUNT" in spec.flags, m.memory.page_size,
-                       self.tun["slab_break_gfp_order"])
-        d = enable_cpucache(geo.buffer_size, m.memory.page_size, smp=m.ncpus > 1)
+        word = self.tun["sizeof_pointer"]
+        geo = geometry(spec.size, 0 if spec.align == 8 else spec.align,
+                       "SLAB_HWCACHE_ALIGN" in spec.flags, "SLAB_RECLAIM_ACCOUNT" in spec.flags,
+                       m.memory.page_size, self.tun["slab_break_gfp_order"],
+                       debug=self.tun["STATS"], word=word)
+        d = enable_cpucache(geo.buffer_size, m.memory.page_size, smp=self.tun["CONFIG_SMP"],
+                            debug=self.tun["STATS"])
         limit = self.tun["cpucache_limit"] or d.limit
         batch = self.tun["cpucache_batchcount"] or (limit + 1) // 2
         shared = d.shared if self.tun["cpucache_shared"] < 0 else self.tun["cpucache_shared"]
         if batch > limit:
             raise ValueError(f"cpucache_batchcount {batch} > limit {limit}")
         tun = CpuCacheTunables(limit, batch, shared)
-        arrays = [ArrayCache(limit, batch) for _ in m.cpus]
+        arrays: list[ArrayCache | None] = [ArrayCache(limit, batch) for _ in m.cpus]
         nodes = []
         hz = self._hz_ns
+        # next_reap = jiffies + REAPTIMEOUT_LIST3 + (cachep address) % REAPTIMEOUT_LIST3: the
+        # name's CRC stands for the address
         offset = (zlib.crc32(spec.name.encode()) % (4 * m.hz)) * hz
         for node in range(m.nodes):
             ncpu = len(m.cpus_of_node(node))
             l3 = KmemList3(node, SpinLock(m, f"{spec.name}->list_lock"),
                            (1 + ncpu) * batch + geo.num,
-                           next_reap=4 * m.hz * hz + offset)
+                           next_reap=m.env.now + 4 * m.hz * hz + offset)
             if shared:
                 l3.shared = ArrayCache(shared * batch, 0xBAADF00D)
-            if m.nodes > 1:
-                alien_limit = 1 if limit == 1 else ALIEN_LIMIT
-                for other in range(m.nodes):
-                    if other != node:
-                        l3.alien[other] = ArrayCache(
-                            alien_limit, 0xBAADF00D,
-                            lock=SpinLock(m, f"{spec.name}->alien_lock"))
             nodes.append(l3)
-        return LinuxCache(spec.name, spec, geo, tun, arrays, nodes)
+        c = LinuxCache(spec.name, spec, geo, tun, arrays, nodes,
+                       rcu="SLAB_DESTROY_BY_RCU" in spec.flags,
+                       mem_spread="SLAB_MEM_SPREAD" in spec.flags)
+        if m.nodes > 1:
+            for node in range(m.nodes):
+                self.alloc_alien_cache(c, node)
+        return c
 
     def start(self) -> None:
         """start_cpu_timer: each CPU's cache_reap first after HZ + 3 x cpu jiffies, then
@@ -180,32 +223,54 @@ class LinuxSlabPolicy(SlabAllocPaths, SlabGrow, SlabFreePaths, SlabAlien, SlabRe
                 cpu=cpu.id, first_delay=(m.hz + 3 * cpu.id) * self._hz_ns, pri=NICE_0))
 
     def destroy(self, t: Thread, c: LinuxCache) -> Gen:
-        """kmem_cache_destroy: shrink; objects still in use make it fail (the cache stays)."""
-        yield from self.reap(t, c)
-        if c.inuse:
-            self.machine.metrics.event("kmem_cache_destroy_not_empty", cache=c.name)
-            raise InvariantError(f"{c.name}: destroy with {c.inuse} objects in use")
-        for w in self.reapers if len(self.caches) == 1 else ():
-            w.cancel()
+        """kmem_cache_destroy (seed 003 2331): unlink the cache from cache_chain under
+        cache_chain_mutex first, then __cache_shrink. Slabs still in use: slab_error "Can't
+        free all objects", the cache goes back at the head of the chain and the call returns
+        1. Otherwise synchronize_rcu for SLAB_DESTROY_BY_RCU caches, free the arrays, return
+        0."""
+        yield from self.cache_chain_mutex.lock(t)
+        self.cache_chain.remove(c)
+        yield from self.cache_chain_mutex.unlock(t)
+        busy = yield from self.cache_shrink(t, c)
+        if busy:
+            self.machine.metrics.event("slab_error", cache=c.name, cpu=t.cpu.id,
+                                       function="kmem_cache_destroy",
+                                       msg="Can't free all objects")
+            yield from self.cache_chain_mutex.lock(t)
+            self.cache_chain.insert(0, c)
+            yield from self.cache_chain_mutex.unlock(t)
+            return 1
+        if c.rcu:
+            yield from self.synchronize_rcu(t)
         self.caches.remove(c)
+        if not self.cache_chain:
+            for w in self.reapers:
+                w.cancel()
+        return 0
 
     # --- statistics -------------------------------------------------------------------------
     def possible_cpus(self) -> int:
         return self.tun["nr_cpu_ids"] or self.machine.ncpus
 
     def metadata_bytes(self, c: LinuxCache) -> int:
-        """Array caches and off-slab descriptors. 2.6.17: one kmalloc'ed array per online CPU
-        (rounded to its general cache); patch 004: 16 + pointer x limit for every possible
-        CPU. Shared and alien arrays are kmalloc'ed per node in both."""
+        """Array caches and off-slab descriptors. 2.6.17: one kmalloc'ed array per CPU that
+        has one (rounded to its general cache) and the `array[NR_CPUS]` pointer table in
+        struct kmem_cache (seed 003 371); patch 004: 16 + pointer x limit for every possible
+        CPU and one __percpu pointer instead of the table. Shared and alien arrays are
+        kmalloc'ed per node in both."""
         ptr = self.tun["sizeof_pointer"]
         percpu = self.tun["percpu_cpu_cache"]
-        ncpu = self.possible_cpus() if percpu else self.machine.ncpus
-        total = ncpu * cpu_array_bytes(c.limit, percpu, ptr)
+        if percpu:
+            total = self.possible_cpus() * cpu_array_bytes(c.limit, True, ptr) + ptr
+        else:
+            arrays = sum(1 for ac in c.array if ac is not None)
+            total = (arrays * cpu_array_bytes(c.limit, False, ptr)
+                     + ptr * (self.tun["NR_CPUS"] or self.possible_cpus()))
         for l3 in c.nodelists:
             if l3.shared is not None:
-                total += kmalloc_size(ARRAY_HEADER_2617 + ptr * l3.shared.limit)
+                total += kmalloc_size(array_header(ptr) + ptr * l3.shared.limit)
             for alien in l3.alien.values():
-                total += kmalloc_size(ARRAY_HEADER_2617 + ptr * alien.limit)
+                total += kmalloc_size(array_header(ptr) + ptr * alien.limit)
         if c.geo.off_slab:
             slabs = sum(len(l3.slabs_full) + len(l3.slabs_partial) + len(l3.slabs_free)
                         for l3 in c.nodelists)
@@ -217,14 +282,16 @@ class LinuxSlabPolicy(SlabAllocPaths, SlabGrow, SlabFreePaths, SlabAlien, SlabRe
         partial = sum(len(l3.slabs_partial) for l3 in c.nodelists)
         empty = sum(len(l3.slabs_free) for l3 in c.nodelists)
         slabs = full + partial + empty
-        cached = sum(ac.avail for ac in c.array) + sum(
+        cached = sum(ac.avail for ac in c.array if ac is not None) + sum(
+            ac.avail for ac in c.retiring) + sum(
             (l3.shared.avail if l3.shared is not None else 0)
             + sum(a.avail for a in l3.alien.values()) for l3 in c.nodelists)
         page = self.machine.memory.page_size
         return CacheStats(
             name=c.name, obj_size=c.geo.buffer_size, objs_inuse=c.inuse, objs_cached=cached,
             objs_free=sum(l3.free_objects for l3 in c.nodelists), slabs=slabs,
-            slabs_partial=partial, slabs_empty=empty, bytes_slab=slabs * (page << c.geo.gfporder),
+            slabs_partial=partial, slabs_empty=empty,
+            bytes_slab=(slabs + c.rcu_pending) * (page << c.geo.gfporder),
             bytes_meta=self.metadata_bytes(c), objs_per_slab=c.geo.num,
             pages_per_slab=c.geo.pages, limit=c.limit, batchcount=c.batchcount, shared=c.shared,
             shared_avail=sum(l3.shared.avail for l3 in c.nodelists if l3.shared is not None),
@@ -234,7 +301,8 @@ class LinuxSlabPolicy(SlabAllocPaths, SlabGrow, SlabFreePaths, SlabAlien, SlabRe
                    "listallocs": c.num_allocations, "maxobjs": c.high_mark,
                    "nodeallocs": c.node_allocs, "remotefrees": c.node_frees,
                    "alienoverflow": c.node_overflow, "free_limit_destroyed": c.destroyed,
-                   "array_avail": sum(ac.avail for ac in c.array),
+                   "array_avail": sum(ac.avail for ac in c.array if ac is not None),
+                   "rcu_pending": c.rcu_pending, "spread_allocs": c.spread_allocs,
                    "shared_avail": sum(l3.shared.avail for l3 in c.nodelists
                                        if l3.shared is not None),
                    "alien_avail": sum(a.avail for l3 in c.nodelists
@@ -282,6 +350,8 @@ class LinuxSlabPolicy(SlabAllocPaths, SlabGrow, SlabFreePaths, SlabAlien, SlabRe
                 raise InvariantError(f"{c.name}: owner map {len(c.owner)} != {slabs * num}")
             for cpu in self.machine.cpus:
                 ac = c.array[cpu.id]
+                if ac is None:
+                    continue
                 if ac.avail > ac.limit or any(c.owner[o].nodeid != cpu.node for o in ac.entry):
                     raise InvariantError(f"{c.name}: CPU {cpu.id} array over limit or holding "
                                          "another node's objects")
@@ -289,5 +359,5 @@ class LinuxSlabPolicy(SlabAllocPaths, SlabGrow, SlabFreePaths, SlabAlien, SlabRe
                 raise InvariantError(f"{c.name}: allocs - frees != in use")
 
     def reports(self) -> dict[str, str]:
-        return {"slabinfo.txt": format_slabinfo_stats(self, list(reversed(self.caches)))}
+        return {"slabinfo.txt": format_slabinfo_2617(self, self.cache_chain)}
 

@@ -1,10 +1,13 @@
-"""/proc/slabinfo 2.1 (statistics) as Linux 2.6.17 s_show prints it with the STATS groups."""
+"""/proc/slabinfo 2.1 as Linux 2.6.17 print_slabinfo_header / s_show print it (seed 003
+3784-3930): the plain layout, or with STATS (a CONFIG_DEBUG_SLAB build) the (statistics) layout
+with the globalstat and cpustat groups."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from policies.linux_slab.structs import LinuxCache
+from policies.slabinfo import format_slabinfo
 
 
 def slabinfo_line(p: Any, c: LinuxCache) -> str:
@@ -22,8 +25,11 @@ def slabinfo_line(p: Any, c: LinuxCache) -> str:
             f"{c.freemiss:6d}")
 
 
-def format_slabinfo_stats(p: Any, caches: list[LinuxCache]) -> str:
-    """/proc/slabinfo 2.1 (statistics), caches in cache_chain order (newest first)."""
+def format_slabinfo_2617(p: Any, caches: list[LinuxCache]) -> str:
+    """/proc/slabinfo in cache_chain order (newest first): the (statistics) layout when the
+    policy's STATS is on, else the plain 2.1 layout (seed 003 3790-3803)."""
+    if not p.tun["STATS"]:
+        return format_slabinfo([p.stats(c) for c in caches])
     lines = ["slabinfo - version: 2.1 (statistics)",
              "# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab>"
              " : tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs>"

@@ -71,8 +71,8 @@ class LinuxCache:
     spec: CacheSpec
     geo: SlabGeometry
     tun: CpuCacheTunables
-    array: list[ArrayCache]
-    """Per-CPU arrays by CPU id."""
+    array: list[ArrayCache | None]
+    """Per-CPU arrays by CPU id (2.6.17: None for a CPU that went down)."""
     nodelists: list[KmemList3]
     owner: dict[int, LinuxSlab] = field(default_factory=dict)
     """virt_to_slab: object address -> its slab."""
@@ -98,6 +98,19 @@ class LinuxCache:
     freemiss: int = 0
     destroyed: int = 0
     """Slabs destroyed by free_block's free_limit check (not a kernel counter)."""
+    rcu: bool = False
+    """SLAB_DESTROY_BY_RCU: slab pages are freed after an RCU grace period."""
+    mem_spread: bool = False
+    """SLAB_MEM_SPREAD: cpuset memory spreading applies (alternate_node_alloc)."""
+    rcu_pending: int = 0
+    """Destroyed slabs whose pages wait for the grace period (not a kernel counter)."""
+    rcu_freed: int = 0
+    """Slabs freed by kmem_rcu_free (not a kernel counter)."""
+    rcu_last_due: int = 0
+    retiring: list[ArrayCache] = field(default_factory=list)
+    """Arrays do_tune_cpucache swapped out whose objects are not yet back in the slabs."""
+    spread_allocs: int = 0
+    """Objects alternate_node_alloc took from another node (not a kernel counter)."""
 
     @property
     def limit(self) -> int:

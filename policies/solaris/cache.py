@@ -67,7 +67,10 @@ class KmemCache:
     name: str
     spec: CacheSpec
     arena: str
-    """vmem arena the slabs come from: kmem_default, or kmem_msb for magazine caches."""
+    """vmem arena the slabs come from: kmem_default; kmem_msb for kmem's own caches; kmem_va
+    for its quantum caches."""
+    arena_id: int = field(default=0, kw_only=True)
+    """vm_id of that arena (the vmem_source kstat)."""
     cflags: frozenset[str]
     geo: SlabGeometry
     align: int

@@ -7,6 +7,7 @@ from __future__ import annotations
 from policies.base import Gen
 from policies.solaris.cache import KmemCache
 from policies.solaris.magazine import (
+    KmemCpuCache,
     Magazine,
     kmem_cpu_reload,
 )
@@ -144,7 +145,7 @@ class KmemCpuLayer:
             if fmp is None:
                 break
             if ccp.cc_ploaded is not None:
-                yield from self.kmem_depot_free(t, cp, cp.cache_empty, ccp.cc_ploaded)
+                yield from self.kmem_depot_free(t, cp, cp.cache_empty, self._detach_prev(ccp))
             kmem_cpu_reload(ccp, fmp, ccp.cc_magsize)
             cp.in_transit -= ccp.cc_magsize
             t.charge("object_move")
@@ -158,6 +159,17 @@ class KmemCpuLayer:
         if cp.record:
             self._h["alloc.grow"].record(t.now - start)
         return buf
+
+    @staticmethod
+    def _detach_prev(ccp: KmemCpuCache) -> Magazine:
+        """The previous magazine leaves the CPU before kmem_depot_free puts it on a depot list
+        (the seed frees it to the depot, then kmem_cpu_reload overwrites cc_ploaded, under
+        cc_lock): no instant shows it both on the CPU and in the depot. Its rounds are in
+        transit meanwhile."""
+        mp = ccp.cc_ploaded
+        assert mp is not None
+        ccp.cc_ploaded, ccp.cc_prounds = None, -1
+        return mp
 
     def kmem_cache_free(self, t: Thread, cp: KmemCache, buf: int) -> Gen:
         """kmem_cache_free (L2315), cc_lock held around the magazine loop: F1 push onto the
@@ -196,7 +208,10 @@ class KmemCpuLayer:
             emp = yield from self.kmem_depot_alloc(t, cp, cp.cache_empty)
             if emp is not None:
                 if ccp.cc_ploaded is not None:
-                    yield from self.kmem_depot_free(t, cp, cp.cache_full, ccp.cc_ploaded)
+                    n = ccp.cc_prounds
+                    cp.in_transit += n
+                    yield from self.kmem_depot_free(t, cp, cp.cache_full, self._detach_prev(ccp),
+                                                    transit=n)
                 kmem_cpu_reload(ccp, emp, 0)
                 t.charge("object_move")
                 continue

@@ -39,13 +39,16 @@ class KmemDepot:
         yield from lock.unlock(t)
         return mp
 
-    def kmem_depot_free(self, t: Thread, cp: KmemCache, mlp: KmemMaglist, mp: Magazine) -> Gen:
+    def kmem_depot_free(self, t: Thread, cp: KmemCache, mlp: KmemMaglist, mp: Magazine,
+                        transit: int = 0) -> Gen:
         """kmem_depot_free (L2116): push a magazine on a depot list under the depot lock (a
-        plain mutex_enter: never counted as contention)."""
+        plain mutex_enter: never counted as contention). `transit`: the magazine's rounds
+        the caller counted in transit, which are in the depot from here on."""
         lock = cp.cache_depot_lock
         yield from lock.lock(t)
         mlp.ml_list.append(mp)
         mlp.ml_total += 1
+        cp.in_transit -= transit
         t.charge("list_op")
         yield from lock.unlock(t)
 

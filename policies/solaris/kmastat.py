@@ -1,19 +1,22 @@
 """illumos kmem statistics in the formats users know: the `unix:0:<cache>:kmem_cache` kstat set
 (kmem_cache_kstat_update), mdb's `::kmastat` and `::kmem_slabs`, and `kstat -p` lines.
 
-Models kmem_cache_kstat_update (seeds/002, L2978-3074) for the numbers; the ::kmastat and
-::kmem_slabs layouts follow mdb's genunix module (reference spl-history-formats-papers.md C3).
-Memory columns are printed in bytes (::kmastat without -k/-m/-g).
+Models kmem_cache_kstat_update (seeds/002, L2978-3074) for the numbers. ::kmastat follows the
+illumos-gate mdb genunix module's `kmastat` dcmd in the version that prints memory with a unit
+suffix (kmemfmt / vmemfmt with `%10lu%c` / `%9llu%c`; the -k/-m/-g options of 2010 onwards;
+here without an option, so the suffix is `B`): the cache table (every column followed by a
+space), a dash rule, one `Total [arena]` line per arena in vmem-walk order that has
+allocations (kmastat_vmem_totals skips kv_alloc == 0), a dash rule, an empty line, then the
+vmem table with children indented 4 per ancestor and a closing dash rule. The arena numbers come
+from the vmem model (policies/solaris/vmem.py). ::kmem_slabs follows the reference's C3 layout.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from policies.solaris.cache import KmemCache
-
-VMEM_IDS = {"kmem_msb": 4, "kmem_default": 6}
-"""vm_id of the simulated arenas (vmem_source kstat); the numbers are illustrative."""
 
 KSTAT_NAMES = (
     "buf_size", "align", "chunk_size", "slab_size", "alloc", "alloc_fail", "free",
@@ -55,7 +58,7 @@ def kmem_cache_kstat(cp: KmemCache) -> dict[str, int]:
         "buf_max": cp.cache_bufmax,
         "slab_create": cp.cache_slab_create,
         "slab_destroy": cp.cache_slab_destroy,
-        "vmem_source": VMEM_IDS[cp.arena],
+        "vmem_source": cp.arena_id,
         "hash_size": cp.hash.mask + 1 if cp.hash is not None else 0,
         "hash_lookup_depth": cp.cache_lookup_depth,
         "hash_rescale": cp.cache_rescale,
@@ -72,42 +75,73 @@ def kmem_cache_kstat(cp: KmemCache) -> dict[str, int]:
     }
 
 
-RULE = "------------------------- ------ ------ ------ ---------- --------- -----"
-VRULE = "------------------------- ---------- ----------- ---------- --------- -----"
+KMEMFMT = (("cache                    ", "name                     ", 25),
+           ("   buf", "  size", 6), ("   buf", "in use", 6), ("   buf", " total", 6),
+           ("   memory", "   in use", 10), ("    alloc", "  succeed", 9), ("alloc", " fail", 5))
+"""::kmastat cache columns: header lines and dash widths."""
+VMEMFMT = (("vmem                     ", "name                     ", 25),
+           ("   memory", "   in use", 10), ("    memory", "     total", 11),
+           ("   memory", "   import", 10), ("    alloc", "  succeed", 9), ("alloc", " fail", 5))
+"""::kmastat vmem columns."""
 
 
-def format_kmastat(caches: Iterable[KmemCache], vmem_fail: dict[str, int]) -> str:
-    """::kmastat: one line per cache (name, buf size, buf in use, buf total, memory in use,
-    alloc succeed, alloc fail), a `Total [arena]` line per arena, then the vmem section."""
-    out = ["cache                        buf    buf    buf    memory     alloc alloc",
-           "name                        size in use  total    in use   succeed  fail",
-           RULE]
+def _rows(fmt: tuple[tuple[str, str, int], ...]) -> list[str]:
+    return ["".join(f"{h1} " for h1, _h2, _w in fmt), "".join(f"{h2} " for _h1, h2, _w in fmt),
+            _dashes(fmt)]
+
+
+def _dashes(fmt: tuple[tuple[str, str, int], ...]) -> str:
+    return "".join(f"{'-' * w} " for _h1, _h2, w in fmt)
+
+
+def format_kmastat(caches: Iterable[KmemCache], arenas: list[tuple[int, Any]]) -> str:
+    """::kmastat: one line per cache in kmem_caches order (name, buf size, buf in use, buf
+    total, memory in use, alloc succeed, alloc fail), the `Total [arena]` lines, then the vmem
+    table of `arenas` ((depth, VmemArena) parents first)."""
+    out = _rows(KMEMFMT)
     totals: dict[str, list[int]] = {}
     for cp in caches:
         ks = kmem_cache_kstat(cp)
         mem = (cp.cache_slab_create - cp.cache_slab_destroy) * cp.slabsize
-        out.append(f"{cp.name:<25} {ks['buf_size']:>6} {ks['buf_inuse']:>6} "
-                   f"{ks['buf_total']:>6} {mem:>10} {ks['alloc']:>9} {ks['alloc_fail']:>5}")
-        tot = totals.setdefault(cp.arena, [0, 0, 0, 0])
+        out.append(f"{cp.name:<25} {ks['buf_size']:6d} {ks['buf_inuse']:6d} "
+                   f"{ks['buf_total']:6d} {mem:10d}B {ks['alloc']:9d} {ks['alloc_fail']:5d} ")
+        tot = totals.setdefault(cp.arena, [0, 0, 0])
         tot[0] += mem
         tot[1] += ks["alloc"]
         tot[2] += ks["alloc_fail"]
-        tot[3] += cp.cache_slab_create
-    out.append(RULE)
-    for arena, (mem, alloc, fail, _) in totals.items():
-        label = f"Total [{arena}]"
-        out.append(f"{label:<46} {mem:>10} {alloc:>9} {fail:>5}")
-    out += ["", "vmem                         memory     memory    memory     alloc alloc",
-            "name                         in use      total    import   succeed  fail", VRULE]
-    heap_mem = sum(v[0] for v in totals.values())
-    heap_allocs = sum(v[3] for v in totals.values())
-    heap_fail = sum(vmem_fail.values())
-    out.append(f"{'heap':<25} {heap_mem:>10} {heap_mem:>11} {0:>10} {heap_allocs:>9} "
-               f"{heap_fail:>5}")
-    for arena, (mem, _alloc, _fail, creates) in totals.items():
-        name = "    " + arena
-        out.append(f"{name:<25} {mem:>10} {mem:>11} {mem:>10} {creates:>9} "
-                   f"{vmem_fail.get(arena, 0):>5}")
+    out.append(_dashes(KMEMFMT))
+    for _depth, vmp in arenas:
+        mem, alloc, fail = totals.get(vmp.name, (0, 0, 0))
+        if not alloc:
+            continue
+        pad = " " * (17 - min(17, len(vmp.name)))
+        out.append(f"Total [{vmp.name}]{pad} {'':6} {'':6} {'':6} {mem:10d}B {alloc:9d} "
+                   f"{fail:5d}")
+    out.append(_dashes(KMEMFMT))
+    out.append("")
+    out += _rows(VMEMFMT)
+    for depth, vmp in arenas:
+        ident = 4 * depth
+        out.append(f"{'':{ident}}{vmp.name:<{25 - ident}} {vmp.vk_mem_inuse:9d}B "
+                   f"{vmp.vk_mem_total:10d}B {vmp.vk_mem_import:9d}B {vmp.vk_alloc:9d} "
+                   f"{vmp.vk_fail:5d} ")
+    out.append(_dashes(VMEMFMT))
+    return "\n".join(out) + "\n"
+
+
+VMEM_ADDR_BASE = 0xFFFFFE0000000000
+"""Synthetic vmem_t addresses for ::vmem's ADDR column: base + 0x1000 x vm_id."""
+
+
+def format_vmem(arenas: list[tuple[int, Any]]) -> str:
+    """mdb ::vmem (genunix `vmem` dcmd): ADDR, NAME indented 2 per ancestor in a 22-byte field
+    (the name buffer holds 21 characters), INUSE, TOTAL, SUCCEED, FAIL."""
+    out = [f"{'ADDR':<16} {'NAME':<22} {'INUSE':>10} {'TOTAL':>12} {'SUCCEED':>9} {'FAIL':>5}"]
+    for depth, vmp in arenas:
+        name = (" " * (2 * depth) + vmp.name)[:21]
+        out.append(f"{VMEM_ADDR_BASE + 0x1000 * vmp.vm_id:016x} {name:<22} "
+                   f"{vmp.vk_mem_inuse:10d} {vmp.vk_mem_total:12d} {vmp.vk_alloc:9d} "
+                   f"{vmp.vk_fail:5d}")
     return "\n".join(out) + "\n"
 
 

@@ -9,8 +9,10 @@ kmem_cpu_reload, kmem_depot_alloc, kmem_depot_free), cache creation and the Poli
 slab layer is in `solaris_slablayer`, maintenance (working set, purge, resize, update, reap) in
 `solaris_maint`, the consolidator in `solaris_consolidator`, the data structures in
 `solaris_magazine` / `solaris_slab` / `solaris_cache`, and kstat / ::kmastat in
-`solaris_report`. The kmem_magazine_<N> caches are real caches of this policy (arena
-kmem_msb): magazines are allocated from them, KM_NOSLEEP, on the free path only.
+`solaris_report`. kmem's own caches are real caches of this policy: kmem_magazine_<N>
+(magazines are allocated from them, KM_NOSLEEP, on the free path only), kmem_slab_cache and
+kmem_bufctl_cache (arena kmem_msb), vmem's quantum caches kmem_va_<N> and the kmem_alloc_<N>
+size classes; slab memory comes from the vmem arenas of `vmem.py`.
 
 Locks: each CPU cache has its own cc_lock (adaptive mutex class "<cache>->cc_lock"), each cache
 a depot lock ("<cache>->cache_depot_lock") and a slab-layer lock ("<cache>->cache_lock"); the
@@ -42,10 +44,10 @@ Deviations from the seed (each is also noted at the code):
   where illumos would let the interrupt thread block and the pinned thread finish.
 - Constructors never fail (cache_alloc_fail counts only slab-creation failures); debug
   features (kmem_flags, buftags, audit, firewall, KMF_LITE) are not modelled (kmem_flags = 0).
-- kmem_alloc/kmem_free size classes and kmem_alloc_tryhard are not modelled: workloads use
-  kmem_cache_alloc on the caches they create.
+- kmem_alloc_tryhard and kmem_alloc above kmem_max_cached (kmem_oversize_arena) are not
+  modelled; `kmem_alloc` / `kmem_free` serve the size classes.
 - Histograms (alloc.hit / alloc.refill / alloc.grow, free.hit / free.flush) are recorded for
-  the experiment's caches only, not for the internal kmem_magazine_<N> caches. alloc.hit is a
+  the experiment's caches only, not for kmem's and vmem's own caches. alloc.hit is a
   loaded/previous-magazine hit, alloc.refill a hit after a full-magazine exchange with the
   depot, alloc.grow a slab-layer allocation (with or without a new slab); free.hit is a
   loaded/previous-magazine push, free.flush any free that needed the depot or the slab layer.
@@ -75,6 +77,7 @@ from policies.solaris.kmastat import (
     format_kmastat,
     format_kmem_slabs,
     format_kstat_p,
+    format_vmem,
     kmem_cache_kstat,
 )
 from policies.solaris.magazine import (
@@ -86,6 +89,8 @@ from policies.solaris.magazine import (
 )
 from policies.solaris.slab import (
     KMEM_ALIGN,
+    KMEM_ALLOC_SIZES,
+    KMEM_BIG_ALLOC_SIZES,
     KMEM_BUFCTL_SIZE,
     KMEM_SLAB_SIZE,
     KmemHash,
@@ -94,6 +99,7 @@ from policies.solaris.slab import (
 )
 from policies.solaris.slab_layer import KmemSlabLayer
 from policies.solaris.update import KmemMaintenance
+from policies.solaris.vmem import VmemArena, VmemLayer
 from simcore.cpu import Thread
 from simcore.machine import Machine
 from simcore.mutex import AdaptiveMutex
@@ -103,7 +109,7 @@ from simcore.waitqueue import WaitQueue
 
 
 class SolarisPolicy(KmemCpuLayer, KmemDepot, KmemSlabLayer, KmemMaintenance, KmemConsolidator,
-                    Policy):
+                    VmemLayer, Policy):
     """illumos kmem: magazines, depot, resizing, reaping, slab consolidator."""
 
     name = "solaris"
@@ -127,6 +133,8 @@ class SolarisPolicy(KmemCpuLayer, KmemDepot, KmemSlabLayer, KmemMaintenance, Kme
         Tunable("kmem_move_blocked", False, "kmem_move_buffers does nothing"),
         Tunable("kmem_move_fulltilt", False, "every scan is desperate, no slab-count check"),
         Tunable("kmem_move_any_partial", False, "any partial slab not NOMOVE is a candidate"),
+        Tunable("kmem_heap_size", 0, "bytes of kernel heap VA (the heap arena's one span); 0: "
+                "twice the RAM", minimum=0),
     )
 
     def __init__(self, machine: Machine, tunables: dict[str, Any] | None = None) -> None:
@@ -141,8 +149,8 @@ class SolarisPolicy(KmemCpuLayer, KmemDepot, KmemSlabLayer, KmemMaintenance, Kme
         """Single-threaded maintenance queue (rescale, resize, scan, reap, update timeout)."""
         self.kmem_move_taskq = Taskq(m, "kmem_move_taskq", 1, pri=ILLUMOS_MINCLSYSPRI)
         """Single-threaded queue of every move callback of every cache."""
-        self.kmem_reaping = False
-        """kmem_reaping: a kmem_reap pass is running or cooling down."""
+        self.reaping = {"kmem_reaping": False, "kmem_reaping_idspace": False}
+        """kmem_reaping / kmem_reaping_idspace: a reap pass is running or cooling down."""
         self.kmem_updates = 0
         self.kmem_reap_passes = 0
         self.kmem_move_stats: Counter[str] = Counter()
@@ -150,23 +158,46 @@ class SolarisPolicy(KmemCpuLayer, KmemDepot, KmemSlabLayer, KmemMaintenance, Kme
         self.vmem_wq = WaitQueue(m, "kmem_vmem")
         self.vmem_frees = 0
         self.vmem_waits = 0
-        self.vmem_fail: Counter[str] = Counter()
         metrics = m.metrics
         self._h = {k: metrics.hist(k) for k in ("alloc.hit", "alloc.refill", "alloc.grow",
                                                  "free.hit", "free.flush")}
+        self.vmem_list: list[VmemArena] = []
+        """Every arena in creation order (vm_id)."""
+        self.vmem: dict[str, VmemArena] = {}
+        self.kmem_vmem_init()
         self.kmem_magtype = [KmemMagtype(*row) for row in KMEM_MAGTYPE_TABLE]
         """kmem_magtype[], each row with its kmem_magazine_<N> cache."""
         for mt in self.kmem_magtype:
-            spec = CacheSpec(f"kmem_magazine_{mt.mt_magsize}", mt.bufsize, mt.mt_align)
-            mt.mt_cache = self._kmem_cache_create(spec, "kmem_msb", frozenset({"KMC_NOHASH"}))
+            mt.mt_cache = self.kmem_cache_create_internal(
+                f"kmem_magazine_{mt.mt_magsize}", mt.bufsize, mt.mt_align, "kmem_msb",
+                frozenset({"KMC_NOHASH"}))
+        self.kmem_slab_cache = self.kmem_cache_create_internal(
+            "kmem_slab_cache", KMEM_SLAB_SIZE, 0, "kmem_msb", frozenset({"KMC_NOHASH"}))
+        self.kmem_bufctl_cache = self.kmem_cache_create_internal(
+            "kmem_bufctl_cache", KMEM_BUFCTL_SIZE, 0, "kmem_msb", frozenset({"KMC_NOHASH"}))
+        self.kmem_va_init()
+        self.kmem_alloc_table: dict[int, KmemCache] = {}
+        """kmem_alloc_table / kmem_big_alloc_table: size class by its size."""
+        for size in KMEM_ALLOC_SIZES + KMEM_BIG_ALLOC_SIZES:
+            align = KMEM_ALIGN
+            if size % 64 == 0:
+                align = 64
+            if size % m.memory.page_size == 0:
+                align = m.memory.page_size
+            self.kmem_alloc_table[size] = self.kmem_cache_create_internal(
+                f"kmem_alloc_{size}", size, align, "kmem_default",
+                frozenset({"KMC_KMEM_ALLOC"}))
 
     # --- cache creation -------------------------------------------------------------------
-    def _kmem_cache_create(self, spec: CacheSpec, arena: str,
-                           cflags: frozenset[str]) -> KmemCache:
+    def _kmem_cache_create(self, spec: CacheSpec, arena: str, cflags: frozenset[str],
+                           qcache_slabsize: int = 0) -> KmemCache:
         """kmem_cache_create (L3235-3508) for a non-debug kernel that is ready: geometry, the
         initial magazine type from the chunk size, CPU caches enabled at once (kmem_ready)."""
         m = self.machine
-        geo = kmem_slab_geometry(spec.size, spec.align, m.memory.page_size, cflags)
+        if self.vmem[arena].identifier:
+            cflags = cflags | {"KMC_IDENTIFIER"}
+        geo = kmem_slab_geometry(spec.size, spec.align, m.memory.page_size, cflags,
+                                 qcache_slabsize)
         idx = initial_magtype_index(geo.chunksize)
         magtype = self.kmem_magtype[idx]
         nomagazine = "KMC_NOMAGAZINE" in cflags
@@ -182,18 +213,48 @@ class SolarisPolicy(KmemCpuLayer, KmemDepot, KmemSlabLayer, KmemMaintenance, Kme
             magtype_index=idx, nomagazine=nomagazine,
             partial=PartialSlabTree(geo.binshift, geo.maxchunks),
             hash=KmemHash(geo.chunksize) if geo.hashed else None,
-            cache_full=KmemMaglist(), cache_empty=KmemMaglist(), cache_color=geo.mincolor)
+            cache_full=KmemMaglist(), cache_empty=KmemMaglist(), cache_color=geo.mincolor,
+            arena_id=self.vmem[arena].vm_id)
         self.kmem_caches.append(cp)
         return cp
 
+    def kmem_cache_create_internal(self, name: str, size: int, align: int, arena: str,
+                                   cflags: frozenset[str],
+                                   qcache_slabsize: int = 0) -> KmemCache:
+        """kmem_cache_create of one of kmem's or vmem's own caches (magazines, slab headers,
+        bufctls, quantum caches, kmem_alloc_<N>)."""
+        spec = CacheSpec(name, size, align)
+        return self._kmem_cache_create(spec, arena, cflags, qcache_slabsize)
+
     def create_cache(self, spec: CacheSpec) -> KmemCache:
         """kmem_cache_create for an experiment's cache (arena kmem_default); a `spec.move`
-        callback is installed with kmem_cache_set_move."""
-        cp = self._kmem_cache_create(spec, "kmem_default", frozenset(spec.flags))
+        callback is installed with kmem_cache_set_move. A cache named like a kmem_alloc size
+        class (`kmem_alloc_128`) is that class, with its real alignment (kmem_alloc_caches_
+        create, L3699-3702), not a new cache."""
+        cp = next((c for c in self.kmem_alloc_table.values()
+                   if c.name == spec.name and c.spec.size == spec.size), None)
+        if cp is None:
+            cp = self._kmem_cache_create(spec, "kmem_default", frozenset(spec.flags))
         cp.record = True
         if spec.move is not None:
             self.kmem_cache_set_move(cp, spec.move)
         return cp
+
+    def kmem_alloc(self, t: Thread, size: int, kmflag: int) -> Gen:
+        """kmem_alloc (L2422): the size class of kmem_alloc_table ((size - 1) >> 3 up to
+        KMEM_MAXBUF) or kmem_big_alloc_table ((size - 1) >> 12 up to kmem_max_cached)."""
+        return (yield from self.kmem_cache_alloc(t, self.kmem_alloc_class(size), kmflag))
+
+    def kmem_free(self, t: Thread, buf: int, size: int) -> Gen:
+        """kmem_free (L2494): back to the size class of `size`."""
+        yield from self.kmem_cache_free(t, self.kmem_alloc_class(size), buf)
+
+    def kmem_alloc_class(self, size: int) -> KmemCache:
+        """The kmem_alloc_<N> cache serving `size` bytes."""
+        for n, cp in self.kmem_alloc_table.items():
+            if size <= n:
+                return cp
+        raise ValueError(f"kmem_alloc of {size} bytes is above kmem_max_cached")
 
     def kmem_cache_set_reclaim(self, cp: KmemCache, reclaim: Any) -> None:
         """The reclaim argument of kmem_cache_create: `reclaim(t)` is a generator function run
@@ -277,12 +338,13 @@ class SolarisPolicy(KmemCpuLayer, KmemDepot, KmemSlabLayer, KmemMaintenance, Kme
             bytes_slab=slabs * cp.slabsize, bytes_meta=meta,
             objs_per_slab=cp.geo.chunks(cp.geo.mincolor),
             pages_per_slab=cp.slabsize // self.machine.memory.page_size,
-            limit=ks["magazine_size"], extra=ks)
+            tunables_apply=False, extra=ks)
 
     def reports(self) -> dict[str, str]:
-        """kmastat.txt (::kmastat), kmem_slabs.txt (::kmem_slabs) and kstat.txt
-        (`kstat -p -c kmem_cache`), over every cache including the magazine caches."""
-        return {"kmastat.txt": format_kmastat(self.kmem_caches, self.vmem_fail),
+        """kmastat.txt (::kmastat), vmem.txt (::vmem), kmem_slabs.txt (::kmem_slabs) and
+        kstat.txt (`kstat -p -c kmem_cache`), over every cache including kmem's own."""
+        return {"kmastat.txt": format_kmastat(self.kmem_caches, self.vmem_tree()),
+                "vmem.txt": format_vmem(self.vmem_tree()),
                 "kmem_slabs.txt": format_kmem_slabs(self.kmem_caches),
                 "kstat.txt": format_kstat_p(self.kmem_caches)}
 
@@ -293,6 +355,7 @@ class SolarisPolicy(KmemCpuLayer, KmemDepot, KmemSlabLayer, KmemMaintenance, Kme
         counters (slab_create - slab_destroy = complete + partial + dead; slab_alloc -
         slab_free = allocated), the partial tree's order, and that every magazine round is a
         distinct buffer the slab layer sees as allocated."""
+        self._check_vmem()
         for cp in self.kmem_caches:
             self._check_cpu_layer(cp)
             self._check_slab_layer(cp)
@@ -305,6 +368,28 @@ class SolarisPolicy(KmemCpuLayer, KmemDepot, KmemSlabLayer, KmemMaintenance, Kme
                     f"{cp.name}: conservation: bufslab {cp.cache_bufslab} + constructed "
                     f"{constructed} + inuse {cp.inuse} + in_transit {cp.in_transit} = {total} "
                     f"!= buf_total {cp.cache_buftotal}")
+
+    def _check_vmem(self) -> None:
+        """vmem accounting: an arena with a source holds exactly what it imported (one segment
+        per imported span), and an arena's in-use bytes cover its children's spans that did
+        not come from its quantum caches and its caches' live slabs (equal when no allocation
+        or free is between its steps)."""
+        slab_bytes: Counter[str] = Counter()
+        for cp in self.kmem_caches:
+            slab_bytes[cp.arena] += (cp.cache_slab_create - cp.cache_slab_destroy) * cp.slabsize
+        for vmp in self.vmem_list:
+            spans = sum(size for _src, size in vmp.span_of.values())
+            if vmp.source is not None and not (
+                    vmp.vk_mem_inuse == vmp.vk_mem_total == vmp.vk_mem_import == spans):
+                raise InvariantError(f"vmem {vmp.name}: in use {vmp.vk_mem_inuse}, total "
+                                     f"{vmp.vk_mem_total}, import {vmp.vk_mem_import}, "
+                                     f"spans {spans}")
+            under = slab_bytes[vmp.name] + sum(size for c in vmp.children
+                                               for _src, size in c.span_of.values()
+                                               if size > vmp.qcache_max)
+            if vmp.vk_mem_inuse < under or vmp.vk_mem_inuse > vmp.vk_mem_total:
+                raise InvariantError(f"vmem {vmp.name}: in use {vmp.vk_mem_inuse}, children "
+                                     f"and slabs {under}, total {vmp.vk_mem_total}")
 
     def _check_cpu_layer(self, cp: KmemCache) -> None:
         rounds: list[int] = []

@@ -11,7 +11,8 @@ Deviations (also noted at the code):
   (weight, slab address); it gives the same order as the AVL tree and the same first/last/prev.
 - The tie-breaking "slab address" is the address of the slab's memory, for embedded and hashed
   slabs alike (a hashed slab's kmem_slab_t lives in kmem_slab_cache at an unrelated address).
-- KMC_QCACHE's vmem quantum-cache slab size (L3417) is not modelled: the flag is ignored.
+- KMC_QCACHE's slab size is VMEM_QCACHE_SLABSIZE of the arena's qcache_max (L3417), which the
+  caller passes in.
 """
 
 from __future__ import annotations
@@ -26,6 +27,14 @@ KMEM_VOID_FRACTION = 8
 """Slab waste bound 1/8: embedded-slab cut-off, frag denominator, reclaim threshold base."""
 KMEM_SLAB_SIZE = 72
 """sizeof (kmem_slab_t) on LP64 (embedded at the end of a small slab)."""
+KMEM_ALLOC_SIZES = (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320,
+                    384, 448, 512, 640, 768, 896, 1152, 1344, 1600, 2048, 2688, 4096)
+"""kmem_alloc_sizes[] (L922-936): the kmem_alloc_<N> classes up to KMEM_MAXBUF; the last six
+are P2ALIGN(8192 / k, 64) for k = 7 .. 2."""
+KMEM_BIG_ALLOC_SIZES = (8192, 12288, 16384, 24576, 32768, 40960, 49152, 57344, 65536, 73728,
+                        81920, 90112, 98304, 106496, 114688, 122880, 131072)
+"""kmem_big_alloc_sizes[] (L939-945), all present with kmem_max_cached = KMEM_BIG_MAXBUF
+(LP64, L997)."""
 KMEM_BUFCTL_SIZE = 24
 """sizeof (kmem_bufctl_t) {bc_next, bc_addr, bc_slab} of hashed caches."""
 KMEM_HASH_INITIAL = 64
@@ -64,7 +73,8 @@ class SlabGeometry:
 
 
 def kmem_slab_geometry(bufsize: int, align: int, quantum: int,
-                       cflags: frozenset[str] = frozenset()) -> SlabGeometry:
+                       cflags: frozenset[str] = frozenset(),
+                       qcache_slabsize: int = 0) -> SlabGeometry:
     """Chunk size, slab size, embedded or hashed layout and colour range of a cache, as
     kmem_cache_create decides them for a non-debug kernel (kmem_flags 0; L3267-3437)."""
     if align == 0:
@@ -95,6 +105,8 @@ def kmem_slab_geometry(bufsize: int, align: int, quantum: int,
                 minwaste = waste
                 bestfit = slabsize
             chunks += 1
+        if "KMC_QCACHE" in cflags:
+            bestfit = qcache_slabsize
         slabsize = bestfit
         mincolor = 0
         maxcolor = bestfit % chunksize
@@ -134,6 +146,10 @@ class KmemSlab:
     """Position in the partial-slab tree while the slab is in it."""
     where: str = ""
     """Which slab list holds the slab: partial, complete, dead or '' (none)."""
+    header: int | None = None
+    """A hashed slab's kmem_slab_t, a buffer of kmem_slab_cache."""
+    bufctls: list[int] = field(default_factory=list)
+    """A hashed slab's kmem_bufctl_t buffers (kmem_bufctl_cache), one per chunk."""
 
     def is_partial(self) -> bool:
         """KMEM_SLAB_IS_PARTIAL."""

@@ -8,16 +8,13 @@ kmem_slab_free and kmem_slab_free_constructed (seeds/002, L1510-1908, L2285-2309
 disables interrupts: its locks are adaptive mutexes).
 
 Deviations (also noted at the code):
-- Slab memory comes from the page allocator (`alloc_pages`) instead of a vmem arena. A slab of
-  a non-power-of-two number of pages takes the covering order and gives the tail pages back at
-  once (alloc_pages_exact); destroying it frees the same runs.
+- Slab memory comes from the cache's vmem arena (vmem.py and its deviations).
 - vmem's VM_SLEEP wait (cv_wait until an arena free) is a wait on the policy's own
   `kmem_vmem` wait queue, woken by every slab destroy, with a one-tick timeout so that memory
   freed by other kernel users is noticed too. Every failed slab allocation calls kmem_reap()
   first, as vmem does when an arena runs dry.
-- kmem_slab_cache and kmem_bufctl_cache (hashed caches' slab headers and bufctls) are not
-  modelled as caches: each header or bufctl costs one "kmalloc" to allocate and one to free,
-  never fails, and counts as metadata bytes.
+- The kmem_slab_cache / kmem_bufctl_cache buffers of a hashed slab are addresses the model
+  keeps beside its Python slab record (their contents are not simulated).
 - Filling a new slab with the 0xbaddcafe pattern (copy_pattern, L1543) costs "object_move" per
   64-byte line (the cost table has no memset entry).
 - A free of an address that is not an allocated buffer of the cache (kmem_error KMERR_BADADDR,
@@ -41,39 +38,34 @@ class KmemSlabLayer:
 
     # --- memory -------------------------------------------------------------------------
     def _vmem_alloc(self, t: Thread, cp: KmemCache, kmflag: int) -> Gen:
-        """vmem_alloc(arena, slabsize, kmflag & KM_VMFLAGS): pages for one slab. A KM_SLEEP
-        request waits until memory is returned and never fails; KM_NOSLEEP fails. No lock
-        held, IRQs on."""
-        mem = self.machine.memory
-        pages = cp.slabsize // mem.page_size
-        order = (pages - 1).bit_length()
+        """vmem_alloc(cache_arena, slabsize, kmflag & KM_VMFLAGS) (vmem_xalloc for a quantum
+        cache's slab): the slab's memory. A KM_SLEEP request waits until memory is returned
+        and never fails; KM_NOSLEEP fails. No lock held, IRQs on."""
+        vmp = self.vmem[cp.arena]
+        xalloc = "KMC_QCACHE" in cp.cflags
         while True:
             gen = self.vmem_frees
-            addr = yield from mem.alloc_pages(t, order, kmflag)
+            if xalloc:
+                addr = yield from self.vmem_xalloc(t, vmp, cp.slabsize, kmflag)
+            else:
+                addr = yield from self.vmem_alloc(t, vmp, cp.slabsize, kmflag)
             if addr is not None:
-                break
+                return addr
             yield from self.kmem_reap(t)
             if kmflag & KM_NOSLEEP:
                 return None
             self.vmem_waits += 1
             yield from self.vmem_wq.wait_event_timeout(
                 t, lambda g=gen: self.vmem_frees != g, self.machine.tick_ns)
-        tail = (1 << order) - pages
-        if tail:
-            yield from self._free_page_run(t, addr + pages * mem.page_size, tail)
-        return addr
-
-    def _free_page_run(self, t: Thread, addr: int, pages: int) -> Gen:
-        mem = self.machine.memory
-        while pages:
-            order = pages.bit_length() - 1
-            yield from mem.free_pages(t, addr, order)
-            addr += (1 << order) * mem.page_size
-            pages -= 1 << order
 
     def _vmem_free(self, t: Thread, cp: KmemCache, addr: int) -> Gen:
-        """vmem_free of one slab; wakes VM_SLEEP waiters."""
-        yield from self._free_page_run(t, addr, cp.slabsize // self.machine.memory.page_size)
+        """vmem_free of one slab (vmem_xfree for a quantum cache's); wakes VM_SLEEP
+        waiters."""
+        vmp = self.vmem[cp.arena]
+        if "KMC_QCACHE" in cp.cflags:
+            yield from self.vmem_xfree(t, vmp, addr, cp.slabsize)
+        else:
+            yield from self.vmem_free(t, vmp, addr, cp.slabsize)
         self.vmem_frees += 1
         if self.vmem_wq.waiters:
             yield from self.vmem_wq.wake_up_all(t)
@@ -81,9 +73,12 @@ class KmemSlabLayer:
     # --- slab creation and destruction --------------------------------------------------
     def kmem_slab_create(self, t: Thread, cp: KmemCache, kmflag: int) -> Gen:
         """kmem_slab_create (L1510): advance the colour, get the slab's memory, fill it with
-        the uninitialised pattern, build the free stack in address order (the highest buffer
-        is handed out first). Called without cache_lock; IRQs on. Returns the slab or None
-        (cache_alloc_fail counted)."""
+        the uninitialised pattern; a hashed cache's slab header comes from kmem_slab_cache
+        and one bufctl per buffer from kmem_bufctl_cache, with the caller's kmflag (L1546,
+        L1566). A failure unwinds in the seed's order (bufctls, header, memory: L1599-1614)
+        and counts cache_alloc_fail. The free stack is in address order (the highest buffer
+        is handed out first). Called without cache_lock; IRQs on. Returns the slab or
+        None."""
         geo = cp.geo
         color = cp.cache_color + cp.align
         if color > geo.maxcolor:
@@ -93,24 +88,57 @@ class KmemSlabLayer:
         metrics.event("grow_start", cache=cp.name, cpu=t.cpu.id)
         mem = yield from self._vmem_alloc(t, cp, kmflag)
         if mem is None:
-            cp.cache_alloc_fail += 1
-            metrics.event("alloc_fail", cache=cp.name, cpu=t.cpu.id, where="kmem_slab_create")
-            return None
+            return self._slab_create_failed(t, cp, "vmem_alloc")
         if not geo.notouch:
             t.charge("object_move", cp.slabsize // PATTERN_LINE)
-        if geo.hashed:
-            t.charge("kmalloc")
         chunks = geo.chunks(color)
         sp = KmemSlab(cp, mem, mem + color, chunks)
+        if geo.hashed:
+            hdr = yield from self._internal_alloc(t, self.kmem_slab_cache, kmflag)
+            if hdr is None:
+                yield from self._vmem_free(t, cp, mem)
+                return self._slab_create_failed(t, cp, "kmem_slab_cache")
+            sp.header = hdr
+            for _ in range(chunks):
+                bcp = yield from self._internal_alloc(t, self.kmem_bufctl_cache, kmflag)
+                if bcp is None:
+                    yield from self._free_slab_metadata(t, sp)
+                    yield from self._vmem_free(t, cp, mem)
+                    return self._slab_create_failed(t, cp, "kmem_bufctl_cache")
+                sp.bufctls.append(bcp)
         chunk = geo.chunksize
         sp.head = [sp.base + j * chunk for j in range(chunks)]
         sp.free_set = set(sp.head)
         t.charge("slab_obj_op", chunks)
-        if geo.hashed:
-            t.charge("kmalloc", chunks)
         cp.slab_of_mem[mem] = sp
         metrics.event("grow_end", cache=cp.name, cpu=t.cpu.id, chunks=chunks, color=color)
         return sp
+
+    def _slab_create_failed(self, t: Thread, cp: KmemCache, where: str) -> None:
+        """vmem_alloc_failure: kmem_log_event(kmem_failure_log), cache_alloc_fail++."""
+        cp.cache_alloc_fail += 1
+        self.machine.metrics.event("alloc_fail", cache=cp.name, cpu=t.cpu.id,
+                                   where=f"kmem_slab_create:{where}")
+        return None
+
+    def _internal_alloc(self, t: Thread, cp: KmemCache, kmflag: int) -> Gen:
+        """kmem_cache_alloc from one of kmem's own caches (magazine hit as a plain call)."""
+        buf = self._alloc_hit(t, cp)
+        if buf is None:
+            buf = yield from self.kmem_cache_alloc(t, cp, kmflag)
+        return buf
+
+    def _internal_free(self, t: Thread, cp: KmemCache, buf: int) -> Gen:
+        if not self._free_hit(t, cp, buf):
+            yield from self.kmem_cache_free(t, cp, buf)
+
+    def _free_slab_metadata(self, t: Thread, sp: KmemSlab) -> Gen:
+        """The bufctls, then the header, back to their caches (L1601-1605, L1633-1637)."""
+        while sp.bufctls:
+            yield from self._internal_free(t, self.kmem_bufctl_cache, sp.bufctls.pop())
+        if sp.header is not None:
+            yield from self._internal_free(t, self.kmem_slab_cache, sp.header)
+            sp.header = None
 
     def kmem_slab_destroy(self, t: Thread, cp: KmemCache, sp: KmemSlab) -> Gen:
         """kmem_slab_destroy (L1623): free a hashed slab's bufctls and header, then the slab's
@@ -118,7 +146,7 @@ class KmemSlabLayer:
         del cp.slab_of_mem[sp.mem]
         sp.where = ""
         if cp.geo.hashed:
-            t.charge("kmalloc", sp.chunks + 1)
+            yield from self._free_slab_metadata(t, sp)
         self.machine.metrics.event("slab_destroy", cache=cp.name, cpu=t.cpu.id)
         yield from self._vmem_free(t, cp, sp.mem)
 

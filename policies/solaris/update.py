@@ -212,31 +212,46 @@ class KmemMaintenance:
 
     # --- kmem_reap ------------------------------------------------------------------------
     def kmem_reap(self, t: Thread) -> Gen:
-        """kmem_reap / kmem_reap_common (L2692-2718): unless the caller holds kmem_cache_lock
-        or a reap is in progress or cooling down (the kmem_reaping flag), set the flag and
-        queue kmem_reap_start on kmem_taskq. Called under memory pressure (the registered
-        shrinker, a failed slab allocation, or a workload)."""
-        if self.kmem_cache_lock.owner is t or self.kmem_reaping:
+        """kmem_reap (L2714): kmem_reap_common on the kmem_reaping flag. Called under memory
+        pressure (the registered shrinker, a failed slab allocation, or a workload)."""
+        yield from self.kmem_reap_common(t, "kmem_reaping")
+
+    def kmem_reap_idspace(self, t: Thread) -> Gen:
+        """kmem_reap_idspace (L2727): the same on the kmem_reaping_idspace flag, reaping only
+        caches of identifier arenas (KMC_IDENTIFIER), as vmem does when one runs dry."""
+        yield from self.kmem_reap_common(t, "kmem_reaping_idspace")
+
+    def kmem_reap_common(self, t: Thread, flag: str) -> Gen:
+        """kmem_reap_common (L2692-2708): unless the caller holds kmem_cache_lock or the flag
+        is already set (a pass in progress or cooling down), set it and queue
+        kmem_reap_start on kmem_taskq."""
+        if self.kmem_cache_lock.owner is t or self.reaping[flag]:
             return
-        self.kmem_reaping = True
-        yield from self.kmem_taskq.dispatch(t, self.kmem_reap_start)
+        self.reaping[flag] = True
+        yield from self.kmem_taskq.dispatch(t, self.kmem_reap_start, flag)
 
-    def kmem_reap_start(self, t: Thread) -> Gen:
-        """kmem_reap_start (L2666), on kmem_taskq: one kmem_cache_reap task per cache, then
-        kmem_reap_done behind them."""
+    def kmem_reap_start(self, t: Thread, flag: str) -> Gen:
+        """kmem_reap_start (L2666), on kmem_taskq: kmem_cache_applyall (or _applyall_id for
+        the idspace flag) dispatches one kmem_cache_reap per cache while holding
+        kmem_cache_lock (L1204-1235), then kmem_reap_done behind them."""
         self.kmem_reap_passes += 1
-        self.machine.metrics.event("reap", why="kmem_reap", caches=len(self.kmem_caches))
-        for cp in list(self.kmem_caches):
+        ident = flag == "kmem_reaping_idspace"
+        yield from self.kmem_cache_lock.lock(t)
+        caches = [cp for cp in self.kmem_caches
+                  if not ident or "KMC_IDENTIFIER" in cp.cflags]
+        self.machine.metrics.event("reap", why=flag, caches=len(caches))
+        for cp in caches:
             yield from self.kmem_taskq.dispatch(t, self.kmem_cache_reap, cp)
-        yield from self.kmem_taskq.dispatch(t, self.kmem_reap_done)
+        yield from self.kmem_cache_lock.unlock(t)
+        yield from self.kmem_taskq.dispatch(t, self.kmem_reap_done, flag)
 
-    def kmem_reap_done(self, t: Thread) -> Gen:
-        """kmem_reap_done (L2660): clear the kmem_reaping flag kmem_reap_interval after the
-        pass finished (kmem_reap_timeout, L2651)."""
+    def kmem_reap_done(self, t: Thread, flag: str) -> Gen:
+        """kmem_reap_done (L2660): clear the flag kmem_reap_interval after the pass finished
+        (kmem_reap_timeout, L2651)."""
         yield from t.sync()
 
         def kmem_reap_timeout(_ev: object) -> None:
-            self.kmem_reaping = False
+            self.reaping[flag] = False
 
         self.machine.env.timeout(self.reap_interval).callbacks.append(kmem_reap_timeout)
 
@@ -265,9 +280,11 @@ class KmemMaintenance:
 
     def kmem_cpu_unconfig(self, t: Thread) -> Gen:
         """kmem_cpu_setup(CPU_UNCONFIG) (L3662): queue a purge of every cache, then a
-        re-enable of every cache's magazines, on kmem_taskq (applyall with TQ_SLEEP; the
-        caller does not wait for them)."""
-        for cp in list(self.kmem_caches):
-            yield from self.kmem_taskq.dispatch(t, self.kmem_cache_magazine_purge, cp)
-        for cp in list(self.kmem_caches):
-            yield from self.kmem_taskq.dispatch(t, self.kmem_cache_magazine_enable, cp)
+        re-enable of every cache's magazines, on kmem_taskq, each kmem_cache_applyall holding
+        kmem_cache_lock while it dispatches (the caller does not wait for the tasks). A CPU
+        that only goes offline (CPU_OFF) never gets here: it keeps its magazines."""
+        for func in (self.kmem_cache_magazine_purge, self.kmem_cache_magazine_enable):
+            yield from self.kmem_cache_lock.lock(t)
+            for cp in list(self.kmem_caches):
+                yield from self.kmem_taskq.dispatch(t, func, cp)
+            yield from self.kmem_cache_lock.unlock(t)
