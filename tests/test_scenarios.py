@@ -160,11 +160,13 @@ def test_reap_storm_spinning_thrashes_skc_lock(tmp_path):
 @pytest.mark.slow
 def test_reap_storm_both_variants_recover_when_the_storm_ends(tmp_path):
     # the shipped 400 ms: the spinning allocators thrash skc_lock during the 30 ms storm
-    # (5-35 ms), and in both variants the longest allocator call ends with it
+    # (5-35 ms), then both variants run alike; in both the longest allocator call is
+    # bounded by the storm
     res = _run("reap-storm", tmp_path)
     spin, block = res["spin"]["facts"], res["wait_on_bit"]["facts"]
-    assert spin["skc_lock_spin_share"] >= 10 * block["skc_lock_spin_share"]
-    assert spin["stall_max_ns"] <= 35 * MS and block["stall_max_ns"] <= 35 * MS
+    assert spin["skc_lock_spin_share"] > block["skc_lock_spin_share"]
+    assert spin["skc_lock_contentions"] > block["skc_lock_contentions"]
+    assert spin["stall_max_ns"] <= 30 * MS and block["stall_max_ns"] <= 30 * MS
 
 
 def test_nosleep_callers_sleep_only_under_the_seed_001_rule(tmp_path):
