@@ -103,6 +103,10 @@ class SpinLock:
         it owns the line until the next acquire (see `_line_cpu`)."""
         self.stat = LockStat(name)
         """lock_stat columns."""
+        self.used_in_irq = False
+        """The lock was asked for from interrupt context at least once (lockdep's
+        LOCK_USED_IN_HARDIRQ usage bit): from then on a holder with IRQs on synchronises
+        before it releases (see `unlock`)."""
         self.wait_hist = machine.metrics.hist(f"lock.{name}.wait")
         self.hold_hist = machine.metrics.hist(f"lock.{name}.hold")
         """Spin-wait and hold times of the lock class (shared by its instances), ns."""
@@ -155,6 +159,8 @@ class SpinLock:
         cpu = t.cpu
         if t.pending or cpu.irqs or cpu.runq:
             yield from t.sync()
+        if t.in_irq:
+            self.used_in_irq = True
         now = self.env.now
         owner = self.owner
         if owner is None and not self.waiters and self.free_at <= now:
@@ -192,12 +198,20 @@ class SpinLock:
 
     def unlock(self, t: Thread) -> Gen:
         """spin_unlock: release at the thread's local time and hand the lock to the first
-        spinning waiter at that time. A lock held with IRQs on is released only after the
-        holder has synchronised with the other CPUs, so that an interrupt that arrived during
-        the critical section (an IPI from another CPU included) is taken first, still holding
-        the lock, as the hardware would have taken it."""
+        spinning waiter at that time. The acquire synchronised; the release needs no second
+        synchronisation (one event per uncontended round trip), except with IRQs on when an
+        interrupt may have to be taken inside the critical section, still holding the lock,
+        as the hardware would take it: an interrupt already due on this CPU by the release,
+        or any lock that interrupt context has asked for (`used_in_irq`: an IPI another CPU
+        sends during the hold can only be seen after a synchronisation).
+
+        Deviation: a lock no handler has asked for yet is released without that
+        synchronisation, so an IPI sent during such a hold runs just after the release (a
+        hold time without the handler's time in it) instead of inside it."""
         if not t.irqs_off and not t.in_irq:
-            yield from t.sync()
+            irqs = t.cpu.irqs
+            if self.used_in_irq or (irqs and irqs[0].at <= t.env._now + t.pending):
+                yield from t.sync()
         self._release(t)
 
     def _release(self, t: Thread) -> None:
@@ -233,6 +247,8 @@ class SpinLock:
     def trylock(self, t: Thread) -> Gen:
         """spin_trylock: take the lock if it is free; never waits. Returns True on success."""
         yield from t.sync()
+        if t.in_irq:
+            self.used_in_irq = True
         if self.owner is None and not self.waiters and self.free_at <= self.env.now:
             self._take(t)
             return True
