@@ -426,8 +426,11 @@ def fig_summary(groups: Sequence[Group]) -> Any:
         ax.margins(y=0.15)
         ax.grid(alpha=0.3, axis="y")
     seeds = sorted({int(s) for g in groups for s in g.seeds})
-    fig.suptitle("Summary per configuration (mean over seeds " + ", ".join(map(str, seeds))
-                 + "; whiskers: min-max over seeds)")
+    if len(seeds) == 1:
+        fig.suptitle(f"Summary per configuration (seed {seeds[0]})")
+    else:
+        fig.suptitle("Summary per configuration (mean over seeds " + ", ".join(map(str, seeds))
+                     + "; whiskers: min-max over seeds)")
     return fig
 
 
