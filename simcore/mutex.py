@@ -28,7 +28,7 @@ import simpy
 
 from simcore.cpu import Gen, Thread
 from simcore.deadlock import self_deadlock
-from simcore.spinlock import LockStat, SpinLock
+from simcore.spinlock import LockStat, SpinLock, quiet_until
 
 
 @dataclass
@@ -144,15 +144,12 @@ class AdaptiveMutex(SpinLock):
             tr.span(t.cpu.id, "lock", f"wait {self.name}", now, self.env.now - now, t.name)
 
     def unlock(self, t: Thread) -> Gen:
-        """mutex_exit: release at the holder's local time, handing the mutex to the first
-        waiter. The acquire synchronised, so an uncontended round trip costs one event; the
-        release synchronises first only where that can change what happens: under full
-        preemption (the holder stays preemptible, and a wake-up during the hold may preempt
-        it still holding the mutex) and with IRQs on when an interrupt is due on this CPU by
-        the release (its handler runs inside the hold)."""
-        irqs = t.cpu.irqs
-        if self.machine.preempt_full or (not t.irqs_off and not t.in_irq and irqs
-                                         and irqs[0].at <= t.env._now + t.pending):
+        """mutex_exit: synchronise, then release, handing the mutex to the first waiter. The
+        synchronisation is skipped when it could change nothing (`quiet_until`: no interrupt
+        due, no other event before the release) and no preemption can be due (full
+        preemption with another thread waiting for this CPU): an uncontended round trip on a
+        quiet machine costs one event."""
+        if (self.machine.preempt_full and t.cpu.runq) or not quiet_until(t):
             yield from t.sync()
         self._release(t)
 

@@ -77,6 +77,18 @@ class LockStat:
                 "con_bounces": self.con_bounces, "acq_bounces": self.acq_bounces}
 
 
+def quiet_until(t: Thread) -> bool:
+    """True when synchronising `t` now would only advance the clock: no interrupt has
+    arrived on its CPU by its local time and no other SimPy event is due at or before it, so
+    no other CPU can act, and nothing can reach this one, before that time."""
+    at = t.env._now + t.pending
+    irqs = t.cpu.irqs
+    if irqs and irqs[0].at <= at:
+        return False
+    q = t.env._queue
+    return not q or q[0][0] > at
+
+
 class SpinLock:
     """A FIFO spinlock: `lock`, `unlock`, `lock_irqsave`, `unlock_irqrestore`, `trylock`."""
 
@@ -103,10 +115,6 @@ class SpinLock:
         it owns the line until the next acquire (see `_line_cpu`)."""
         self.stat = LockStat(name)
         """lock_stat columns."""
-        self.used_in_irq = False
-        """The lock was asked for from interrupt context at least once (lockdep's
-        LOCK_USED_IN_HARDIRQ usage bit): from then on a holder with IRQs on synchronises
-        before it releases (see `unlock`)."""
         self.wait_hist = machine.metrics.hist(f"lock.{name}.wait")
         self.hold_hist = machine.metrics.hist(f"lock.{name}.hold")
         """Spin-wait and hold times of the lock class (shared by its instances), ns."""
@@ -159,8 +167,6 @@ class SpinLock:
         cpu = t.cpu
         if t.pending or cpu.irqs or cpu.runq:
             yield from t.sync()
-        if t.in_irq:
-            self.used_in_irq = True
         now = self.env.now
         owner = self.owner
         if owner is None and not self.waiters and self.free_at <= now:
@@ -198,20 +204,14 @@ class SpinLock:
 
     def unlock(self, t: Thread) -> Gen:
         """spin_unlock: release at the thread's local time and hand the lock to the first
-        spinning waiter at that time. The acquire synchronised; the release needs no second
-        synchronisation (one event per uncontended round trip), except with IRQs on when an
-        interrupt may have to be taken inside the critical section, still holding the lock,
-        as the hardware would take it: an interrupt already due on this CPU by the release,
-        or any lock that interrupt context has asked for (`used_in_irq`: an IPI another CPU
-        sends during the hold can only be seen after a synchronisation).
-
-        Deviation: a lock no handler has asked for yet is released without that
-        synchronisation, so an IPI sent during such a hold runs just after the release (a
-        hold time without the handler's time in it) instead of inside it."""
-        if not t.irqs_off and not t.in_irq:
-            irqs = t.cpu.irqs
-            if self.used_in_irq or (irqs and irqs[0].at <= t.env._now + t.pending):
-                yield from t.sync()
+        spinning waiter at that time. With IRQs on the holder first synchronises with the
+        other CPUs, so that an interrupt that arrives during the critical section (an IPI
+        from another CPU included) is taken first, still holding the lock, as the hardware
+        would take it; that synchronisation is skipped when it could change nothing: no
+        interrupt is due on this CPU and no other event falls before the release
+        (`quiet_until`), so an uncontended round trip on a quiet machine costs one event."""
+        if not t.irqs_off and not t.in_irq and not quiet_until(t):
+            yield from t.sync()
         self._release(t)
 
     def _release(self, t: Thread) -> None:
@@ -247,8 +247,6 @@ class SpinLock:
     def trylock(self, t: Thread) -> Gen:
         """spin_trylock: take the lock if it is free; never waits. Returns True on success."""
         yield from t.sync()
-        if t.in_irq:
-            self.used_in_irq = True
         if self.owner is None and not self.waiters and self.free_at <= self.env.now:
             self._take(t)
             return True

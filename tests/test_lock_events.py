@@ -89,9 +89,9 @@ def test_release_without_sync_still_hands_over_at_the_holders_release_time():
 
 
 def test_a_lock_used_in_irq_context_takes_the_ipi_inside_the_hold():
-    # once a handler has asked for the lock (lockdep's USED_IN_HARDIRQ), a holder with IRQs on
-    # synchronises before releasing: an IPI raised by another CPU during the hold runs inside
-    # it, and a handler that asks for the held lock is a self-deadlock, as on the hardware.
+    # another CPU's event falls inside the hold, so the holder (IRQs on) synchronises before
+    # releasing: the IPI raised during the hold runs inside it, and a handler that asks for
+    # the held lock is a self-deadlock, as on the hardware.
     from simcore import SimulationDeadlock
 
     m = machine(2)
@@ -120,4 +120,3 @@ def test_a_lock_used_in_irq_context_takes_the_ipi_inside_the_hold():
     m.spawn("sender", sender, cpu=1)
     with pytest.raises(SimulationDeadlock):
         m.run(100_000)
-    assert lock.used_in_irq
