@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all lint bench clean
+.PHONY: demo test test-all lint bench clean validate
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -14,6 +14,9 @@ demo: $(STAMP)
 	$(VENV)/bin/kmemsim sweep experiments/configs/demo.toml --out results/demo/sweep
 	$(VENV)/bin/kmemsim compare results/demo/sweep --out results/demo
 	@echo "open results/demo/report.html (figures: results/demo/*.png)"
+
+validate: $(STAMP)
+	$(VENV)/bin/kmemsim validate --out results/validation
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -1,8 +1,9 @@
 """The `kmemsim` command line.
 
 Exit status: 0 success; 1 internal error (a bug: the traceback is printed and error.txt is
-written to the run folder) or, for `sweep`, a failed point; 2 bad input (one line on stderr per
-problem, naming the file or --set, the key and the reason; nothing is written); 3 the run ended
+written to the run folder) or, for `sweep`, a failed point (for `validate`, a value that does
+not hold); 2 bad input (one line on stderr per problem, naming the file or --set, the key and
+the reason; nothing is written); 3 the run ended
 in a detected deadlock (report printed and written to deadlock.txt); 4 `scenario`: a variant did
 not reproduce its expected outcome; 130 interrupted (the previous output folder is left as it
 was).
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from pydantic.fields import FieldInfo
 
-from experiments import scenario_cmd, tracing
+from experiments import scenario_cmd, tracing, validate_cmd
 from experiments.config import ConfigError, load_experiment
 from experiments.output import check_writable
 from experiments.run import EXIT_DEADLOCK, run_experiment
@@ -39,9 +40,9 @@ experiments/configs/ for the shipped ones and docs/experiments.md for every key.
 """
 
 EPILOG = """\
-exit status: 0 ok, 1 internal error (sweep: a point failed), 2 bad input (one line per
-problem, nothing written), 3 deadlock detected, 4 scenario: a variant did not reproduce its
-expected outcome, 130 interrupted.
+exit status: 0 ok, 1 internal error (sweep: a point failed; validate: a value does not
+hold), 2 bad input (one line per problem, nothing written), 3 deadlock detected, 4 scenario: a
+variant did not reproduce its expected outcome, 130 interrupted.
 
 examples:
   kmemsim run experiments/configs/quickstart.toml
@@ -309,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=_cmd_compare)
 
     scenario_cmd.add_parser(sub)
+    validate_cmd.add_parser(sub)
     sub.add_parser("policies", help="list policies and their tunables with defaults",
                    description="List every allocator policy with one line on what it models, "
                    "then each tunable under the kernel's name with its default, allowed values "

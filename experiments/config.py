@@ -212,6 +212,9 @@ def validate(data: dict[str, Any], path: Path, overrides: list[str] | None = Non
     if "scenario" in data:
         raise ConfigError(f"{path}: scenario: this is a scenario file; run it with "
                           f"`kmemsim scenario {path}`")
+    if "validation" in data:
+        raise ConfigError(f"{path}: validation: this is a validation check; run it with "
+                          f"`kmemsim validate --only {path.stem}`")
     for key in RUN_FIELDS:
         if key in data:
             pr.add(key, "unknown key")

@@ -107,7 +107,8 @@ def check_writable(final: Path, option: str = "--out", shown: Path | None = None
         raise ConfigError(f"{option} {shown}: {probe} is not writable")
 
 
-OUTPUT_MARKERS = ("config.toml", "summary.json", "point.json", "scenario.json", "error.txt")
+OUTPUT_MARKERS = ("config.toml", "summary.json", "point.json", "scenario.json", "validation.json",
+                  "error.txt")
 """Files by which a folder is recognised as kmemsim's own output (a run, a sweep point, a
 scenario): only such a folder (or an empty one) is replaced by a rerun."""
 

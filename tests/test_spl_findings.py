@@ -18,6 +18,7 @@ from simcore.taskq import Taskq
 
 MS = 1_000_000
 S = 1_000_000_000
+US = 1_000
 _run = partial(run_on, span=2_000 * MS)
 
 
@@ -79,6 +80,50 @@ def test_seed_001_rule_waits_for_the_reap_and_returns_null():
 def test_nosleep_rule_default_is_seed_000():
     assert SplPolicy(Machine(MachineConfig(cpus_per_node=1)), {}).tun["nosleep_rule"] \
         == "best_effort_emergency"
+
+
+# --- finding 10: reap-storm's reaps (spl-0.6 skc_reclaim callback, cond_resched points) ------
+
+def _reap_with_a_runnable_thread(preempt: str) -> tuple[int, int, int]:
+    """1 CPU: a thread allocates and reaps until no slab is empty, makes a second thread runnable on its CPU
+    and reaps; the skc_reclaim callback (500 us) has a cond_resched every RECLAIM_STEP_NS.
+    Returns (reap start, reap end, when the second thread first ran)."""
+    m = Machine(MachineConfig(nodes=1, cpus_per_node=1, preempt=preempt),
+                memory_config=MemoryConfig(total_bytes=1 << 30))
+    p = SplPolicy(m, {"skc_reclaim_ns": 500 * US})
+    c = p.cache_create(CacheSpec("zio_buf_32768", 32 * 1024))
+    p.start()
+    times: dict[str, int] = {}
+
+    def other(t):
+        times["other"] = t.env.now
+        yield from t.sync()
+
+    def reaper(t):
+        yield from p.alloc(t, c, KM_SLEEP)
+        yield from p.reap(t, c)  # frees the empty slab: now none is empty, the callback runs
+        assert c.slab_total == c.slab_alloc > 0
+        yield from t.sync()
+        m.spawn("other", other, cpu=0)
+        times["start"] = t.env.now
+        yield from p.reap(t, c)
+        yield from t.sync()
+        times["end"] = t.env.now
+
+    m.spawn("reaper", reaper, cpu=0)
+    m.run(20 * MS)
+    assert m.metrics.counters["spl.skc_reclaim_calls"] == 1
+    return times["start"], times["end"], times["other"]
+
+
+@pytest.mark.parametrize("preempt", ["none", "voluntary", "full"])
+def test_skc_reclaim_cond_resched_gives_the_cpu_up_only_when_asked(preempt):
+    # cond_resched() reschedules only with TIF_NEED_RESCHED set (a preempting wake-up or the
+    # tick past the slice); a thread that merely became runnable does not set it, so it runs
+    # once the reap is over, whatever the preemption model
+    start, end, other = _reap_with_a_runnable_thread(preempt)
+    assert end - start >= 500 * US
+    assert other >= end
 
 
 # --- finding 5: spl-0.7 spl_cache_age reclaims after on_each_cpu, holding skc_ref ---------------
@@ -218,10 +263,15 @@ def test_spl_taskq_uses_the_kernel_idle_timeout():
 
 def _lock_irq_states(setting: str) -> list[bool]:
     """IRQ state at every skc_lock acquisition while a cache deadlocks, hands out emergency
-    objects, frees them and reclaims (the sites 000:340, 427, 443, 473, 952, 1080, 1336)."""
+    objects, frees them and reclaims (the sites 000:340, 427, 443, 473, 952, 1080, 1336).
+    The emergency sites need a DEADLOCKED cache, hence a growth that waits on writeback in
+    direct reclaim: with the seed's fstrans (PF_MEMALLOC_NOIO on the taskq workers and in
+    __spl_cache_grow, 000:948) it never does, so the setup takes the 2012 rule
+    (spl_fstrans = "2012", as reclaim-deadlock does); where skc_lock is taken, and with which
+    IRQ state, does not depend on it."""
     mem = MemoryConfig(total_bytes=64 << 20)
     m, p, c = _setup(cpus=2, mem=mem, skc_lock_irqs_on=setting,
-                     spl_kmem_cache_magazine_size=2)
+                     spl_kmem_cache_magazine_size=2, spl_fstrans="2012")
     mm = m.memory
     mm.reserve(mm.free - (mm.min_pages + 60))
     release = m.env.event()

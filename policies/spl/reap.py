@@ -53,8 +53,9 @@ class SplReaper:
         callback lowered skc_obj_alloc, run the cache's skc_reclaim callback (the ARC's, which
         evicts buffers); checked under skc_lock, the callback run without it, IRQs on, with
         KMC_BIT_REAPING held. The callback is `skc_reclaim_ns` of work on this CPU in
-        RECLAIM_STEP_NS pieces, each followed by a cond_resched() (the CPU goes to a runnable
-        thread waiting for it, as a long kernel loop must allow); seed 000 has no callbacks
+        RECLAIM_STEP_NS pieces, each followed by a cond_resched() (the CPU goes to a waiting
+        thread only when need_resched is set: a preempting wake-up or the tick past the
+        slice, as _cond_resched does); seed 000 has no callbacks
         (ASSERT(reclaim == NULL) at 000:686), hence the default 0."""
         objects = None
         while True:
@@ -70,7 +71,7 @@ class SplReaper:
                 step = min(left, RECLAIM_STEP_NS)
                 t.charge_ns(step)
                 left -= step
-                yield from t.wakeup_preempt()  # cond_resched() in the eviction loop
+                yield from t.cond_resched()  # in the eviction loop
             self.machine.metrics.count("spl.skc_reclaim_calls")
 
     def spl_kmem_reap(self, t: Thread) -> Gen:

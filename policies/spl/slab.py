@@ -26,7 +26,8 @@ class SplSlabs:
         """spl_cache_grow (IRQs on, may sleep). Returns (rc, emergency object or None):
         a KM_NOSLEEP caller takes a best-effort emergency object and returns, before anything
         that sleeps (seed 000:1015; with nosleep_rule = wait_like_km_sleep it goes on like
-        KM_SLEEP, as in seed 001); wait for a reaper and return -EAGAIN; the first caller to
+        KM_SLEEP, as in seed 001); might_sleep (000:1018, a cond_resched under
+        CONFIG_PREEMPT_VOLUNTARY); wait for a reaper and return -EAGAIN; the first caller to
         set KMC_BIT_GROWING dispatches spl_cache_grow_work; a DEADLOCKED cache hands out an
         emergency object; otherwise wait up to HZ/10 for GROWING to clear and, on a timeout
         with GROWING still set, mark the cache DEADLOCKED. Every wait returns -ENOMEM (the
@@ -35,6 +36,7 @@ class SplSlabs:
         t.spl_grew = True
         if self._nosleep_2023 and flags & KM_NOSLEEP:
             return (yield from self.spl_emergency_alloc(t, skc, flags))
+        yield from t.might_resched()  # might_sleep() (000:1018)
         if bits.peek(KMC_BIT_REAPING):
             if self._reap_spin:
                 t.charge("atomic_op")
