@@ -24,9 +24,14 @@ from experiments.config import validate
 from experiments.output import RunFolder, check_writable
 from experiments.problems import ConfigError
 
-OBJ_SIZE = "32KiB"
-"""One object size for every policy: above the SPL's 16 KiB KMC_SLAB limit, so the SPL's own
-magazines and slabs are measured rather than its Linux SLAB delegate."""
+OBJECT_SIZES = (256, 32768)
+"""Object sizes (bytes) measured for every policy: 256 B, where the kernels' per-CPU layers
+are deepest (illumos 7-round magazines, Linux SLAB array limit 120), and 32 KiB (illumos
+1-round magazines, Linux SLAB limit 8, a 32 KiB SLUB slab holds one object)."""
+
+POLICY_TUNABLES = {"spl": {"spl_kmem_cache_slab_limit": 0}}
+"""Tunables the bench sets: the SPL with `spl_kmem_cache_slab_limit = 0` never hands a cache
+to its Linux SLAB delegate (KMC_SLAB), so its own magazines are measured at 256 B too."""
 
 
 @dataclass
@@ -35,6 +40,7 @@ class BenchPoint:
     workload: str
     cpus: int
     target_ops: int
+    object_size: int = 32768
 
 
 @dataclass
@@ -42,6 +48,8 @@ class BenchResult:
     policy: str
     workload: str
     cpus: int
+    object_size: int
+    """Bytes per object of the one cache."""
     ops: int
     """Simulated alloc+free operations in the measured window."""
     wall_s: float
@@ -72,6 +80,11 @@ WARM_OPS_PER_CPU = 300
 """Operations per CPU before the measured window starts."""
 
 
+def cache_name(size: int) -> str:
+    """The bench cache's name: bench_256, bench_32k."""
+    return f"bench_{size // 1024}k" if size >= 1024 and size % 1024 == 0 else f"bench_{size}"
+
+
 def experiment(point: BenchPoint, duration: int) -> dict[str, Any]:
     """The experiment file contents for one benchmark point."""
     wl: dict[str, Any]
@@ -82,14 +95,17 @@ def experiment(point: BenchPoint, duration: int) -> dict[str, Any]:
         half = point.cpus // 2 or 1
         wl = {"kind": "producer_consumer", "producers": list(range(half)),
               "consumers": list(range(half, point.cpus)) or [0], "queue_limit": 64}
+    policy: dict[str, Any] = {"name": point.policy}
+    if point.policy in POLICY_TUNABLES:
+        policy["tunables"] = dict(POLICY_TUNABLES[point.policy])
     return {
-        "name": f"bench-{point.policy}-{point.workload}-{point.cpus}",
+        "name": f"bench-{point.policy}-{point.workload}-{point.cpus}-{point.object_size}",
         "seed": 1,
         "duration": duration,
         "machine": {"nodes": 1, "cpus_per_node": point.cpus},
         "memory": {"size": "64GiB"},
-        "policy": {"name": point.policy},
-        "caches": [{"name": "bench_32k", "size": OBJ_SIZE}],
+        "policy": policy,
+        "caches": [{"name": cache_name(point.object_size), "size": point.object_size}],
         "workloads": [wl],
         "sampling": {"interval": "10ms"},
     }
@@ -124,7 +140,8 @@ def _measure(point: BenchPoint) -> BenchResult:
     events = next(env._eid) - ev0 - 1
     raw = raw_simpy_rate()
     opw = ops / wall if wall else 0.0
-    return BenchResult(point.policy, point.workload, point.cpus, ops, round(wall, 4),
+    return BenchResult(point.policy, point.workload, point.cpus, point.object_size, ops,
+                       round(wall, 4),
                        round(opw), round(events / ops, 4) if ops else 0.0,
                        round(wall * 1e9 / ops, 1) if ops else 0.0, round(raw),
                        round(opw / raw, 3) if raw else 0.0,
@@ -151,9 +168,10 @@ def run_point(point: BenchPoint) -> BenchResult | str:
     return value if status == "ok" else value
 
 
-def points(quick: bool, cpus: list[int] | None = None, ops: int | None = None
-           ) -> list[BenchPoint]:
-    """The fixed benchmark set (or the CPU counts / operation target given)."""
+def points(quick: bool, cpus: list[int] | None = None, ops: int | None = None,
+           sizes: list[int] | None = None) -> list[BenchPoint]:
+    """The fixed benchmark set (or the CPU counts / operation target / object sizes given):
+    every policy at every object size of `OBJECT_SIZES`."""
     from policies.registry import available as policies
     from workloads.registry import available as workloads
 
@@ -162,23 +180,26 @@ def points(quick: bool, cpus: list[int] | None = None, ops: int | None = None
     wls = ["steady"] + (["producer_consumer"] if "producer_consumer" in workloads() else [])
     if quick:
         wls = wls[:1]
-    return [BenchPoint(p, w, n, target) for p in sorted(policies()) for w in wls for n in cpus]
+    return [BenchPoint(p, w, n, target, size) for p in sorted(policies())
+            for size in sizes or OBJECT_SIZES for w in wls for n in cpus]
 
 
 def format_table(results: list[BenchResult]) -> str:
-    head = (f"{'policy':12} {'workload':18} {'cpus':>5} {'ops':>9} {'wall s':>7} "
+    head = (f"{'policy':12} {'workload':18} {'cpus':>5} {'size':>6} {'ops':>9} {'wall s':>7} "
             f"{'ops/wall-s':>11} {'events/op':>9} {'ns/op':>7} {'raw simpy ev/s':>14} "
             f"{'ratio':>6} {'peak MiB':>8}")
     lines = [head, "-" * len(head)]
     for r in results:
-        lines.append(f"{r.policy:12} {r.workload:18} {r.cpus:5d} {r.ops:9d} {r.wall_s:7.2f} "
+        lines.append(f"{r.policy:12} {r.workload:18} {r.cpus:5d} {r.object_size:6d} "
+                     f"{r.ops:9d} {r.wall_s:7.2f} "
                      f"{r.ops_per_wall_s:11,d} {r.events_per_op:9.3f} {r.wall_ns_per_op:7.0f} "
                      f"{r.raw_simpy_events_per_s:14,d} {r.ratio:6.2f} {r.peak_rss_mib:8.1f}")
     return "\n".join(lines)
 
 
 def main(quick: bool, out: Path, only: list[str] | None = None, cpus: list[int] | None = None,
-         ops: int | None = None, workload: str | None = None) -> int:
+         ops: int | None = None, workload: str | None = None,
+         sizes: list[int] | None = None) -> int:
     from policies.registry import available as policies
 
     unknown = [p for p in only or [] if p not in policies()]
@@ -188,7 +209,7 @@ def main(quick: bool, out: Path, only: list[str] | None = None, cpus: list[int] 
     if out.is_dir():
         raise ConfigError(f"--json {out}: is a directory")
     check_writable(out.parent, "--json", out)
-    pts = [p for p in points(quick, cpus, ops)
+    pts = [p for p in points(quick, cpus, ops, sizes)
            if (not only or p.policy in only) and (not workload or p.workload == workload)]
     if not pts:
         raise ConfigError(f"--workload {workload}: no benchmark points (workloads: "
@@ -196,8 +217,8 @@ def main(quick: bool, out: Path, only: list[str] | None = None, cpus: list[int] 
     results: list[BenchResult] = []
     failed: list[dict[str, Any]] = []
     for i, p in enumerate(pts, 1):
-        print(f"[{i}/{len(pts)}] {p.policy} {p.workload} {p.cpus} CPUs ...", file=sys.stderr,
-              flush=True)
+        print(f"[{i}/{len(pts)}] {p.policy} {p.workload} {p.cpus} CPUs {p.object_size} B ...",
+              file=sys.stderr, flush=True)
         r = run_point(p)
         if isinstance(r, BenchResult):
             results.append(r)
@@ -212,6 +233,7 @@ def main(quick: bool, out: Path, only: list[str] | None = None, cpus: list[int] 
                                                     "complete": i == len(pts)})
     print(format_table(results))
     for f in failed:
-        print(f"FAILED {f['policy']} {f['workload']} {f['cpus']}: {f['error']}")
+        print(f"FAILED {f['policy']} {f['workload']} {f['cpus']} {f['object_size']} B: "
+              f"{f['error']}")
     print(f"wrote {out}")
     return 1 if failed else 0

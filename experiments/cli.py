@@ -81,7 +81,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from experiments.bench import main as bench_main
     return bench_main(args.quick, Path(args.json), args.policy, args.cpus, args.ops,
-                      args.workload)
+                      args.workload, args.size)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -141,6 +141,19 @@ def _cpu_list(value: str) -> list[int]:
     if any(n < 1 for n in cpus):
         raise argparse.ArgumentTypeError(f"CPU counts must be >= 1, got {value!r}")
     return cpus
+
+
+def _size_list(value: str) -> list[int]:
+    """`--size 256,32KiB`: positive object sizes."""
+    from simcore.units import parse_size
+    try:
+        sizes = [parse_size(x) for x in value.split(",")]
+    except (ValueError, TypeError):
+        raise argparse.ArgumentTypeError(f"expected object sizes like 256,32KiB, got {value!r}") \
+            from None
+    if any(n < 1 for n in sizes):
+        raise argparse.ArgumentTypeError(f"object sizes must be >= 1 byte, got {value!r}")
+    return sizes
 
 
 def _cmd_policies(_args: argparse.Namespace) -> int:
@@ -239,7 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="measure the simulator's own speed (ops per wall-second)",
                        description="Run each policy on steady (and producer_consumer) at 4, 64, "
-                       "256 and 1024 CPUs, each in a fresh process, and report simulated "
+                       "256 and 1024 CPUs with 256 B and 32 KiB objects, each in a fresh "
+                       "process, and report simulated "
                        "alloc+free operations per wall-second, SimPy events per operation, "
                        "peak RSS, and the ratio to the raw SimPy event rate measured in the "
                        "same process. Table on stdout, JSON to --json.")
@@ -249,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only this workload")
     b.add_argument("--cpus", type=_cpu_list, metavar="N,N,..",
                    help="CPU counts instead of the fixed set, e.g. 64 or 4,64")
+    b.add_argument("--size", type=_size_list, metavar="SIZE,..",
+                   help="object sizes instead of 256 and 32KiB, e.g. 256 or 256,32KiB")
     b.add_argument("--ops", type=_positive_int, metavar="N",
                    help="operations per measured window (e.g. 10000000 for the memory bound)")
     b.add_argument("--json", default="results/bench.json", metavar="FILE",

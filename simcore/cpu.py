@@ -392,14 +392,20 @@ class Thread:
 
     def _end_irq_off(self) -> None:
         self.irqs_off = False
-        length = self.env._now + self.pending - self.irq_off_start
+        self.irq_off_section(self.irq_off_start, self.env._now + self.pending - self.irq_off_start)
+
+    def irq_off_section(self, start: int, length: int) -> None:
+        """Record one IRQ-off section (per-CPU total and maximum, the histogram, the trace).
+        A fast path whose section has a constant length (local_irq_disable, a magazine pop,
+        local_irq_enable with no interrupt due) records it here in one call instead of
+        setting and clearing the IRQ state."""
         cpu = self.cpu
         cpu.irq_off_total += length
         if length > cpu.irq_off_max:
             cpu.irq_off_max = length
         self._irq_off_hist.record(length)
         if self._tracer is not None:
-            self._tracer.span(cpu.id, "irq", "IRQs off", self.irq_off_start, length, self.name)
+            self._tracer.span(cpu.id, "irq", "IRQs off", start, length, self.name)
 
     def local_irq_enable_fast(self) -> None:
         """local_irq_enable as a plain call, for fast paths that checked `irq_free_for` first:

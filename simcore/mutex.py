@@ -28,7 +28,7 @@ import simpy
 
 from simcore.cpu import Gen, Thread
 from simcore.deadlock import self_deadlock
-from simcore.spinlock import LockStat, SpinLock
+from simcore.spinlock import LockStat, SpinLock, quiet_until
 
 
 @dataclass
@@ -144,8 +144,13 @@ class AdaptiveMutex(SpinLock):
             tr.span(t.cpu.id, "lock", f"wait {self.name}", now, self.env.now - now, t.name)
 
     def unlock(self, t: Thread) -> Gen:
-        """mutex_exit: release, handing the mutex to the first waiter."""
-        yield from t.sync()
+        """mutex_exit: synchronise, then release, handing the mutex to the first waiter. The
+        synchronisation is skipped when it could change nothing (`quiet_until`: no interrupt
+        due, no other event before the release) and no preemption can be due (full
+        preemption with another thread waiting for this CPU): an uncontended round trip on a
+        quiet machine costs one event."""
+        if (self.machine.preempt_full and t.cpu.runq) or not quiet_until(t):
+            yield from t.sync()
         self._release(t)
 
 

@@ -27,13 +27,16 @@ def machine(ncpus: int) -> Machine:
 def test_a_handoff_at_the_instant_of_release_still_waits_for_the_line():
     # CPU0 holds the lock until 1000; CPU1 asks at exactly 1000, just before the release (it
     # was spawned first, so its wake-up comes first among the events of that instant). It
-    # spins for no time at all, yet its wait is the line's transfer from CPU0, not 0.
+    # spins for no time at all, yet its wait is the line's transfer from CPU0, not 0. The
+    # holder synchronises before it releases (an uncontended release takes effect at the
+    # holder's local time without an event, which would come before any ask at that instant).
     m = machine(2)
     lock = SpinLock(m, "L")
 
     def holder(t):
         yield from lock.lock(t)
         t.charge_ns(1000 - DEFAULT_COSTS["lock_acquire"][0])
+        yield from t.sync()
         yield from lock.unlock(t)
 
     def late(t):

@@ -75,19 +75,20 @@ class SplMagazines:
             skc.linux_alloc += 1
             self._ctor(t, skc)
             return obj
-        objs = skc.mags[t.cpu.id].objs
-        if not objs or not t.irq_free_for(self._alloc_hit_ns):
+        skm = skc.mags[t.cpu.id]
+        objs = skm.objs
+        if not objs or t.irqs_off or not t.irq_free_for(self._alloc_hit_ns):
             return None
-        start = t.pending
-        t.charge("call")
-        t.local_irq_disable()
+        # call, local_irq_disable, pop, local_irq_enable (+ the constructor): one charge, one
+        # IRQ-off section of constant length recorded in one call
+        off_start = t.env._now + t.pending + self._hit_pre_ns
         obj = objs.pop()
-        t.charge("magazine_pop")
         if self._aging != "off":
-            skc.mags[t.cpu.id].age = t.now
-        t.local_irq_enable_fast()
-        self._ctor(t, skc)
-        self._h_hit.record(t.pending - start)
+            skm.age = off_start + self._costs["magazine_pop"]
+        ns = self._alloc_hit_ns + skc.spec.ctor_cost
+        t.charge_ns(ns)
+        t.irq_off_section(off_start, self._alloc_off_ns)
+        self._h_hit.record(ns)
         return obj
 
     def _ctor(self, t: Thread, skc: SplCache) -> None:
@@ -200,18 +201,17 @@ class SplMagazines:
             skc.linux_alloc -= 1
             return True
         skm = skc.mags[t.cpu.id]
-        if (len(skm.objs) >= skm.size or not self._is_vmalloc(obj)
+        if (len(skm.objs) >= skm.size or t.irqs_off or not self._is_vmalloc(obj)
                 or not t.irq_free_for(self._free_hit_ns + dtor)):
             return False
-        start = t.pending
-        t.charge("call")
-        if dtor:
-            t.charge_ns(dtor)
-        was_off = t.local_irq_save()
+        # call, the destructor, local_irq_save, push, local_irq_restore: one charge, one
+        # IRQ-off section of constant length recorded in one call
+        off_start = t.env._now + t.pending + self._hit_pre_ns + dtor
         skm.objs.append(obj)
-        t.charge("magazine_push")
-        t.local_irq_restore_fast(was_off)
-        self._h_free_hit.record(t.pending - start)
+        ns = self._free_hit_ns + dtor
+        t.charge_ns(ns)
+        t.irq_off_section(off_start, self._free_off_ns)
+        self._h_free_hit.record(ns)
         return True
 
     def spl_cache_flush(self, t: Thread, skc: SplCache, skm: SplMagazine, flush: int) -> Gen:

@@ -190,6 +190,12 @@ class SplPolicy(SplMagazines, SplSlabs, SplEmergency, SplReaper, Policy):
         c = self._costs
         self._alloc_hit_ns = c["call"] + c["irq_disable"] + c["magazine_pop"] + c["irq_enable"]
         self._free_hit_ns = c["call"] + c["irq_disable"] + c["magazine_push"] + c["irq_enable"]
+        self._hit_pre_ns = c["call"] + c["irq_disable"]
+        """Charged before the IRQ-off section of a magazine hit opens (local_irq_disable
+        charges its cost, then IRQs are off)."""
+        self._alloc_off_ns = c["magazine_pop"] + c["irq_enable"]
+        self._free_off_ns = c["magazine_push"] + c["irq_enable"]
+        """The IRQ-off sections of the magazine hits: constant lengths."""
 
     def _linux_backend(self) -> Policy:
         """The embedded Linux slab model `kmc_slab_allocator` names (or the documented
