@@ -8,33 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from experiment_text import GOOD
 
 from experiments.cli import main
-
-GOOD = """\
-name = "t"
-seed = 3
-duration = "2ms"
-
-[machine]
-cpus_per_node = 2
-
-[memory]
-size = "256MiB"
-
-[policy]
-name = "global_lock"
-
-[[caches]]
-name = "buf_512"
-size = 512
-
-[[workloads]]
-kind = "steady"
-caches = ["buf_512"]
-live_objects = 16
-lifetime = { dist = "exponential", mean = "5us" }
-"""
 
 
 def write(tmp_path: Path, text: str) -> Path:
