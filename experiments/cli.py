@@ -22,6 +22,7 @@ from pydantic.fields import FieldInfo
 from experiments import scenario_cmd, tracing, validate_cmd
 from experiments.config import ConfigError, load_experiment
 from experiments.output import check_writable
+from experiments.problems import positive_int
 from experiments.run import EXIT_DEADLOCK, run_experiment
 from simcore.costs import COST_SOURCES, DEFAULT_COSTS
 from simcore.units import format_duration, parse_duration, plural
@@ -119,16 +120,6 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     print(f"wrote {plural(len(written), 'file')} to {args.out}/: "
           + ", ".join(p.name for p in written))
     return 0
-
-
-def _positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value!r}")
-    return n
 
 
 def _cpu_list(value: str) -> list[int]:
@@ -265,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU counts instead of the fixed set, e.g. 64 or 4,64")
     b.add_argument("--size", type=_size_list, metavar="SIZE,..",
                    help="object sizes instead of 256 and 32KiB, e.g. 256 or 256,32KiB")
-    b.add_argument("--ops", type=_positive_int, metavar="N",
+    b.add_argument("--ops", type=positive_int, metavar="N",
                    help="operations per measured window (e.g. 10000000 for the memory bound)")
     b.add_argument("--json", default="results/bench.json", metavar="FILE",
                    help="where to write the JSON results (default: results/bench.json)")
@@ -281,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "(exit 1 if any failed).")
     s.add_argument("file", help="experiment TOML file with a [sweep] table")
     s.add_argument("--out", metavar="DIR", help="sweep folder (default: results/<file>-sweep)")
-    s.add_argument("--jobs", type=_positive_int, metavar="N",
+    s.add_argument("--jobs", type=positive_int, metavar="N",
                    help="parallel processes (default: cores)")
     s.add_argument("--dask", metavar="ADDRESS",
                    help="run on the Dask scheduler at ADDRESS, or 'local' for a LocalCluster")

@@ -7,6 +7,7 @@ gets all of them at once; `ConfigError` carries them to the command line (exit s
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from pathlib import Path
@@ -140,3 +141,15 @@ def _internal_loc(part: Any) -> bool:
     """Pydantic location parts that are not keys of the file (union members, validators)."""
     return isinstance(part, str) and ("[" in part or part in ("function-after",
                                                              "function-before"))
+
+
+def positive_int(value: str) -> int:
+    """argparse type of a count given on the command line (--ops, --jobs, --trace-events): an
+    integer >= 1, else one line naming the value."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value!r}")
+    return n

@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from experiments.problems import positive_int
 from simcore.trace import DEFAULT_MAX_EVENTS, TraceRecorder, parse_window
 
 KEY_EVENTS = ("emergency_alloc", "direct_reclaim", "sleep_in_atomic")
@@ -33,16 +34,6 @@ def _window(text: str) -> tuple[int, int | None]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _cap(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
-    return n
-
-
 def add_arguments(p: argparse.ArgumentParser, scenario: bool = False) -> None:
     """Register --trace, --trace-window and --trace-events on a subcommand."""
     where = ("each variant's folder (default window: around its key event, e.g. the deadlock "
@@ -52,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser, scenario: bool = False) -> None:
                    f"chrome://tracing) into {where}")
     p.add_argument("--trace-window", type=_window, metavar="START:END",
                    help="only this span of simulated time, e.g. 100ms:120ms (implies --trace)")
-    p.add_argument("--trace-events", type=_cap, default=DEFAULT_MAX_EVENTS, metavar="N",
+    p.add_argument("--trace-events", type=positive_int, default=DEFAULT_MAX_EVENTS, metavar="N",
                    help=f"at most N trace events (default {DEFAULT_MAX_EVENTS:,})")
 
 
