@@ -213,6 +213,7 @@ def summarize(sim: Simulation, status: str, report: DeadlockReport | None,
               invariants: str) -> dict[str, Any]:
     """summary.json contents (deterministic: no wall-clock figures)."""
     m, policy = sim.machine, sim.policy
+    m.metrics.fold()
     ncpu = m.ncpus
     end = m.env.now
     locks = {}

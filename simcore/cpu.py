@@ -79,6 +79,16 @@ class CPU:
         return f"CPU{self.id}"
 
     # --- interrupts ---------------------------------------------------------------------
+    def irq_off_sections(self, length: int, n: int) -> None:
+        """Record `n` IRQ-off sections of the same `length` on this CPU at once: the counted
+        fast-path hits `Metrics.fold` brings in (never while tracing, where every section is a
+        span of its own)."""
+        if n:
+            self.irq_off_total += length * n
+            if length > self.irq_off_max:
+                self.irq_off_max = length
+            self.machine.irq_off.record(length, n)
+
     def schedule_irq(self, at: int, handler: IrqHandler, name: str) -> Irq:
         """Raise an interrupt at absolute time `at` (>= now)."""
         m = self.machine

@@ -141,8 +141,11 @@ class LogHistogram:
 class Timeline:
     """Samples registered probes every `interval` ns of simulated time."""
 
-    def __init__(self, env: simpy.Environment, cfg: SamplingConfig) -> None:
+    def __init__(self, env: simpy.Environment, cfg: SamplingConfig,
+                 fold: Callable[[], None] = lambda: None) -> None:
         self.env = env
+        self._fold = fold
+        """Folds counted fast-path hits into the statistics before every sample."""
         self.interval = cfg.interval
         """Current interval (doubles when the sample budget is reached)."""
         self.max_samples = cfg.max_samples
@@ -155,6 +158,7 @@ class Timeline:
         self._probes.append((prefix, fn))
 
     def sample(self) -> None:
+        self._fold()
         row: dict[str, float] = {"time_ns": self.env.now}
         for prefix, fn in self._probes:
             for k, v in fn().items():
@@ -208,7 +212,8 @@ class Metrics:
         self.env = env
         self.counters: Counter[str] = Counter()
         self.histograms: dict[str, LogHistogram] = {}
-        self.timeline = Timeline(env, cfg)
+        self._folds: list[Callable[[], None]] = []
+        self.timeline = Timeline(env, cfg, self.fold)
         self.log = EventLog(env, cfg.max_events)
         self.locks: list[Any] = []
         self.tracer: Any = None
@@ -216,6 +221,20 @@ class Metrics:
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] += n
+
+    def add_fold(self, fn: Callable[[], None]) -> None:
+        """Register a function that moves counted fast-path hits into the histograms and the
+        per-CPU IRQ-off statistics (see `fold`)."""
+        self._folds.append(fn)
+
+    def fold(self) -> None:
+        """Bring every statistic up to date. A fast path whose outcome has a constant cost (a
+        magazine hit with no interrupt due) only counts itself; this records those counts as
+        (value, count) pairs, which gives the buckets, totals and maxima recording each hit
+        one by one would give. Called before every timeline sample, by the run's summary and
+        by whatever reads the statistics mid-run."""
+        for fn in self._folds:
+            fn()
 
     def hist(self, name: str) -> LogHistogram:
         """The histogram called `name` (created on first use)."""

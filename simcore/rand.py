@@ -41,6 +41,17 @@ class RandomStream:
             self._e.reverse()
         return self._e.pop() * mean
 
+    def exponential_block(self, mean: float) -> list[int]:
+        """The next buffered exponential draws (at least one), each as `int(exponential(mean))`
+        would return it, in reverse order (pop from the end): the same values in the same
+        order as that many `exponential` calls. The buffer is emptied."""
+        if not self._e:
+            self._e = self.gen.standard_exponential(_BLOCK).tolist()
+            self._e.reverse()
+        out = [int(e * mean) for e in self._e]
+        self._e = []
+        return out
+
     def integers(self, n: int) -> int:
         """Uniform integer in [0, n)."""
         return int(self.random() * n)

@@ -12,6 +12,7 @@ does not need the last bit of speed.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Generator
 from typing import Any, ClassVar
 
@@ -70,10 +71,14 @@ class Workload:
         """Per cache (by id: caches live as long as the run) the alloc and free latency
         histograms of this workload on it (`workload.<label>.<cache>.alloc` / `.free`;
         `latency.alloc` / `latency.free` are their sums, built when the run is summarised)."""
-        self._lat_alloc: dict[Any, LogHistogram] = {}
-        self._lat_free: dict[Any, LogHistogram] = {}
-        """The same histograms keyed by the cache object, for the fast paths (a cache object
-        that cannot be hashed takes the slower `_latency` lookup by id every time)."""
+        self._tally_alloc: dict[Any, defaultdict[int, int]] = {}
+        self._tally_free: dict[Any, defaultdict[int, int]] = {}
+        """Per cache object, the fast paths' latencies not yet recorded: ns -> count (a fast
+        path's cost takes a handful of values, so counting them is cheaper than recording
+        each; `fold_latency` records them). A cache object that cannot be hashed takes the
+        slower `_tallies` lookup by id every time."""
+        self._tallies_by_id: dict[int, tuple[defaultdict[int, int], defaultdict[int, int]]] = {}
+        machine.metrics.add_fold(self.fold_latency)
         fast = machine.fast_paths
         self._alloc_fast = policy.alloc_fast if fast else _no_fast_alloc
         self._free_fast = policy.free_fast if fast else _no_fast_free
@@ -116,11 +121,29 @@ class Workload:
             self._lat_names[id(cache)] = name
             prefix = f"workload.{self.label}.{name}"
             pair = self._lat[id(cache)] = (m.hist(prefix + ".alloc"), m.hist(prefix + ".free"))
+        return pair
+
+    def _tallies(self, cache: Any) -> tuple[defaultdict[int, int], defaultdict[int, int]]:
+        """This workload's (alloc, free) fast-path latency tallies on `cache`."""
+        pair = self._tallies_by_id.get(id(cache))
+        if pair is None:
+            self._latency(cache)
+            pair = self._tallies_by_id[id(cache)] = (defaultdict(int), defaultdict(int))
             try:
-                self._lat_alloc[cache], self._lat_free[cache] = pair
+                self._tally_alloc[cache], self._tally_free[cache] = pair
             except TypeError:
                 pass
         return pair
+
+    def fold_latency(self) -> None:
+        """Record the tallied fast-path latencies into the per-cache histograms
+        (Metrics.fold): the same buckets, total and maximum as recording each."""
+        for key, (ta, tf) in self._tallies_by_id.items():
+            ha, hf = self._lat[key]
+            for tally, h in ((ta, ha), (tf, hf)):
+                for v, n in tally.items():
+                    h.record(v, n)
+                tally.clear()
 
     def start(self) -> None:
         raise NotImplementedError
@@ -132,10 +155,10 @@ class Workload:
         obj = self._alloc_fast(t, cache, flags)
         if obj is not None:
             try:
-                h = self._lat_alloc[cache]
+                tally = self._tally_alloc[cache]
             except (KeyError, TypeError):
-                h = self._latency(cache)[0]
-            h.record(t.pending - start)
+                tally = self._tallies(cache)[0]
+            tally[t.pending - start] += 1
             self.allocs += 1
         return obj
 
@@ -145,10 +168,10 @@ class Workload:
         start = t.pending
         if self._free_fast(t, cache, obj):
             try:
-                h = self._lat_free[cache]
+                tally = self._tally_free[cache]
             except (KeyError, TypeError):
-                h = self._latency(cache)[1]
-            h.record(t.pending - start)
+                tally = self._tallies(cache)[1]
+            tally[t.pending - start] += 1
             self.frees += 1
             return True
         return False
@@ -202,6 +225,7 @@ class Workload:
 
     def cache_totals(self, cache: Any) -> tuple[int, int, int]:
         """(allocs, frees, failed allocs) this workload made on `cache`."""
+        self.fold_latency()
         hists = self._lat.get(id(cache))
         if hists is None:
             return 0, 0, 0
@@ -211,6 +235,7 @@ class Workload:
     def cache_counts(self) -> dict[str, dict[str, Any]]:
         """Per cache this workload used: allocs, frees, failures and the latency summaries
         (a failed allocation's latency is recorded with the successful ones)."""
+        self.fold_latency()
         out = {}
         for key, (ha, hf) in self._lat.items():
             name = self._lat_names[key]

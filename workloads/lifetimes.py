@@ -9,6 +9,7 @@ In an experiment file a distribution is a table: `{dist = "exponential", mean = 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -51,6 +52,20 @@ class Lifetime(BaseModel):
         if self.dist == "uniform":
             return (self.min + self.max) / 2  # type: ignore[operator]
         return self.alpha * self.min / (self.alpha - 1)  # type: ignore[operator]
+
+    def blocks(self, rng: RandomStream) -> Callable[[], list[int]]:
+        """A function returning the next draws (at least one) as a list to pop from the end:
+        popping them one by one gives exactly the durations `sampler` would draw. Exponential
+        and fixed lifetimes come in blocks (a draw is then one list pop); the others one at a
+        time, since their uniform draws share the stream with other uses."""
+        if self.dist == "exponential":
+            mean = float(self.mean)  # type: ignore[arg-type]
+            return lambda: rng.exponential_block(mean)
+        if self.dist == "fixed":
+            block = [int(self.value)] * 4096  # type: ignore[arg-type]
+            return lambda: block.copy()
+        one = self.sampler(rng)
+        return lambda: [one()]
 
     def sampler(self, rng: RandomStream):  # type: ignore[no-untyped-def]
         """A zero-argument function drawing one duration (int ns) from `rng`."""

@@ -70,9 +70,13 @@ class Steady(Workload):
                 self.spawn(name, self._thread, cpu=cpu)
 
     def _thread(self, t: Thread) -> Gen:
+        """The thread's loop. The fast paths are plain calls and their latencies are tallied
+        (Workload.fold_latency); only a declined fast path, a sleep or a checkpoint that is due
+        (a tick of local work, a waiting thread, an interrupt) yields to SimPy."""
         p: SteadyParams = self.params
         rng = self.machine.rng(f"{t.name}")
-        lifetime = p.lifetime.sampler(rng)
+        lifetimes = p.lifetime.blocks(rng)
+        drawn: list[int] = []
         caches, cum = self._caches, self._cum
         single = caches[0] if len(caches) == 1 else None
         stop = p.stop if p.stop is not None else 1 << 62
@@ -81,34 +85,49 @@ class Steady(Workload):
         flags = self._flags
         live: list[tuple[int, int, int, Any]] = []
         seq = 0
-        try_alloc, try_free = self.try_alloc, self.try_free
+        alloc_fast, free_fast = self._alloc_fast, self._free_fast
+        tallies = self._tallies
+        ta1, tf1 = tallies(single) if single is not None else (None, None)
+        heappush, heappop = heapq.heappush, heapq.heappop
         atomic = p.preempt_disabled
         cpu = t.cpu
+        env = t.env
         tick = self.machine.tick_ns
         if p.start:
             yield from t.sleep(p.start - t.now)
-        while t.now < stop:
-            now = t.now
+        while True:
+            pending = t.pending
+            now = env._now + pending
+            if now >= stop:
+                break
             if live and live[0][0] <= now:
-                _death, _s, obj, cache = heapq.heappop(live)
-                if not try_free(t, cache, obj):
+                _death, _s, obj, cache = heappop(live)
+                if free_fast(t, cache, obj):
+                    (tf1 if cache is single else tallies(cache)[1])[t.pending - pending] += 1
+                    self.frees += 1
+                else:
                     yield from self.do_free(t, cache, obj)
             elif len(live) < target:
                 cache = single or caches[rng.choice_index(cum)]
                 if atomic:
                     t.preempt_count += 1   # kfpu_begin(): preempt_disable()
-                obj = try_alloc(t, cache, flags)
-                if obj is None:
+                obj = alloc_fast(t, cache, flags)
+                if obj is not None:
+                    (ta1 if cache is single else tallies(cache)[0])[t.pending - pending] += 1
+                    self.allocs += 1
+                else:
                     obj = yield from self.do_alloc(t, cache, flags)
                 if atomic:
                     t.preempt_count -= 1
                 if obj is not None:
                     seq += 1
-                    heapq.heappush(live, (t.now + lifetime(), seq, obj, cache))
+                    if not drawn:
+                        drawn = lifetimes()
+                    heappush(live, (env._now + t.pending + drawn.pop(), seq, obj, cache))
             else:
                 yield from t.sleep(min(live[0][0], stop) - now)
                 continue
             if think:
                 t.charge_ns(think)
-            if t.pending >= tick or cpu.runq or (cpu.irqs and cpu.irqs[0].at <= t.now):
+            if t.pending >= tick or cpu.runq or (cpu.irqs and cpu.irqs[0].at <= env._now + t.pending):
                 yield from t.checkpoint()

@@ -159,6 +159,17 @@ class LinuxSlabPolicy(SlabAllocPaths, SlabGrow, SlabFreePaths, SlabAlien, SlabRe
         c = m.costs
         self._alloc_hit_ns = c["call"] + c["irq_disable"] + c["magazine_pop"] + c["irq_enable"]
         self._free_hit_ns = c["call"] + c["irq_disable"] + c["magazine_push"] + c["irq_enable"]
+        self._hit_pre_ns = c["call"] + c["irq_disable"]
+        """Charged before an array hit's IRQ-off section opens (local_irq_save charges its
+        cost, then IRQs are off)."""
+        self._alloc_off_ns = c["magazine_pop"] + c["irq_enable"]
+        self._free_off_ns = c["magazine_push"] + c["irq_enable"]
+        """The IRQ-off sections of the array hits: constant lengths."""
+        self._alloc_hits = [0] * m.ncpus
+        self._free_hits = [0] * m.ncpus
+        """Array hits per CPU not yet folded into the statistics (fold_hits)."""
+        self._numa = m.nodes > 1
+        mt.add_fold(self.fold_hits)
         self._hz_ns = 1_000_000_000 // m.hz
         self._spread = self.tun["cpuset_memory_spread_slab"] and m.nodes > 1
         self.spread_rotor: dict[Thread, int] = {}
@@ -277,7 +288,22 @@ class LinuxSlabPolicy(SlabAllocPaths, SlabGrow, SlabFreePaths, SlabAlien, SlabRe
             total += slabs * kmalloc_size(align_up(c.geo.slab_size, 8))
         return total
 
+    def fold_hits(self) -> None:
+        """Record the counted array hits (Metrics.fold): per CPU its IRQ-off sections, and
+        the alloc.hit / free.hit latencies (constants of the policy)."""
+        cpus = self.machine.cpus
+        for counts, off, hist, ns in ((self._alloc_hits, self._alloc_off_ns, self._h_hit,
+                                       self._alloc_hit_ns),
+                                      (self._free_hits, self._free_off_ns, self._h_free_hit,
+                                       self._free_hit_ns)):
+            for cpu_id, n in enumerate(counts):
+                if n:
+                    cpus[cpu_id].irq_off_sections(off, n)
+                    hist.record(ns, n)
+                    counts[cpu_id] = 0
+
     def stats(self, c: LinuxCache) -> CacheStats:
+        self.fold_hits()
         full = sum(len(l3.slabs_full) for l3 in c.nodelists)
         partial = sum(len(l3.slabs_partial) for l3 in c.nodelists)
         empty = sum(len(l3.slabs_free) for l3 in c.nodelists)

@@ -11,6 +11,7 @@ from policies.spl.structs import (
 )
 from simcore.cpu import Thread
 from simcore.flags import KM_NOIO, KM_NOSLEEP, KM_PUSHPAGE
+from simcore.memory import VMALLOC_BASE, VMALLOC_END
 
 
 class SplMagazines:
@@ -77,18 +78,27 @@ class SplMagazines:
             return obj
         skm = skc.mags[t.cpu.id]
         objs = skm.objs
-        if not objs or t.irqs_off or not t.irq_free_for(self._alloc_hit_ns):
+        if not objs or t.irqs_off:
             return None
-        # call, local_irq_disable, pop, local_irq_enable (+ the constructor): one charge, one
-        # IRQ-off section of constant length recorded in one call
-        off_start = t.env._now + t.pending + self._hit_pre_ns
+        pending = t.pending
+        at = t.env._now + pending
+        irqs = t.cpu.irqs
+        if irqs and irqs[0].at <= at + self._alloc_hit_ns:
+            return None
+        # call, local_irq_disable, pop, local_irq_enable (+ the constructor): one charge; the
+        # IRQ-off section and the hit have constant lengths, so they are counted (fold_hits)
         obj = objs.pop()
-        if self._aging != "off":
-            skm.age = off_start + self._costs["magazine_pop"]
+        if self._aging_on:
+            skm.age = at + self._hit_pre_ns + self._costs["magazine_pop"]
         ns = self._alloc_hit_ns + skc.spec.ctor_cost
-        t.charge_ns(ns)
-        t.irq_off_section(off_start, self._alloc_off_ns)
-        self._h_hit.record(ns)
+        t.pending = pending + ns
+        if not t._batched:
+            t._steps.append(ns)
+        if t._tracer is None:
+            skm.alloc_hits += 1
+        else:
+            t.irq_off_section(at + self._hit_pre_ns, self._alloc_off_ns)
+            self._h_hit.record(ns)
         return obj
 
     def _ctor(self, t: Thread, skc: SplCache) -> None:
@@ -201,18 +211,42 @@ class SplMagazines:
             skc.linux_alloc -= 1
             return True
         skm = skc.mags[t.cpu.id]
-        if (len(skm.objs) >= skm.size or t.irqs_off or not self._is_vmalloc(obj)
-                or not t.irq_free_for(self._free_hit_ns + dtor)):
+        objs = skm.objs
+        if len(objs) >= skm.size or t.irqs_off or not VMALLOC_BASE <= obj <= VMALLOC_END:
             return False
-        # call, the destructor, local_irq_save, push, local_irq_restore: one charge, one
-        # IRQ-off section of constant length recorded in one call
-        off_start = t.env._now + t.pending + self._hit_pre_ns + dtor
-        skm.objs.append(obj)
+        pending = t.pending
+        at = t.env._now + pending
         ns = self._free_hit_ns + dtor
-        t.charge_ns(ns)
-        t.irq_off_section(off_start, self._free_off_ns)
-        self._h_free_hit.record(ns)
+        irqs = t.cpu.irqs
+        if irqs and irqs[0].at <= at + ns:
+            return False
+        # call, the destructor, local_irq_save, push, local_irq_restore: one charge; the
+        # IRQ-off section and the hit have constant lengths, so they are counted (fold_hits)
+        objs.append(obj)
+        t.pending = pending + ns
+        if not t._batched:
+            t._steps.append(ns)
+        if t._tracer is None:
+            skm.free_hits += 1
+        else:
+            t.irq_off_section(at + self._hit_pre_ns + dtor, self._free_off_ns)
+            self._h_free_hit.record(ns)
         return True
+
+    def fold_hits(self) -> None:
+        """Record the counted magazine hits (Metrics.fold): per CPU its IRQ-off sections, per
+        cache the alloc.hit / free.hit latencies, each a constant of the cache."""
+        cpus = self.machine.cpus
+        for skc in self.caches:
+            for skm in skc.mags:
+                n, f = skm.alloc_hits, skm.free_hits
+                if n:
+                    cpus[skm.cpu].irq_off_sections(self._alloc_off_ns, n)
+                    self._h_hit.record(self._alloc_hit_ns + skc.spec.ctor_cost, n)
+                if f:
+                    cpus[skm.cpu].irq_off_sections(self._free_off_ns, f)
+                    self._h_free_hit.record(self._free_hit_ns + skc.spec.dtor_cost, f)
+                skm.alloc_hits = skm.free_hits = 0
 
     def spl_cache_flush(self, t: Thread, skc: SplCache, skm: SplMagazine, flush: int) -> Gen:
         """spl_cache_flush: under skc_lock return the magazine's first (oldest) min(flush,

@@ -176,6 +176,7 @@ class SplPolicy(SplMagazines, SplSlabs, SplEmergency, SplReaper, Policy):
         self._irqsave_everywhere = irqs_on == "irqsave_everywhere"
         """Every other IRQs-on skc_lock site takes it with spin_lock_irqsave (what-if)."""
         self._aging = self.tun["spl_kmem_cache_age"]
+        self._aging_on = self._aging != "off"
         self._reclaim_ns = self.tun["skc_reclaim_ns"]
         self._costs = m.costs.values
         mt = m.metrics
@@ -196,6 +197,7 @@ class SplPolicy(SplMagazines, SplSlabs, SplEmergency, SplReaper, Policy):
         self._alloc_off_ns = c["magazine_pop"] + c["irq_enable"]
         self._free_off_ns = c["magazine_push"] + c["irq_enable"]
         """The IRQ-off sections of the magazine hits: constant lengths."""
+        mt.add_fold(self.fold_hits)
 
     def _linux_backend(self) -> Policy:
         """The embedded Linux slab model `kmc_slab_allocator` names (or the documented
@@ -291,10 +293,12 @@ class SplPolicy(SplMagazines, SplSlabs, SplEmergency, SplReaper, Policy):
         bad = {k: v for k, v in left.items() if v}
         if bad or skc.complete:
             raise InvariantError(f"{skc.name}: destroyed with objects left: {bad}")
+        self.fold_hits()
         self.caches.remove(skc)
 
     # --- statistics -------------------------------------------------------------------------
     def stats(self, skc: SplCache) -> CacheStats:
+        self.fold_hits()
         if skc.is_slab:
             st = self.linux.stats(skc.linux_cache)
             st.extra = {**st.extra, "skc_linux_alloc": skc.linux_alloc}

@@ -70,6 +70,11 @@ class SplMagazine:
     """skm_objs[0 .. skm_avail-1]; index 0 is the oldest."""
     age: int = 0
     """skm_age (spl-0.7 aging only): last time the magazine was used, ns."""
+    alloc_hits: int = 0
+    free_hits: int = 0
+    """Magazine hits of the fast paths not yet folded into the statistics (not kernel
+    state: the model counts constant-cost hits instead of recording each; see
+    SplPolicy.fold_hits)."""
 
 
 @dataclass(eq=False)
