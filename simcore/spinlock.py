@@ -63,6 +63,17 @@ class LockStat:
             self.holdtime_max = ns
         self.holdtime_total += ns
 
+    def record_holds(self, ns: int, n: int) -> None:
+        """`n` holds of `ns` each (counted fast-path round trips), as `n` record_hold calls."""
+        if not n:
+            return
+        if self._holds == 0 or ns < self.holdtime_min:
+            self.holdtime_min = ns
+        self._holds += n
+        if ns > self.holdtime_max:
+            self.holdtime_max = ns
+        self.holdtime_total += ns * n
+
     @property
     def waittime_avg(self) -> float:
         return self.waittime_total / self.contentions if self.contentions else 0.0

@@ -60,13 +60,41 @@ class KmemCpuLayer:
     def _alloc_hit(self, t: Thread, cp: KmemCache) -> int | None:
         """kmem_cache_alloc's A1/A2 with cc_lock free: pop the loaded magazine, first swapping
         in a full previous one (kmem_cpu_reload). No event; None (nothing charged) when the
-        CPU has no round or the lock is not free."""
-        ccp = cp.cache_cpu[t.cpu.id]
-        if ccp.cc_rounds <= 0 and ccp.cc_prounds <= 0:
+        CPU has no round or the lock is not free. When the lock's line is already this CPU's
+        (no bounce) and nothing traces, the hit's costs are constants: one charge, and the
+        lock_stat acquisition and hold and the latency are counted (fold_hits)."""
+        cpu = t.cpu
+        ccp = cp.cache_cpu[cpu.id]
+        rounds = ccp.cc_rounds
+        if rounds <= 0 and ccp.cc_prounds <= 0:
             return None
         lock = ccp.cc_lock
-        if not _cc_free_now(t, lock):
+        pending = t.pending
+        now = t.env._now + pending
+        if lock.owner is not None or lock.waiters or lock.free_at > now:
             return None
+        if lock.last_cpu != cpu.id or t._tracer is not None:
+            return self._alloc_hit_recorded(t, cp, ccp, lock)
+        reload = rounds <= 0
+        if reload:
+            kmem_cpu_reload(ccp, ccp.cc_ploaded, ccp.cc_prounds)
+        ccp.cc_rounds -= 1
+        buf = ccp.cc_loaded.mag_round[ccp.cc_rounds]
+        ccp.cc_alloc += 1
+        cp.inuse += 1
+        call, hold, ns = self._cc_hit_ns[reload]
+        lock.acquired_at = now + call
+        lock.free_at = now + call + hold
+        t.pending = pending + ns
+        if not t._batched:
+            t._steps.append(ns)
+        ccp.hits[reload] += 1
+        return buf
+
+    def _alloc_hit_recorded(self, t: Thread, cp: KmemCache, ccp: KmemCpuCache,
+                            lock: SpinLock) -> int:
+        """`_alloc_hit` with every charge and statistic recorded as it happens (the lock's
+        line comes from another CPU, or a trace records the spans)."""
         start = t.now
         t.charge("call")
         _cc_lock_local(t, lock)
@@ -85,14 +113,41 @@ class KmemCpuLayer:
 
     def _free_hit(self, t: Thread, cp: KmemCache, buf: int) -> bool:
         """kmem_cache_free's F1/F2 with cc_lock free: push onto the loaded magazine, first
-        swapping in an empty previous one. No event; False (nothing charged) otherwise."""
-        ccp = cp.cache_cpu[t.cpu.id]
+        swapping in an empty previous one. No event; False (nothing charged) otherwise. Counted
+        like `_alloc_hit` when the lock's line is this CPU's and nothing traces."""
+        cpu = t.cpu
+        ccp = cp.cache_cpu[cpu.id]
         ms = ccp.cc_magsize
-        if not ms or not (0 <= ccp.cc_rounds < ms or ccp.cc_prounds == 0):
+        rounds = ccp.cc_rounds
+        if not ms or not (0 <= rounds < ms or ccp.cc_prounds == 0):
             return False
         lock = ccp.cc_lock
-        if not _cc_free_now(t, lock):
+        pending = t.pending
+        now = t.env._now + pending
+        if lock.owner is not None or lock.waiters or lock.free_at > now:
             return False
+        if lock.last_cpu != cpu.id or t._tracer is not None:
+            return self._free_hit_recorded(t, cp, ccp, lock, buf)
+        reload = not 0 <= rounds < ms
+        if reload:
+            kmem_cpu_reload(ccp, ccp.cc_ploaded, 0)
+        ccp.cc_loaded.mag_round[ccp.cc_rounds] = buf
+        ccp.cc_rounds += 1
+        ccp.cc_free += 1
+        cp.inuse -= 1
+        call, hold, ns = self._cc_hit_ns[2 + reload]
+        lock.acquired_at = now + call
+        lock.free_at = now + call + hold
+        t.pending = pending + ns
+        if not t._batched:
+            t._steps.append(ns)
+        ccp.hits[2 + reload] += 1
+        return True
+
+    def _free_hit_recorded(self, t: Thread, cp: KmemCache, ccp: KmemCpuCache, lock: SpinLock,
+                           buf: int) -> bool:
+        """`_free_hit` with every charge and statistic recorded as it happens."""
+        ms = ccp.cc_magsize
         start = t.now
         t.charge("call")
         _cc_lock_local(t, lock)
@@ -108,6 +163,39 @@ class KmemCpuLayer:
         if cp.record:
             self._h["free.hit"].record(t.now - start)
         return True
+
+    def cc_hit_costs(self) -> list[tuple[int, int, int]]:
+        """(before the acquire, hold, total) ns of the four counted hits (alloc, alloc with
+        reload, free, free with reload): call, mutex_enter with the line local, the pop or
+        push (plus kmem_cpu_reload's object_move), mutex_exit."""
+        c = self.machine.costs
+        out = []
+        for op in ("magazine_pop", "magazine_push"):
+            for reload in (0, 1):
+                hold = c["lock_acquire"] + c[op] + reload * c["object_move"]
+                out.append((c["call"], hold, c["call"] + hold + c["lock_release"]))
+        return out
+
+    def fold_hits(self) -> None:
+        """Record the counted hits (Metrics.fold): cc_lock's acquisitions and holds in
+        lock_stat and its hold histogram, and the alloc.hit / free.hit latencies."""
+        costs = self._cc_hit_ns
+        h_alloc, h_free = self._h["alloc.hit"], self._h["free.hit"]
+        for cp in self.kmem_caches:
+            for ccp in cp.cache_cpu:
+                hits = ccp.hits
+                if not any(hits):
+                    continue
+                lock = ccp.cc_lock
+                for kind, n in enumerate(hits):
+                    if n:
+                        _call, hold, ns = costs[kind]
+                        lock.stat.acquisitions += n
+                        lock.stat.record_holds(hold, n)
+                        lock.hold_hist.record(hold, n)
+                        if cp.record:
+                            (h_alloc if kind < 2 else h_free).record(ns, n)
+                        hits[kind] = 0
 
     def kmem_cache_alloc(self, t: Thread, cp: KmemCache, kmflag: int) -> Gen:
         """kmem_cache_alloc (L2178), cc_lock held around the magazine loop: A1 pop the loaded

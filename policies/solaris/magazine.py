@@ -118,6 +118,9 @@ class KmemCpuCache:
     """Valid rounds in the previous magazine (full, empty or -1 for none)."""
     cc_magsize: int = 0
     """Capacity of this CPU's magazines; 0 while the magazine layer is disabled."""
+    hits: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
+    """Counted local hits not yet folded into the statistics (not kernel state; see
+    KmemCpuLayer.fold_hits): alloc, alloc after kmem_cpu_reload, free, free after reload."""
 
     def constructed(self) -> int:
         """Rounds this CPU holds (the kstat's per-CPU buf_avail share)."""

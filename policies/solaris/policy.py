@@ -161,6 +161,8 @@ class SolarisPolicy(KmemCpuLayer, KmemDepot, KmemSlabLayer, KmemMaintenance, Kme
         metrics = m.metrics
         self._h = {k: metrics.hist(k) for k in ("alloc.hit", "alloc.refill", "alloc.grow",
                                                  "free.hit", "free.flush")}
+        self._cc_hit_ns = self.cc_hit_costs()
+        metrics.add_fold(self.fold_hits)
         self.vmem_list: list[VmemArena] = []
         """Every arena in creation order (vm_id)."""
         self.vmem: dict[str, VmemArena] = {}
@@ -303,6 +305,7 @@ class SolarisPolicy(KmemCpuLayer, KmemDepot, KmemSlabLayer, KmemMaintenance, Kme
         leaked, as in the kernel."""
         cp = cache
         yield from self.kmem_cache_lock.lock(t)
+        self.fold_hits()
         self.kmem_caches.remove(cp)
         yield from self.kmem_cache_lock.unlock(t)
         yield from self._taskq_wait(t, self.kmem_taskq)
@@ -320,6 +323,7 @@ class SolarisPolicy(KmemCpuLayer, KmemDepot, KmemSlabLayer, KmemMaintenance, Kme
             self.caches.remove(cp)
 
     def stats(self, cache: KmemCache) -> CacheStats:
+        self.fold_hits()
         cp = cache
         ks = kmem_cache_kstat(cp)
         dfg = cp.cache_defrag
