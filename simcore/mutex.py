@@ -63,8 +63,8 @@ class AdaptiveMutex(SpinLock):
         return f"<{type(self).__name__} {self.name}>"
 
     # A mutex holder stays preemptible: undo the spinlock's preempt_count for holds taken here
-    def _take(self, t: Thread) -> int:
-        ns = _spin_take(self, t)
+    def _take(self, t: Thread, at: int) -> int:
+        ns = _spin_take(self, t, at)
         t.preempt_count -= 1
         self._counted = True
         return ns
@@ -97,7 +97,7 @@ class AdaptiveMutex(SpinLock):
         now = self.env.now
         owner = self.owner
         if owner is None and not self.waiters and self.free_at <= now:
-            self._take(t)
+            self._take(t, now)
             return
         if owner is t:
             self_deadlock(self.machine, self, t)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import simpy
+from simpy.events import NORMAL
 
 from simcore.cpu import Gen, Thread
 from simcore.deadlock import self_deadlock
@@ -134,9 +135,9 @@ class SpinLock:
     def __repr__(self) -> str:
         return f"<SpinLock {self.name}>"
 
-    def _take(self, t: Thread) -> int:
-        """The acquire itself: pull the line (a bounce if another CPU had it) and own the
-        lock; the ns charged for it."""
+    def _take(self, t: Thread, at: int) -> int:
+        """The acquire itself at simulated time `at`: pull the line (a bounce if another CPU
+        had it) and own the lock; the ns charged for it."""
         cpu = t.cpu
         st = self.stat
         st.acquisitions += 1
@@ -150,7 +151,7 @@ class SpinLock:
         self.last_node = cpu.node
         self.owner = t
         self.owner_in_irq = bool(t.in_irq)
-        self.acquired_at = self.env.now
+        self.acquired_at = at
         t.preempt_count += 1
         t.held.append(self)
         return t._costs[cost]
@@ -181,7 +182,7 @@ class SpinLock:
         now = self.env.now
         owner = self.owner
         if owner is None and not self.waiters and self.free_at <= now:
-            self._take(t)
+            self._take(t, now)
             return
         if owner is t:
             self_deadlock(self.machine, self, t)
@@ -245,21 +246,32 @@ class SpinLock:
             self._grant_at(at)
 
     def _grant_at(self, at: int) -> None:
-        delay = at - self.env.now
+        """Hand the lock to the first waiter at `at`. Later: the waiter's own wake-up event is
+        scheduled for `at`, with the hand-over as its first callback, so a hand-over costs one
+        event; until then the lock stays free with its waiters queued, as it would be."""
+        delay = at - self.env._now
         if delay <= 0:
             self._grant()
         else:
-            self.env.timeout(delay).callbacks.append(self._grant)
+            ev = self.waiters[0][1]
+            ev._ok = True
+            ev.callbacks.insert(0, self._grant_on_wake)
+            self.env.schedule(ev, NORMAL, delay)
 
     def _grant(self, _ev: object = None) -> None:
         nt, ev, _since = self.waiters.popleft()
-        ev.succeed(self._take(nt))
+        ev.succeed(self._take(nt, self.env.now))
+
+    def _grant_on_wake(self, ev: simpy.Event) -> None:
+        nt, wev, _since = self.waiters.popleft()
+        assert wev is ev
+        ev._value = self._take(nt, self.env.now)
 
     def trylock(self, t: Thread) -> Gen:
         """spin_trylock: take the lock if it is free; never waits. Returns True on success."""
         yield from t.sync()
         if self.owner is None and not self.waiters and self.free_at <= self.env.now:
-            self._take(t)
+            self._take(t, self.env.now)
             return True
         t.charge("atomic_op")
         self._touch(t)
