@@ -252,6 +252,12 @@ class Policy:
         """True if the free was purely local and is done, else False (nothing changed)."""
         return False
 
+    def fast_hit_ns(self, cache: Any) -> tuple[int, int] | None:
+        """(alloc, free): the ns every successful `alloc_fast` / `free_fast` on `cache`
+        charges, when that is a constant of the cache (a workload then counts its fast-path
+        hits instead of timing each); None when it varies."""
+        return None
+
     def reap(self, t: Any, cache: Any) -> Gen:
         raise NotImplementedError
 

@@ -135,6 +135,15 @@ class Workload:
                 pass
         return pair
 
+    def count_hits(self, cache: Any, hit_ns: tuple[int, int], allocs: int, frees: int) -> None:
+        """Count `allocs` / `frees` fast-path hits on `cache` made by a loop that kept them
+        in local counters (the policy's `fast_hit_ns` says what each cost)."""
+        ta, tf = self._tallies(cache)
+        ta[hit_ns[0]] += allocs
+        tf[hit_ns[1]] += frees
+        self.allocs += allocs
+        self.frees += frees
+
     def fold_latency(self) -> None:
         """Record the tallied fast-path latencies into the per-cache histograms
         (Metrics.fold): the same buckets, total and maximum as recording each."""

@@ -93,6 +93,15 @@ class Steady(Workload):
         cpu = t.cpu
         env = t.env
         tick = self.machine.tick_ns
+        hit_ns = self.policy.fast_hit_ns(single) if single is not None else None
+        counted = hit_ns is not None
+        # hits on the one cache are counted in na / nf (each costs hit_ns) and handed to
+        # count_hits before the thread yields: nobody reads the counts while it runs
+        na = nf = 0
+        # local work after which a checkpoint is due: a tick's worth, or less when an
+        # interrupt arrives sooner, or none when a thread waits for the CPU (only another
+        # process or a slow path can change that: -1 asks for it to be worked out again)
+        limit = -1
         if p.start:
             yield from t.sleep(p.start - t.now)
         while True:
@@ -103,20 +112,34 @@ class Steady(Workload):
             if live and live[0][0] <= now:
                 _death, _s, obj, cache = heappop(live)
                 if free_fast(t, cache, obj):
-                    (tf1 if cache is single else tallies(cache)[1])[t.pending - pending] += 1
-                    self.frees += 1
+                    if counted:
+                        nf += 1
+                    else:
+                        (tf1 if cache is single else tallies(cache)[1])[t.pending - pending] += 1
+                        self.frees += 1
                 else:
+                    if na or nf:
+                        self.count_hits(single, hit_ns, na, nf)
+                        na = nf = 0
                     yield from self.do_free(t, cache, obj)
+                    limit = -1
             elif len(live) < target:
                 cache = single or caches[rng.choice_index(cum)]
                 if atomic:
                     t.preempt_count += 1   # kfpu_begin(): preempt_disable()
                 obj = alloc_fast(t, cache, flags)
                 if obj is not None:
-                    (ta1 if cache is single else tallies(cache)[0])[t.pending - pending] += 1
-                    self.allocs += 1
+                    if counted:
+                        na += 1
+                    else:
+                        (ta1 if cache is single else tallies(cache)[0])[t.pending - pending] += 1
+                        self.allocs += 1
                 else:
+                    if na or nf:
+                        self.count_hits(single, hit_ns, na, nf)
+                        na = nf = 0
                     obj = yield from self.do_alloc(t, cache, flags)
+                    limit = -1
                 if atomic:
                     t.preempt_count -= 1
                 if obj is not None:
@@ -125,9 +148,23 @@ class Steady(Workload):
                         drawn = lifetimes()
                     heappush(live, (env._now + t.pending + drawn.pop(), seq, obj, cache))
             else:
+                if na or nf:
+                    self.count_hits(single, hit_ns, na, nf)
+                    na = nf = 0
                 yield from t.sleep(min(live[0][0], stop) - now)
+                limit = -1
                 continue
             if think:
                 t.charge_ns(think)
-            if t.pending >= tick or cpu.runq or (cpu.irqs and cpu.irqs[0].at <= env._now + t.pending):
-                yield from t.checkpoint()
+            if t.pending >= limit:
+                irqs = cpu.irqs
+                limit = 0 if cpu.runq else (
+                    min(tick, irqs[0].at - env._now) if irqs else tick)
+                if t.pending >= limit:
+                    if na or nf:
+                        self.count_hits(single, hit_ns, na, nf)
+                        na = nf = 0
+                    yield from t.checkpoint()
+                    limit = -1
+        if na or nf:
+            self.count_hits(single, hit_ns, na, nf)

@@ -302,6 +302,10 @@ class LinuxSlabPolicy(SlabAllocPaths, SlabGrow, SlabFreePaths, SlabAlien, SlabRe
                     hist.record(ns, n)
                     counts[cpu_id] = 0
 
+    def fast_hit_ns(self, c: LinuxCache) -> tuple[int, int] | None:
+        """An array hit's constant cost (alloc_fast / free_fast)."""
+        return self._alloc_hit_ns, self._free_hit_ns
+
     def stats(self, c: LinuxCache) -> CacheStats:
         self.fold_hits()
         full = sum(len(l3.slabs_full) for l3 in c.nodelists)

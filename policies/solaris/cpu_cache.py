@@ -57,7 +57,7 @@ class KmemCpuLayer:
             return
         yield from lock.lock(t)
 
-    def _alloc_hit(self, t: Thread, cp: KmemCache) -> int | None:
+    def _alloc_hit(self, t: Thread, cp: KmemCache, _kmflag: int = 0) -> int | None:
         """kmem_cache_alloc's A1/A2 with cc_lock free: pop the loaded magazine, first swapping
         in a full previous one (kmem_cpu_reload). No event; None (nothing charged) when the
         CPU has no round or the lock is not free. When the lock's line is already this CPU's

@@ -297,6 +297,13 @@ class SplPolicy(SplMagazines, SplSlabs, SplEmergency, SplReaper, Policy):
         self.caches.remove(skc)
 
     # --- statistics -------------------------------------------------------------------------
+    def fast_hit_ns(self, skc: SplCache) -> tuple[int, int] | None:
+        """A magazine hit's constant cost (alloc_fast / free_fast); None for a KMC_SLAB cache,
+        whose hits are the Linux slab's."""
+        if skc.linux_cache is not None:
+            return None
+        return (self._alloc_hit_ns + skc.spec.ctor_cost, self._free_hit_ns + skc.spec.dtor_cost)
+
     def stats(self, skc: SplCache) -> CacheStats:
         self.fold_hits()
         if skc.is_slab:
