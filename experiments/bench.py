@@ -82,6 +82,56 @@ def raw_simpy_rate(events: int = 300_000) -> float:
     return events / (time.process_time() - t0)
 
 
+def bookkeeping_bound(ops: int = 300_000, cpus: int = 64) -> float:
+    """Operations per CPU-second of the bench's steady work done in plain Python with no
+    SimPy: per CPU a heap of live objects with exponential 400 ns lifetimes drawn in blocks,
+    16 live objects, a LIFO magazine of 256 with refill and flush of half of it from a
+    depot list, alloc/free counters and a local clock; the CPUs take turns in 1 ms slices.
+    What the best CPython can do with the same bookkeeping: the simulator's ratio is read
+    against `bound / raw SimPy rate`."""
+    import heapq
+
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    clocks = [0] * cpus
+    lives: list[list[tuple[int, int, int]]] = [[] for _ in range(cpus)]
+    mags: list[list[int]] = [list(range(c * 1000, c * 1000 + 128)) for c in range(cpus)]
+    depot: list[int] = list(range(10**6, 10**6 + 100_000))
+    draws: list[float] = []
+    allocs = frees = seq = 0
+    heappush, heappop = heapq.heappush, heapq.heappop
+    t0 = time.process_time()
+    while allocs + frees < ops:
+        for c in range(cpus):
+            now, live, mag = clocks[c], lives[c], mags[c]
+            end = now + 1_000_000
+            while now < end and allocs + frees < ops:
+                if live and live[0][0] <= now:
+                    obj = heappop(live)[2]
+                    if len(mag) >= 256:
+                        depot.extend(mag[:128])
+                        del mag[:128]
+                    mag.append(obj)
+                    frees += 1
+                    now += 17
+                elif len(live) < 16:
+                    if not mag:
+                        mag.extend(depot[-128:])
+                        del depot[-128:]
+                    obj = mag.pop()
+                    allocs += 1
+                    now += 17
+                    if not draws:
+                        draws = (rng.standard_exponential(4096) * 400.0).tolist()
+                    seq += 1
+                    heappush(live, (now + int(draws.pop()), seq, obj))
+                else:
+                    now = live[0][0]
+            clocks[c] = now
+    return (allocs + frees) / (time.process_time() - t0)
+
+
 WARM_OPS_PER_CPU = 300
 """Operations per CPU before the measured window starts."""
 
@@ -238,6 +288,10 @@ def main(quick: bool, out: Path, only: list[str] | None = None, cpus: list[int] 
                                                     "failed": failed, "quick": quick,
                                                     "complete": i == len(pts)})
     print(format_table(results))
+    raw = raw_simpy_rate()
+    bound = bookkeeping_bound()
+    print(f"bookkeeping bound: the steady work in plain Python (no SimPy) runs {bound:,.0f} "
+          f"ops per CPU-second = {bound / raw:.2f}x the raw SimPy rate ({raw:,.0f} events/s)")
     for f in failed:
         print(f"FAILED {f['policy']} {f['workload']} {f['cpus']} {f['object_size']} B: "
               f"{f['error']}")
