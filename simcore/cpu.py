@@ -600,7 +600,10 @@ class Thread:
         return value
 
     def sleep(self, ns: int) -> Gen:
-        """schedule_timeout: sleep for `ns` of simulated time, giving the CPU up."""
+        """schedule_timeout: sleep for `ns` of simulated time from the thread's own time,
+        giving the CPU up. The clock is brought up to the thread's time before the timeout is
+        armed (armed earlier, a thread with charged work would wake `pending` ns early)."""
+        yield from self.sync()
         yield from self.block(self._timeout(max(0, ns)), ("sleep", ns))
 
     def _main(self, body: Callable[[Thread], Gen]) -> Gen:
