@@ -266,11 +266,13 @@ def zfs9989(check: Check) -> dict[str, Any]:
     race = ("in the model a woken waiter nearly always re-checks GROWING after the worker's "
             "clear_bit (the nice -20 worker is not preempted by its wakee; see "
             "docs/scenarios.md), so the pre-2020 order rarely loses the race")
+    waits: dict[str, tuple[list[int], list[int]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for vr in scenarios.run(sc, Path(tmp) / sc.name):
             key = vr.variant.name.replace("-", "_")
             h = pd.read_parquet(vr.folder / "histograms.parquet")
             h = h[h.histogram == "spl.grow_wait"]
+            waits[vr.variant.name] = (h["hi_ns"].tolist(), h["count"].tolist())
             total = int(h["count"].sum())
             fast = int(h.loc[h.hi_ns <= check.params["fast_ns"], "count"].sum())
             out[f"{key}_fast_share"] = fast / total if total else Missing("no growth waits")
@@ -280,6 +282,9 @@ def zfs9989(check: Check) -> dict[str, Any]:
                 "the model's histogram holds growth waits only (each lasts the asynchronous "
                 "grow: wake-up, worker run, vmalloc); the report's 99.5 % counts every "
                 "spl_cache_grow call, most of which return without waiting")
+    from experiments.validation_figures import grow_wait_figure
+
+    out["_figure"] = lambda: grow_wait_figure(waits, check.params["fast_ns"])
     return out
 
 
