@@ -101,6 +101,15 @@ def test_full_validate(tmp_path):
     for r in data["results"]:
         assert r["verdict"] == "pass" or r["reason"], r
     assert wall < 15 * 60
+    by = {(r["check"], r["metric"]): r for r in data["results"]}
+    # kmem.c's rule at the real 15 s interval: every update resized exactly when it found more
+    # than 3 failed depot try-locks, one table row at a time, never twice in a row
+    assert by[("magazine-resize", "rule_breaks")]["simulated"] == 0
+    # put_cpu_partial takes a first free into a full slab off list_lock (__slab_free)
+    assert by[("slub-partial-hackbench", "list_lock_ratio")]["simulated"] < 1
+    assert set(data["figures"]) >= {f"validation-{n}.png" for n in (
+        "magazine-resize", "slub-partial-hackbench", "bonwick-adams-microbenchmark",
+        "zfs9989-missed-wakeup")}
 
 
 def test_cpu_layer_miss_rate_within_one_per_magazine():
