@@ -311,7 +311,7 @@ def magazine_resize(check: Check) -> dict[str, Any]:
         out[f"contention_per_s_{n}"] = r.window_rate(window)
         out[f"late_resizes_{n}"] = r.window_resizes(window)
         out[f"resizes_{n}"] = r.resizes
-        final = r.updates[-1].magsize
+        final = r.final_magsize
         out[f"contention_per_s_{n}_note"] = (
             f"magazines grew {r.start_magsize} -> {final} rounds in {r.resizes} resizes; "
             "contention per second grows with the request rate, an input of ours (the paper "

@@ -27,10 +27,10 @@ def resize_figure(runs: Sequence[Any], check: Any) -> Any:
                   label="depot contention (failed try-locks / s, per interval)")
         ax.axhline(1.0, color="tab:red", linestyle="--", linewidth=0.9,
                    label="B&A 2001: below 1 / s once stabilised")
-        interval = (t[1] - t[0]) if len(t) > 1 else 15.0
-        ax.axhline((check.params.get("threshold", 3) + 1) / interval, color="grey",
-                   linestyle=":", linewidth=0.9,
-                   label=f"resize trigger: > 3 in one interval (~{4 / interval:.2f} / s)")
+        interval = t[1] - t[0] if len(t) > 1 else 15.0
+        ax.axhline((r.threshold + 1) / interval, color="grey", linestyle=":", linewidth=0.9,
+                   label=f"resize trigger: > {r.threshold} in one interval "
+                   f"(~{(r.threshold + 1) / interval:.2f} / s)")
         ax.set_yscale("symlog", linthresh=0.1)
         ax.set_ylabel("failed try-locks / s")
         ax.set_title(f"{r.cpus} CPUs: kmem_alloc_{prm['object_size']}, "

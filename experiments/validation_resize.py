@@ -56,6 +56,8 @@ class ResizeRun:
     cpus: int
     updates: list[Update] = field(default_factory=list)
     resizes: int = 0
+    threshold: int = 3
+    """kmem_depot_contention of the run."""
     final_magsize: int = 0
     allocs: int = 0
     start_magsize: int = 0
@@ -111,7 +113,7 @@ def run_pipeline(cpus: int, prm: dict[str, Any], seed: int) -> ResizeRun:
     p.start()
     out = ResizeRun(cpus, start_magsize=cp.cache_magtype.mt_magsize,
                     magsizes=[mt.mt_magsize for mt in p.kmem_magtype])
-    threshold = p.tun["kmem_depot_contention"]
+    threshold = out.threshold = p.tun["kmem_depot_contention"]
     update = p.kmem_cache_update
 
     def observed(t: Any, c: Any) -> Iterator[Any]:
