@@ -1,5 +1,6 @@
 """`kmemsim validate`: run the shipped validation checks, print the table, write it as
-validation.md and validation.json, exit 0 when every value holds and 1 otherwise."""
+validation.md and validation.json with the checks' figures, exit 0 when every value holds and
+1 otherwise."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def _cmd(args: argparse.Namespace) -> int:
     print(text_table(results), end="")
     failed = [r for r in results if r.verdict != "pass"]
     print(f"{len(results) - len(failed)} of {len(results)} values hold; wrote {out}/ "
-          "(validation.md, validation.json)")
+          "(validation.md, validation.json, figures)")
     for r in failed:
         print(f"kmemsim: validate {r.check}: {r.label}: published {r.published:g}, "
               f"simulated {'—' if r.simulated is None else f'{r.simulated:g}'}"
@@ -38,7 +39,8 @@ def add_parser(sub: Any) -> None:
         "validate", help="reproduce the published record (papers, incidents) side by side",
         description="Run the checks of experiments/configs/validation/ (each names its paper "
         "or report and the inputs it takes from it), print published value, simulated value, "
-        "tolerance and verdict per value, and write validation.md and validation.json. Exit "
+        "tolerance and verdict per value, and write validation.md, validation.json and a "
+        "figure (validation-<check>.png) per check that draws one. Exit "
         "status 0 when every value holds, 1 when one does not.")
     s.add_argument("--only", action="append", metavar="NAME",
                    help="run only this check (repeatable)")

@@ -22,10 +22,12 @@ table that the experiment layer does not see (like a scenario's `[scenario]` tab
     label = "working set (magazines)"
     published = 10
     tolerance = 0.0                      # relative (0.10 = within 10 %), or
+    within = 0.02                        # absolute (|simulated - published| <= 0.02), or
     bound = "at_most"                    # simulated <= published ("at_least": >=), or
     factor = 2.0                         # within a factor 2 either way
 
-A check function returns {metric: value} (and "<metric>_note": why a failing value fails);
+A check function returns {metric: value} (and "<metric>_note": why a failing value fails;
+"_figure": a function returning a matplotlib figure, written as validation-<check>.png);
 a metric it cannot produce maps to a `Missing` with the reason, and its row fails with that reason rather than being dropped. Every key set
 under `validation.params`, `costs` or `policy.tunables` needs a `validation.sources` entry
 (tests/test_validation.py asserts it). The table is written whole (validation.md and
@@ -45,7 +47,7 @@ from experiments.output import StagedFolder
 VALIDATION_DIR = Path(__file__).parent / "configs" / "validation"
 
 _KEYS = {"summary", "source", "inputs", "compare", "check", "params", "sources", "rows", "slow"}
-_ROW_KEYS = {"metric", "label", "published", "tolerance", "bound", "factor", "unit"}
+_ROW_KEYS = {"metric", "label", "published", "tolerance", "within", "bound", "factor", "unit"}
 SOURCED_TABLES = ("validation.params", "costs", "policy.tunables")
 """Tables whose every key must name its source in `validation.sources`."""
 
@@ -67,6 +69,8 @@ class Row:
     factor: float | None = None
     """Within this factor of published either way (published / f <= simulated <= f x)."""
     unit: str = ""
+    within: float | None = None
+    """Absolute tolerance: |simulated - published| <= within."""
 
 
 @dataclass
@@ -155,7 +159,8 @@ def load(path: Path) -> Check:
         if r.get("bound") not in (None, "at_most", "at_least"):
             raise ConfigError(f"{path}: validation.rows[{i}].bound: at_most or at_least")
         rows.append(Row(r["metric"], r.get("label", r["metric"]), float(r["published"]),
-                        r.get("tolerance"), r.get("bound"), r.get("factor"), r.get("unit", "")))
+                        r.get("tolerance"), r.get("bound"), r.get("factor"), r.get("unit", ""),
+                        r.get("within")))
     base = {k: val for k, val in raw.items() if k != "validation"}
     return Check(path.stem, path, v.get("summary", ""), v["source"], list(v.get("inputs", [])),
                  v.get("compare", ""), v["check"], dict(v.get("params", {})), dict(sources),
@@ -175,6 +180,9 @@ def _verdict(row: Row, sim: float) -> tuple[str, str]:
     if row.factor:
         ok = row.published / row.factor <= sim <= row.published * row.factor
         return ("pass" if ok else "fail"), f"x/÷ {row.factor:g}"
+    if row.within is not None:
+        ok = abs(sim - row.published) <= row.within
+        return ("pass" if ok else "fail"), f"±{row.within:g}"
     tol = row.tolerance or 0.0
     if tol == 0:
         return ("pass" if sim == row.published else "fail"), "exact"
@@ -184,9 +192,18 @@ def _verdict(row: Row, sim: float) -> tuple[str, str]:
 
 def evaluate(check: Check) -> list[Result]:
     """Run one check and compare each of its rows."""
+    return compare(check, measure(check))
+
+
+def measure(check: Check) -> dict[str, Any]:
+    """Run one check's function: its values by metric (and notes, and maybe "_figure")."""
     from experiments import validation_checks
 
-    values = validation_checks.CHECKS[check.check](check)
+    return validation_checks.CHECKS[check.check](check)
+
+
+def compare(check: Check, values: dict[str, Any]) -> list[Result]:
+    """Compare a check's measured values with each of its rows."""
     out = []
     for row in check.rows:
         sim = values.get(row.metric, Missing(f"the check produced no {row.metric!r}"))
@@ -233,19 +250,32 @@ def text_table(results: list[Result]) -> str:
 
 def run(checks: list[Check], out: Path) -> list[Result]:
     """Evaluate the checks and write validation.md and validation.json into `out`, whole."""
+    import matplotlib.pyplot as plt
+
     folder = StagedFolder(out).open()
     try:
-        results = [r for c in checks for r in evaluate(c)]
+        results: list[Result] = []
+        figures: list[str] = []
+        for c in checks:
+            values = measure(c)
+            results.extend(compare(c, values))
+            draw = values.get("_figure")
+            if draw is not None:
+                fig = draw()
+                figures.append(f"validation-{c.name}.png")
+                folder.write_figure(figures[-1], fig)
+                plt.close(fig)
         head = ["# kmemsim validate", "",
                 f"{sum(r.verdict == 'pass' for r in results)} of {len(results)} values hold.",
                 ""]
         sources = ["", "## Sources", ""] + [f"- **{c.name}**: {c.source}. Inputs: "
                                             f"{'; '.join(c.inputs)}." for c in checks]
+        shown = ["", "## Figures", ""] + [f"![{f}]({f})" for f in figures] if figures else []
         folder.write_text("validation.md", "\n".join(head) + "\n" + markdown(results)
-                          + "\n".join(sources) + "\n")
+                          + "\n".join(sources + shown) + "\n")
         folder.write_text("validation.json", json.dumps(
-            {"checks": [c.name for c in checks], "results": [asdict(r) for r in results]},
-            indent=2, sort_keys=True) + "\n")
+            {"checks": [c.name for c in checks], "figures": figures,
+             "results": [asdict(r) for r in results]}, indent=2, sort_keys=True) + "\n")
     except BaseException:
         folder.discard()
         raise

@@ -235,7 +235,11 @@ def microbenchmark(check: Check) -> dict[str, Any]:
     contention = ("global_lock hands its lock over at the default cacheline_transfer (100 ns, "
                   "an on-socket x86 figure); the Starfire's cross-board transfer cost is not "
                   "in the source, so the lock saturates instead of collapsing")
-    return {"magazine_scaling": magn / mag1, "original_scaling": orign / orig1,
+    from experiments.validation_figures import microbenchmark_figure
+
+    series = {"mag1": mag1, "magn": magn, "orig1": orig1, "orign": orign}
+    return {"_figure": lambda: microbenchmark_figure(series, n),
+            "magazine_scaling": magn / mag1, "original_scaling": orign / orig1,
             "original_scaling_note": contention,
             "magazine_over_original": magn / orign, "magazine_over_original_note": contention,
             "pair_ns": 1e9 / mag1, "pair_ns_note": costs,
@@ -262,11 +266,13 @@ def zfs9989(check: Check) -> dict[str, Any]:
     race = ("in the model a woken waiter nearly always re-checks GROWING after the worker's "
             "clear_bit (the nice -20 worker is not preempted by its wakee; see "
             "docs/scenarios.md), so the pre-2020 order rarely loses the race")
+    waits: dict[str, tuple[list[int], list[int]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for vr in scenarios.run(sc, Path(tmp) / sc.name):
             key = vr.variant.name.replace("-", "_")
             h = pd.read_parquet(vr.folder / "histograms.parquet")
             h = h[h.histogram == "spl.grow_wait"]
+            waits[vr.variant.name] = (h["hi_ns"].tolist(), h["count"].tolist())
             total = int(h["count"].sum())
             fast = int(h.loc[h.hi_ns <= check.params["fast_ns"], "count"].sum())
             out[f"{key}_fast_share"] = fast / total if total else Missing("no growth waits")
@@ -276,7 +282,85 @@ def zfs9989(check: Check) -> dict[str, Any]:
                 "the model's histogram holds growth waits only (each lasts the asynchronous "
                 "grow: wake-up, worker run, vmalloc); the report's 99.5 % counts every "
                 "spl_cache_grow call, most of which return without waiting")
+    from experiments.validation_figures import grow_wait_figure
+
+    out["_figure"] = lambda: grow_wait_figure(waits, check.params["fast_ns"])
     return out
 
 
 CHECKS["zfs9989"] = zfs9989
+
+
+def magazine_resize(check: Check) -> dict[str, Any]:
+    """Bonwick & Adams 2001 3.6: at the real 15 s kmem_update, with kmem_depot_contention 3,
+    magazine resizing stabilises with depot contention below 1 per second, on each of
+    `cpus` CPU counts (the request pipeline of experiments/validation_resize.py)."""
+    from experiments.validation_figures import resize_figure
+    from experiments.validation_resize import run_pipeline
+
+    prm = check.params
+    window = prm["window_intervals"]
+    runs = [run_pipeline(n, prm, int(check.base.get("seed", 1))) for n in prm["cpus"]]
+    out: dict[str, Any] = {"rule_breaks": sum(r.rule_breaks() for r in runs)}
+    for r in runs:
+        n = r.cpus
+        if len(r.updates) <= window:
+            out[f"contention_per_s_{n}"] = Missing(
+                f"only {len(r.updates)} kmem_update passes in the run")
+            continue
+        out[f"contention_per_s_{n}"] = r.window_rate(window)
+        out[f"late_resizes_{n}"] = r.window_resizes(window)
+        out[f"resizes_{n}"] = r.resizes
+        final = r.final_magsize
+        out[f"contention_per_s_{n}_note"] = (
+            f"magazines grew {r.start_magsize} -> {final} rounds in {r.resizes} resizes; "
+            "contention per second grows with the request rate, an input of ours (the paper "
+            "gives none)")
+        out[f"late_resizes_{n}_note"] = (
+            f"still resizing at the end of {prm['duration_s']} s: magazine size "
+            f"{final}")
+    out["_figure"] = lambda: resize_figure(runs, check)
+    return out
+
+
+CHECKS["magazine_resize"] = magazine_resize
+
+
+def slub_hackbench(check: Check) -> dict[str, Any]:
+    """The 2011 SLUB per-CPU partial lists (~15 % less hackbench time under node list_lock
+    contention, none without) and the 6.18 sheaves against them ("roughly the same"), on
+    the check's hackbench-like experiment (experiments/validation_hackbench.py)."""
+    from experiments.validation_figures import hackbench_figure
+    from experiments.validation_hackbench import run_variant
+
+    many, one = check.params["cpus"], check.params["uncontended_cpus"]
+    r = {(v, n): run_variant(check, v, n) for n in (many, one)
+         for v in ("no_partial", "partial", "sheaves")}
+
+    def gain(n: int) -> float:
+        """Share of hackbench time saved by cpu partial lists (time ~ 1 / throughput)."""
+        return 1 - r[("no_partial", n)]["messages_per_s"] / r[("partial", n)]["messages_per_s"]
+
+    without, with_ = r[("no_partial", many)], r[("partial", many)]
+    rows = [dict(label=f"{n} CPUs, {name}", **r[(v, n)]) for n in (many, one)
+            for v, name in (("no_partial", "no cpu partial"), ("partial", "cpu partial"),
+                            ("sheaves", f"sheaves ({check.params['sheaf_capacity']})"))]
+    return {
+        "_figure": lambda: hackbench_figure(rows),
+        "list_lock_ratio": (with_["list_lock_share"] / without["list_lock_share"]
+                            if without["list_lock_share"] else 0.0),
+        "contended_gain": gain(many),
+        "contended_gain_note": (
+            f"list_lock waits are {100 * without['list_lock_share']:.2f} % of CPU time without "
+            f"cpu partial lists and {100 * with_['list_lock_share']:.2f} % with them: the "
+            "model's spinning is too small a share of a message's cost for their removal to "
+            "save 15 %; a remote free's cmpxchg on another CPU's slab costs one atomic_op, "
+            "with no cache-line transfer, so the bouncing of struct slab lines that the "
+            "series removed is not in the model"),
+        "uncontended_gain": gain(one),
+        "sheaves_ratio": (r[("sheaves", many)]["messages_per_s"]
+                          / with_["messages_per_s"]),
+    }
+
+
+CHECKS["slub_hackbench"] = slub_hackbench

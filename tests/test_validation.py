@@ -101,6 +101,15 @@ def test_full_validate(tmp_path):
     for r in data["results"]:
         assert r["verdict"] == "pass" or r["reason"], r
     assert wall < 15 * 60
+    by = {(r["check"], r["metric"]): r for r in data["results"]}
+    # kmem.c's rule at the real 15 s interval: every update resized exactly when it found more
+    # than 3 failed depot try-locks, one table row at a time, never twice in a row
+    assert by[("magazine-resize", "rule_breaks")]["simulated"] == 0
+    # put_cpu_partial takes a first free into a full slab off list_lock (__slab_free)
+    assert by[("slub-partial-hackbench", "list_lock_ratio")]["simulated"] < 1
+    assert set(data["figures"]) >= {f"validation-{n}.png" for n in (
+        "magazine-resize", "slub-partial-hackbench", "bonwick-adams-microbenchmark",
+        "zfs9989-missed-wakeup")}
 
 
 def test_cpu_layer_miss_rate_within_one_per_magazine():
@@ -125,3 +134,65 @@ def test_microbenchmark_magazines_scale_linearly():
     assert r["magazine_scaling"].verdict == "pass"
     for metric in ("original_scaling", "magazine_over_original", "pair_ns"):
         assert r[metric].verdict == "pass" or r[metric].reason
+
+
+def _update(t_s, contention, delta, magsize, resizes, threshold=3):
+    from experiments.validation_resize import Update
+    return Update(int(t_s * 1e9), contention, delta, magsize, resizes, delta > threshold)
+
+
+def test_resize_rule_check_counts_what_kmem_c_forbids():
+    """kmem_cache_update (kmem.c L2928-2949): more than kmem_depot_contention (3) failed
+    try-locks in an interval queue one resize, one row up the table; the interval after a
+    resize compares against contention + INT_MAX and cannot resize."""
+    from experiments.validation_resize import ResizeRun
+
+    sizes = [1, 3, 7, 15, 31, 47, 63, 95, 143]
+    ok = ResizeRun(8, start_magsize=7, magsizes=sizes, final_magsize=15, resizes=1, updates=[
+        _update(15, 10, 10, 7, 0),             # 10 > 3: resize to 15
+        _update(30, 30, -2**31 + 21, 15, 1),   # the INT_MAX interval: no resize
+        _update(45, 33, 3, 15, 1),             # 3 is not more than 3
+        _update(60, 33, 0, 15, 1)])
+    assert ok.rule_breaks() == 0
+    # failed try-locks per second over the last two intervals: (33 - 30) / 30 s
+    assert ok.window_rate(2) == pytest.approx(0.1)
+    assert ok.window_resizes(2) == 0 and ok.sizes_after() == [15, 15, 15, 15]
+    # a resize in the interval after a resize, then a missing resize: two breaks
+    bad = ResizeRun(8, start_magsize=7, magsizes=sizes, final_magsize=31, resizes=2, updates=[
+        _update(15, 10, 10, 7, 0),
+        _update(30, 30, -2**31 + 21, 15, 1),
+        _update(45, 40, 10, 31, 2),
+        _update(60, 50, 10, 31, 2)])
+    assert bad.rule_breaks() == 2
+    # a resize that skips a row of the table (7 -> 31)
+    skip = ResizeRun(8, start_magsize=7, magsizes=sizes, final_magsize=31, resizes=1, updates=[
+        _update(15, 10, 10, 7, 0), _update(30, 30, -2**31 + 21, 31, 1)])
+    assert skip.rule_breaks() == 1
+
+
+def test_absolute_tolerance_row():
+    row = validation.Row("m", "m", 0.0, within=0.02)
+    assert validation._verdict(row, -0.015) == ("pass", "±0.02")
+    assert validation._verdict(row, 0.03)[0] == "fail"
+
+
+def test_a_check_figure_is_written_and_linked(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from experiments import validation_checks
+
+    real = validation_checks.CHECKS["depot_working_set"]
+
+    def with_figure(check):
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [0, 1])
+        return {**real(check), "_figure": lambda: fig}
+
+    monkeypatch.setitem(validation_checks.CHECKS, "depot_working_set", with_figure)
+    out = tmp_path / "v"
+    validation.run([validation.load(validation.available()["depot-working-set"])], out)
+    assert (out / "validation-depot-working-set.png").stat().st_size > 0
+    assert "![validation-depot-working-set.png](validation-depot-working-set.png)" in \
+        (out / "validation.md").read_text()
+    assert json.loads((out / "validation.json").read_text())["figures"] == [
+        "validation-depot-working-set.png"]
