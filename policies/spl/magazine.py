@@ -56,6 +56,9 @@ class SplMagazines:
         if obj is not None:
             self._ctor(t, skc)
         hist.record(t.now - start)
+        if hist is not self._h_hit:  # the call was runnable all the time it did not sleep
+            self._h_runnable.record(t.now - start - getattr(t, "spl_slept", 0))
+            t.spl_slept = 0
         long_wait = getattr(t, "spl_long_wait", 0)
         if long_wait:
             self.machine.metrics.count("spl.alloc_long_wait_ns", long_wait)

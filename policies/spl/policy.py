@@ -145,9 +145,14 @@ class SplPolicy(SplMagazines, SplSlabs, SplEmergency, SplReaper, Policy):
                 "spl-0.7 aging: seconds before an unused magazine is flushed; the timer runs "
                 "every skc_delay/3 s", minimum=1e-6),
         Tunable("skc_reclaim_ns", 0,
-                "spl-0.6 reap_now: ns of work of each cache's skc_reclaim callback (the ARC's) "
-                "run before the slabs are reclaimed; 0 = no callback (seed 000 asserts "
-                "reclaim == NULL)", minimum=0),
+                "spl-0.6 reap_now: ns of eviction work of each cache's skc_reclaim callback "
+                "(the ARC's) run before the slabs are reclaimed; 0 with no sleeps = no callback "
+                "(seed 000 asserts reclaim == NULL)", minimum=0),
+        Tunable("skc_reclaim_sleeps", 0,
+                "spl-0.6 reap_now: times each skc_reclaim callback blocks (an ARC mutex, an "
+                "I/O) while KMC_BIT_REAPING is held", minimum=0),
+        Tunable("skc_reclaim_sleep_ns", 0,
+                "spl-0.6 reap_now: ns of each of those sleeps", minimum=0),
         Tunable("spl_taskq_thread_timeout_ms", SPL_TASKQ_THREAD_TIMEOUT_MS,
                 "spl-taskq.c: an idle dynamic spl_kmem_cache worker exits at most once per this "
                 "many ms (taskq_thread_should_stop)", minimum=0),
@@ -177,6 +182,8 @@ class SplPolicy(SplMagazines, SplSlabs, SplEmergency, SplReaper, Policy):
         """Every other IRQs-on skc_lock site takes it with spin_lock_irqsave (what-if)."""
         self._aging = self.tun["spl_kmem_cache_age"]
         self._reclaim_ns = self.tun["skc_reclaim_ns"]
+        self._reclaim_sleeps = self.tun["skc_reclaim_sleeps"]
+        self._reclaim_sleep_ns = self.tun["skc_reclaim_sleep_ns"]
         self._costs = m.costs.values
         mt = m.metrics
         self._h_hit = mt.hist("alloc.hit")
@@ -186,6 +193,9 @@ class SplPolicy(SplMagazines, SplSlabs, SplEmergency, SplReaper, Policy):
         self._h_free_hit = mt.hist("free.hit")
         self._h_free_flush = mt.hist("free.flush")
         self._h_wait = mt.hist("spl.grow_wait")
+        self._h_runnable = mt.hist("spl.alloc_runnable")
+        """Slow-path allocations (past the magazine): each call's time less the time it slept
+        in spl_cache_grow's waits (wait_on_bit, wait_event_timeout)."""
         self._is_vmalloc = m.memory.is_vmalloc_addr
         c = self._costs
         self._alloc_hit_ns = c["call"] + c["irq_disable"] + c["magazine_pop"] + c["irq_enable"]
