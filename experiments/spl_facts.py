@@ -52,8 +52,9 @@ def fact_skc_lock_spin_share(vr: Any) -> float:
 
 
 def fact_alloc_runnable_max_ns(vr: Any) -> int:
-    """Longest time one allocation call was runnable without completing, ns: the call's
-    time less the time it slept in spl_cache_grow's waits (slow-path calls only)."""
+    """Longest time one allocation call was runnable (running or queued) without completing.
+
+    In ns: a slow-path call's time less the time it slept in spl_cache_grow's waits."""
     h = vr.result.summary["latency"].get("spl.alloc_runnable")
     return int(h["max"]) if h and h.get("count") else 0
 
@@ -82,7 +83,8 @@ def fact_reap_max_ns(vr: Any) -> int:
 
 
 def fact_reap_spin_share(vr: Any) -> float:
-    """Share of the CPUs' time spent spinning for skc_lock while a reap held KMC_BIT_REAPING:
+    """Share of the CPUs' time spent spinning for skc_lock while a reap held REAPING.
+
     skc_lock wait time in the timeline intervals that overlap a reap, weighted by the
     overlap, over CPUs x reap time."""
     tl = vr.timeline
