@@ -342,7 +342,24 @@ class SplPolicy(SplMagazines, SplSlabs, SplEmergency, SplReaper, Policy):
                 "skc_obj_emergency_max": skc.obj_emergency_max,
                 "skc_linux_alloc": skc.linux_alloc, "grow_started": skc.grow_started,
                 "slabs_created": skc.slabs_created, "slabs_freed": skc.slabs_freed,
-                "age_skipped": skc.age_skipped}
+                "age_skipped": skc.age_skipped,
+                "alloc_runnable_in_flight_ns": self._runnable_in_flight(skc)}
+
+    def _runnable_in_flight(self, skc: SplCache) -> int:
+        """The longest time a slow-path allocation on `skc` still in progress has been
+        runnable, ns: since it missed the magazine, less the time it slept in spl_cache_grow
+        (a sleep in progress included)."""
+        now = self.machine.env.now
+        best = 0
+        for t in self.machine.threads:
+            call = getattr(t, "spl_alloc", None)
+            if call is None or call[0] is not skc:
+                continue
+            b = t.blocked_on
+            queued = isinstance(b, tuple) and b[0] == "cpu"
+            asleep = now - t.blocked_since if b is not None and not queued else 0
+            best = max(best, now - call[1] - getattr(t, "spl_slept", 0) - asleep)
+        return best
 
     def check_invariants(self) -> None:
         """Slab and object counters agree with the slabs; list membership matches fullness;
