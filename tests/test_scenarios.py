@@ -153,7 +153,7 @@ def test_reap_storm_spinners_burn_their_cpus_for_the_whole_reap(tmp_path):
     # dc1b302 (issue 14 acceptance 4): during a long, sleeping skc_reclaim reap a grower that
     # returns at once and retries stays runnable, spinning on skc_lock, until the reap ends;
     # one that sleeps on KMC_BIT_REAPING gives its CPU up. 35 ms: the first reap (10-32 ms)
-    res = _run("reap-storm", tmp_path, duration="35ms")
+    res = _run("reap-storm", tmp_path, ["spin", "wait_on_bit"], duration="35ms")
     spin, block = res["spin"]["facts"], res["wait_on_bit"]["facts"]
     assert spin["reap_max_ns"] >= REAP_NS and block["reap_max_ns"] >= REAP_NS
     # the lockup symptom, at least 10x: runnable without completing, and the spin share
@@ -174,6 +174,12 @@ def test_reap_storm_shipped_run_shows_the_lockup_symptom_only_when_spinning(tmp_
     # expectation met, and the 10x on the whole run's output
     res = _run("reap-storm", tmp_path)
     spin, block = res["spin"]["facts"], res["wait_on_bit"]["facts"]
+    # what-if PREEMPT_NONE: the spinners never give a CPU back to the reaper that slept in
+    # the callback, so the first reap (from 10 ms) is still running at the end (100 ms)
+    none = res["spin-preempt-none"]["facts"]
+    assert none["reap_max_ns"] >= 89 * MS and none["alloc_runnable_max_ns"] >= 80 * MS
+    ev = _events(tmp_path / "spin-preempt-none", "reap")
+    assert ev.empty
     for v in ("spin", "wait_on_bit"):
         ev = _events(tmp_path / v, "reap_start")
         assert len(ev) == 2 and ev.time_ns.iloc[1] - ev.time_ns.iloc[0] >= 1_000 * MS
