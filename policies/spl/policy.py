@@ -55,6 +55,8 @@ Deviations from the seed (each is also noted at the code):
   has 4 MiB); it follows the backend serving KMC_SLAB caches.
 - A KM_NOSLEEP allocation that misses the magazine returns NULL after refilling it (the seed's
   `goto ret` for KM_NOSLEEP); this is the seed's behaviour, kept on purpose.
+- The spl-0.6 skc_reclaim callback (none in the seed) is a fixed amount of eviction work around
+  timed sleeps that stand for the ARC's mutexes and I/O; it frees none of the cache's objects.
 """
 
 
