@@ -51,6 +51,64 @@ def fact_skc_lock_spin_share(vr: Any) -> float:
     return round(wait / cpu_time, 4) if cpu_time else 0.0
 
 
+def fact_alloc_runnable_max_ns(vr: Any) -> int:
+    """Longest time one allocation call was runnable (running or queued) without completing.
+
+    In ns: a slow-path call's time less the time it slept in spl_cache_grow's waits; a call
+    still in progress at the end counts too."""
+    s = vr.result.summary
+    h = s["latency"].get("spl.alloc_runnable")
+    done = int(h["max"]) if h and h.get("count") else 0
+    stuck = max((int(c.get("alloc_runnable_in_flight_ns", 0)) for c in s["caches"].values()),
+                default=0)
+    return max(done, stuck)
+
+
+def _reap_windows(vr: Any) -> list[tuple[int, int]]:
+    """(start, end) of every spl_kmem_cache_reap_now that took KMC_BIT_REAPING, ns; a reap
+    still running at the end of the run ends there."""
+    ev = vr.events
+    out: list[tuple[int, int]] = []
+    for _cache, grp in ev[ev.kind.isin(["reap_start", "reap"])].groupby("cache"):
+        begin = None
+        for t, kind in zip(grp.time_ns, grp.kind, strict=True):
+            if kind == "reap_start":
+                begin = int(t)
+            elif begin is not None:
+                out.append((begin, int(t)))
+                begin = None
+        if begin is not None:
+            out.append((begin, int(vr.result.summary["end_ns"])))
+    return out
+
+
+def fact_reap_max_ns(vr: Any) -> int:
+    """Longest reap: KMC_BIT_REAPING set to cleared, ns."""
+    return max((b - a for a, b in _reap_windows(vr)), default=0)
+
+
+def fact_reap_spin_share(vr: Any) -> float:
+    """Share of the CPUs' time spent spinning for skc_lock while a reap held REAPING.
+
+    skc_lock wait time in the timeline intervals that overlap a reap, weighted by the
+    overlap, over CPUs x reap time."""
+    tl = vr.timeline
+    cols = [c for c in tl.columns if c.endswith("skc_lock.waittime_total")]
+    windows = _reap_windows(vr)
+    if not cols or not windows or len(tl) < 2:
+        return 0.0
+    times = [int(x) for x in tl.time_ns]
+    waits = tl[cols].sum(axis=1).tolist()
+    wait = 0.0
+    for i in range(1, len(times)):
+        lo, hi = times[i - 1], times[i]
+        cover = sum(max(0, min(hi, b) - max(lo, a)) for a, b in windows)
+        if cover:
+            wait += waits[i] * cover / (hi - lo)
+    reap_time = sum(b - a for a, b in windows)
+    return round(wait / (vr.result.summary["machine"]["cpus"] * reap_time), 4)
+
+
 def fact_false_deadlocked(vr: Any) -> int:
     """DEADLOCKED detections while the growth was only slow (not in direct reclaim).
 
@@ -69,6 +127,9 @@ SPL_FACTS: dict[str, Callable[[Any], Any]] = {
     "stall_max_ns": fact_stall_max_ns,
     "progress_stall_ns": fact_progress_stall_ns,
     "skc_lock_spin_share": fact_skc_lock_spin_share,
+    "alloc_runnable_max_ns": fact_alloc_runnable_max_ns,
+    "reap_max_ns": fact_reap_max_ns,
+    "reap_spin_share": fact_reap_spin_share,
     "false_deadlocked": fact_false_deadlocked,
     "true_deadlocked": fact_true_deadlocked,
 }

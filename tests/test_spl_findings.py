@@ -126,6 +126,40 @@ def test_skc_reclaim_cond_resched_gives_the_cpu_up_only_when_asked(preempt):
     assert other >= end
 
 
+def test_sleeping_skc_reclaim_holds_reaping_for_its_work_and_sleeps_and_frees_the_cpu():
+    # an ARC-style callback: 1 ms of eviction work split around 4 sleeps of 2 ms; the reap
+    # holds KMC_BIT_REAPING for at least the work plus the sleeps (9 ms), and while the
+    # reaper sleeps a thread that became runnable on its CPU runs at once
+    m = Machine(MachineConfig(nodes=1, cpus_per_node=1),
+                memory_config=MemoryConfig(total_bytes=1 << 30))
+    p = SplPolicy(m, {"skc_reclaim_ns": 1 * MS, "skc_reclaim_sleeps": 4,
+                      "skc_reclaim_sleep_ns": 2 * MS})
+    c = p.cache_create(CacheSpec("zio_buf_32768", 32 * 1024))
+    p.start()
+    times: dict[str, int] = {}
+
+    def other(t):
+        times["other"] = t.env.now
+        times["reaping"] = c.flags.peek(KMC_BIT_REAPING)
+        yield from t.sync()
+
+    def reaper(t):
+        yield from p.alloc(t, c, KM_SLEEP)
+        yield from p.reap(t, c)  # frees the empty slab: now none is empty, the callback runs
+        yield from t.sync()
+        m.spawn("other", other, cpu=0)
+        times["start"] = t.env.now
+        yield from p.reap(t, c)
+        yield from t.sync()
+        times["end"] = t.env.now
+
+    m.spawn("reaper", reaper, cpu=0)
+    m.run(50 * MS)
+    assert m.metrics.counters["spl.skc_reclaim_calls"] == 1
+    assert times["end"] - times["start"] >= 9 * MS
+    assert times["reaping"] and times["other"] < times["start"] + 1 * MS
+
+
 # --- finding 5: spl-0.7 spl_cache_age reclaims after on_each_cpu, holding skc_ref ---------------
 
 def test_spl_cache_age_reclaims_the_slabs_the_age_outs_emptied_holding_a_reference():

@@ -46,6 +46,7 @@ class SplMagazines:
                     skm.age = t.now
                 break
             t.spl_grew = False
+            t.spl_alloc = (skc, start)
             obj = yield from self.spl_cache_refill(t, skc, skm, flags)
             hist = self._h_grow if t.spl_grew or hist is self._h_grow else self._h_refill
             if obj is not None:
@@ -57,6 +58,10 @@ class SplMagazines:
         if obj is not None:
             self._ctor(t, skc)
         hist.record(t.now - start)
+        if hist is not self._h_hit:  # the call was runnable all the time it did not sleep
+            self._h_runnable.record(t.now - start - getattr(t, "spl_slept", 0))
+            t.spl_slept = 0
+            t.spl_alloc = None
         long_wait = getattr(t, "spl_long_wait", 0)
         if long_wait:
             self.machine.metrics.count("spl.alloc_long_wait_ns", long_wait)

@@ -55,6 +55,8 @@ Deviations from the seed (each is also noted at the code):
   has 4 MiB); it follows the backend serving KMC_SLAB caches.
 - A KM_NOSLEEP allocation that misses the magazine returns NULL after refilling it (the seed's
   `goto ret` for KM_NOSLEEP); this is the seed's behaviour, kept on purpose.
+- The spl-0.6 skc_reclaim callback (none in the seed) is a fixed amount of eviction work around
+  timed sleeps that stand for the ARC's mutexes and I/O; it frees none of the cache's objects.
 """
 
 
@@ -145,9 +147,14 @@ class SplPolicy(SplMagazines, SplSlabs, SplEmergency, SplReaper, Policy):
                 "spl-0.7 aging: seconds before an unused magazine is flushed; the timer runs "
                 "every skc_delay/3 s", minimum=1e-6),
         Tunable("skc_reclaim_ns", 0,
-                "spl-0.6 reap_now: ns of work of each cache's skc_reclaim callback (the ARC's) "
-                "run before the slabs are reclaimed; 0 = no callback (seed 000 asserts "
-                "reclaim == NULL)", minimum=0),
+                "spl-0.6 reap_now: ns of eviction work of each cache's skc_reclaim callback "
+                "(the ARC's) run before the slabs are reclaimed; 0 with no sleeps = no callback "
+                "(seed 000 asserts reclaim == NULL)", minimum=0),
+        Tunable("skc_reclaim_sleeps", 0,
+                "spl-0.6 reap_now: times each skc_reclaim callback blocks (an ARC mutex, an "
+                "I/O) while KMC_BIT_REAPING is held", minimum=0),
+        Tunable("skc_reclaim_sleep_ns", 0,
+                "spl-0.6 reap_now: ns of each of those sleeps", minimum=0),
         Tunable("spl_taskq_thread_timeout_ms", SPL_TASKQ_THREAD_TIMEOUT_MS,
                 "spl-taskq.c: an idle dynamic spl_kmem_cache worker exits at most once per this "
                 "many ms (taskq_thread_should_stop)", minimum=0),
@@ -178,6 +185,8 @@ class SplPolicy(SplMagazines, SplSlabs, SplEmergency, SplReaper, Policy):
         self._aging = self.tun["spl_kmem_cache_age"]
         self._aging_on = self._aging != "off"
         self._reclaim_ns = self.tun["skc_reclaim_ns"]
+        self._reclaim_sleeps = self.tun["skc_reclaim_sleeps"]
+        self._reclaim_sleep_ns = self.tun["skc_reclaim_sleep_ns"]
         self._costs = m.costs.values
         mt = m.metrics
         self._h_hit = mt.hist("alloc.hit")
@@ -187,6 +196,9 @@ class SplPolicy(SplMagazines, SplSlabs, SplEmergency, SplReaper, Policy):
         self._h_free_hit = mt.hist("free.hit")
         self._h_free_flush = mt.hist("free.flush")
         self._h_wait = mt.hist("spl.grow_wait")
+        self._h_runnable = mt.hist("spl.alloc_runnable")
+        """Slow-path allocations (past the magazine): each call's time less the time it slept
+        in spl_cache_grow's waits (wait_on_bit, wait_event_timeout)."""
         self._is_vmalloc = m.memory.is_vmalloc_addr
         c = self._costs
         self._alloc_hit_ns = c["call"] + c["irq_disable"] + c["magazine_pop"] + c["irq_enable"]
@@ -343,7 +355,24 @@ class SplPolicy(SplMagazines, SplSlabs, SplEmergency, SplReaper, Policy):
                 "skc_obj_emergency_max": skc.obj_emergency_max,
                 "skc_linux_alloc": skc.linux_alloc, "grow_started": skc.grow_started,
                 "slabs_created": skc.slabs_created, "slabs_freed": skc.slabs_freed,
-                "age_skipped": skc.age_skipped}
+                "age_skipped": skc.age_skipped,
+                "alloc_runnable_in_flight_ns": self._runnable_in_flight(skc)}
+
+    def _runnable_in_flight(self, skc: SplCache) -> int:
+        """The longest time a slow-path allocation on `skc` still in progress has been
+        runnable, ns: since it missed the magazine, less the time it slept in spl_cache_grow
+        (a sleep in progress included)."""
+        now = self.machine.env.now
+        best = 0
+        for t in self.machine.threads:
+            call = getattr(t, "spl_alloc", None)
+            if call is None or call[0] is not skc:
+                continue
+            b = t.blocked_on
+            queued = isinstance(b, tuple) and b[0] == "cpu"
+            asleep = now - t.blocked_since if b is not None and not queued else 0
+            best = max(best, now - call[1] - getattr(t, "spl_slept", 0) - asleep)
+        return best
 
     def check_invariants(self) -> None:
         """Slab and object counters agree with the slabs; list membership matches fullness;

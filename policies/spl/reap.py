@@ -33,7 +33,8 @@ class SplReaper:
         t.charge("atomic_op")
         busy = yield from skc.flags.test_and_set_bit(t, KMC_BIT_REAPING)
         if not busy:
-            if self._reclaim_ns:
+            self.machine.metrics.event("reap_start", cache=skc.name, cpu=t.cpu.id)
+            if self._reclaim_ns or self._reclaim_sleeps:
                 yield from self.skc_reclaim(t, skc)
             irqf = t.local_irq_save()
             skm = skc.mags[t.cpu.id]
@@ -52,11 +53,8 @@ class SplReaper:
         reference B1 item 8): while the cache has slabs, none of them empty, and the last
         callback lowered skc_obj_alloc, run the cache's skc_reclaim callback (the ARC's, which
         evicts buffers); checked under skc_lock, the callback run without it, IRQs on, with
-        KMC_BIT_REAPING held. The callback is `skc_reclaim_ns` of work on this CPU in
-        RECLAIM_STEP_NS pieces, each followed by a cond_resched() (the CPU goes to a waiting
-        thread only when need_resched is set: a preempting wake-up or the tick past the
-        slice, as _cond_resched does); seed 000 has no callbacks
-        (ASSERT(reclaim == NULL) at 000:686), hence the default 0."""
+        KMC_BIT_REAPING held. Seed 000 has no callbacks (ASSERT(reclaim == NULL) at 000:686),
+        hence the defaults 0."""
         objects = None
         while True:
             yield from skc.lock.lock(t)
@@ -66,13 +64,29 @@ class SplReaper:
             yield from skc.lock.unlock(t)
             if not do_reclaim:
                 return
-            left = self._reclaim_ns
+            yield from self._arc_reclaim_callback(t)
+            self.machine.metrics.count("spl.skc_reclaim_calls")
+
+    def _arc_reclaim_callback(self, t: Thread) -> Gen:
+        """One call of an ARC-style skc_reclaim callback (arc_kmem_reap_now-like work): it
+        evicts (`skc_reclaim_ns` of work on this CPU, a cond_resched() every RECLAIM_STEP_NS:
+        the CPU goes to a waiting thread only when need_resched is set, a preempting wake-up
+        or the tick past the slice, as _cond_resched does) and blocks `skc_reclaim_sleeps`
+        times for `skc_reclaim_sleep_ns` (a mutex held by another ARC user, an I/O; the holder
+        is not modelled, so each is a timed sleep), the work split evenly around the sleeps.
+        The callback frees none of the cache's objects itself (an assumption: the frees come
+        from the workload)."""
+        pieces = self._reclaim_sleeps + 1
+        for i in range(pieces):
+            left = self._reclaim_ns // pieces
             while left > 0:
                 step = min(left, RECLAIM_STEP_NS)
                 t.charge_ns(step)
                 left -= step
                 yield from t.cond_resched()  # in the eviction loop
-            self.machine.metrics.count("spl.skc_reclaim_calls")
+            if i < self._reclaim_sleeps:
+                yield from t.sync()  # Thread.sleep times its timeout from the synced clock
+                yield from t.sleep(self._reclaim_sleep_ns)
 
     def spl_kmem_reap(self, t: Thread) -> Gen:
         """spl_kmem_reap: spl_kmem_cache_reap_now on every cache."""

@@ -41,7 +41,10 @@ class SplSlabs:
             if self._reap_spin:
                 t.charge("atomic_op")
                 return -EAGAIN, None
+            yield from t.sync()
+            began = self.machine.env.now
             yield from bits.wait_on_bit(t, KMC_BIT_REAPING)
+            t.spl_slept = getattr(t, "spl_slept", 0) + self.machine.env.now - began
             return -EAGAIN, None
         was_growing = yield from bits.test_and_set_bit(t, KMC_BIT_GROWING)
         if not was_growing:
@@ -60,6 +63,7 @@ class SplSlabs:
         remaining = yield from skc.waitq.wait_event_timeout(
             t, lambda: not bits.value >> KMC_BIT_GROWING & 1, self.grow_timeout)
         waited = self.machine.env.now - begin
+        t.spl_slept = getattr(t, "spl_slept", 0) + waited
         self._h_wait.record(waited)
         mt = self.machine.metrics
         mt.count("spl.grow_wait_ns", waited)
