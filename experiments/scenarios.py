@@ -302,6 +302,12 @@ def fact_age_skipped(vr: VariantResult) -> int:
     return _cache_sum(vr, "age_skipped")
 
 
+def fact_age_outs(vr: VariantResult) -> int:
+    """spl-0.7 aging: magazines the aging IPI flushed (spl_magazine_age age-outs), counted
+    over the whole run (the event log may keep fewer)."""
+    return int(vr.result.summary.get("events", {}).get("magazine_age", 0))
+
+
 def _skc_locks(vr: VariantResult) -> list[dict[str, Any]]:
     return [v for k, v in vr.result.summary.get("locks", {}).items() if k.endswith("skc_lock")]
 
@@ -515,6 +521,7 @@ FACTS: dict[str, Callable[[VariantResult], Any]] = {
     "allocs": fact_allocs,
     "alloc_failures": fact_nosleep_failures,
     "age_skipped": fact_age_skipped,
+    "age_outs": fact_age_outs,
     "long_wait_share": fact_long_wait_share,
     "grow_wait_fast_share": fact_grow_wait_fast_share,
     "grow_waits": fact_grow_waits,
