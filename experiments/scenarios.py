@@ -29,6 +29,7 @@ import argparse
 import copy
 import fnmatch
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,7 +169,9 @@ def run(sc: Scenario, out: Path, only: list[str] | None = None, seed: int | None
     staged = StagedFolder(out).open()
     try:
         results = []
-        for v, exp in exps:
+        for i, (v, exp) in enumerate(exps, 1):
+            if progress:  # which variant the run's own bar (simulated time) is for
+                print(f"{sc.name}: variant {i}/{len(exps)}: {v.name}", file=sys.stderr)
             folder = staged.path / v.name
             res = run_experiment(exp, folder, progress=progress, staged=False)
             events = pd.read_parquet(folder / "events.parquet")
