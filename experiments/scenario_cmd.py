@@ -20,7 +20,8 @@ def _cmd(args: argparse.Namespace) -> int:
             sc = load(path)
             print(f"{name:24} {sc.summary}")
             for v in sc.variants:
-                print(f"    {v.name:20} {v.summary}")
+                mark = "" if v.default else " [not default: --variant or --all]"
+                print(f"    {v.name:20} {v.summary}{mark}")
         return 0
     if args.name not in shipped:
         path = Path(args.name)
@@ -30,8 +31,11 @@ def _cmd(args: argparse.Namespace) -> int:
         path = shipped[args.name]
     sc = load(path)
     out = Path(args.out) if args.out else Path("results") / "scenarios" / sc.name
+    if args.all and args.variant:
+        raise ConfigError("scenario: --all and --variant exclude each other")
     results = run(sc, out, args.variant or None, args.seed,
-                  progress=not args.no_progress and sys.stderr.isatty(), trace=args)
+                  progress=not args.no_progress and sys.stderr.isatty(), trace=args,
+                  everything=args.all)
     print((out / "narrative.md").read_text(), end="")
     print(f"wrote {out}/ (timeline.png, narrative.md, scenario.json, one run folder per variant)")
     unmet = [(r.variant.name, why) for r in results for why in r.unmet]
@@ -46,7 +50,8 @@ def add_parser(sub: Any) -> None:
     s = sub.add_parser(
         "scenario", help="run a shipped scenario (deadlocks, emergency paths, allocator dynamics)",
         description="Run a scenario from experiments/configs/scenarios/ (or a scenario file): "
-        "every variant into its own run folder, then timeline.png with event markers, "
+        "each default variant (or those named by --variant, or all with --all) into its own "
+        "run folder, then timeline.png with event markers, "
         "narrative.md (what happened, when, with the numbers) and scenario.json. Each variant "
         "declares what it expects (expect = {status, facts}); exit status 0 when every variant "
         "reproduced its expectation (an expected deadlock included), 4 naming the variant "
@@ -54,7 +59,11 @@ def add_parser(sub: Any) -> None:
     s.add_argument("name", nargs="?", help="scenario name (see --list) or a scenario file")
     s.add_argument("--list", action="store_true", help="list the scenarios and their variants")
     s.add_argument("--variant", action="append", metavar="NAME",
-                   help="run only this variant (repeatable)")
+                   help="run only this variant (repeatable); also runs a variant marked "
+                   "default = false")
+    s.add_argument("--all", action="store_true",
+                   help="run every variant, including those marked default = false (the "
+                   "*-compressed ones, which shorten a kernel interval)")
     s.add_argument("--out", metavar="DIR", help="output folder (default results/scenarios/NAME)")
     s.add_argument("--seed", type=int, help="override the seed")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -29,6 +29,7 @@ import argparse
 import copy
 import fnmatch
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,9 @@ class Variant:
     overrides: dict[str, Any] = field(default_factory=dict)
     expect: expectations.Expectation = field(default_factory=expectations.Expectation)
     """What the variant is expected to reproduce (status ok by default)."""
+    default: bool = True
+    """Run when no variant is named; `default = false` (the `*-compressed` variants) runs only
+    with `--variant NAME` or `--all`."""
 
 
 @dataclass
@@ -89,13 +93,23 @@ def load(path: Path) -> Scenario:
     for i, v in enumerate(sc.get("variants") or [{"name": "default"}]):
         if not isinstance(v, dict) or "name" not in v:
             raise ConfigError(f"{path}: scenario.variants[{i}]: needs a name")
-        extra = set(v) - {"name", "summary", "set", "expect"}
+        extra = set(v) - {"name", "summary", "set", "expect", "default"}
         if extra:
             raise ConfigError(f"{path}: scenario.variants[{i}].{sorted(extra)[0]}: unknown key")
         expect = expectations.parse(path, f"scenario.variants[{i}].expect", v.get("expect"),
                                     set(FACTS))
+        default = v.get("default", True)
+        if not isinstance(default, bool):
+            raise ConfigError(f"{path}: scenario.variants[{i}].default: must be true or false, "
+                              f"not {default!r}")
+        if default and v["name"].endswith("-compressed"):
+            raise ConfigError(f"{path}: scenario.variants[{i}].default: a -compressed variant "
+                              f"shortens a kernel interval and must say default = false")
         variants.append(Variant(v["name"], v.get("summary", ""), dict(v.get("set", {})),
-                                expect))
+                                expect, default))
+    if not any(v.default for v in variants):
+        raise ConfigError(f"{path}: scenario.variants: every variant says default = false "
+                          f"(at least one must run by default)")
     for fact in sc.get("facts", []):
         if fact not in FACTS:
             raise ConfigError(f"{path}: scenario.facts: unknown fact {fact!r} "
@@ -131,14 +145,21 @@ class VariantResult:
     facts: dict[str, Any]
     unmet: list[str] = field(default_factory=list)
     """What the variant did not reproduce of its expectation, one line each."""
+    caches: list[str] = field(default_factory=list)
+    """The experiment's own caches (its [[caches]]), not the allocator's internal ones."""
 
 
 def run(sc: Scenario, out: Path, only: list[str] | None = None, seed: int | None = None,
-        progress: bool = False, trace: argparse.Namespace | None = None) -> list[VariantResult]:
-    """Run the scenario's variants (all, or those named in `only`) and write the plot,
-    narrative and scenario.json into `out`. With `trace` (the --trace arguments), each
-    variant's folder also gets trace.json (experiments.tracing)."""
-    chosen = [v for v in sc.variants if not only or v.name in only]
+        progress: bool = False, trace: argparse.Namespace | None = None,
+        everything: bool = False) -> list[VariantResult]:
+    """Run the scenario's variants (its default ones; those named in `only`; every one with
+    `everything`) and write the plot, narrative and scenario.json into `out`. With `trace`
+    (the --trace arguments), each variant's folder also gets trace.json
+    (experiments.tracing)."""
+    if only:
+        chosen = [v for v in sc.variants if v.name in only]
+    else:
+        chosen = [v for v in sc.variants if v.default or everything]
     if only:
         unknown = set(only) - {v.name for v in sc.variants}
         if unknown:
@@ -148,7 +169,9 @@ def run(sc: Scenario, out: Path, only: list[str] | None = None, seed: int | None
     staged = StagedFolder(out).open()
     try:
         results = []
-        for v, exp in exps:
+        for i, (v, exp) in enumerate(exps, 1):
+            if progress:  # which variant the run's own bar (simulated time) is for
+                print(f"{sc.name}: variant {i}/{len(exps)}: {v.name}", file=sys.stderr)
             folder = staged.path / v.name
             res = run_experiment(exp, folder, progress=progress, staged=False)
             events = pd.read_parquet(folder / "events.parquet")
@@ -157,7 +180,8 @@ def run(sc: Scenario, out: Path, only: list[str] | None = None, seed: int | None
                 res = run_experiment(exp, folder, progress=progress, staged=False,
                                      trace=tracing.recorder(trace, window))
             timeline = pd.read_parquet(folder / "timeline.parquet")
-            vr = VariantResult(v, res, folder, events, timeline, {})
+            vr = VariantResult(v, res, folder, events, timeline, {},
+                               caches=[c.name for c in exp.caches])
             names = list(dict.fromkeys([*sc.facts, *v.expect.facts]))
             vr.facts = {name: FACTS[name](vr) for name in names}
             vr.unmet = v.expect.failures(res.status, vr.facts)
@@ -279,6 +303,12 @@ def fact_sleeps_in_atomic(vr: VariantResult) -> int:
 def fact_age_skipped(vr: VariantResult) -> int:
     """spl-0.7 aging: magazine age-outs skipped because skc_lock was contended."""
     return _cache_sum(vr, "age_skipped")
+
+
+def fact_age_outs(vr: VariantResult) -> int:
+    """spl-0.7 aging: magazines the aging IPI flushed (spl_magazine_age age-outs), counted
+    over the whole run (the event log may keep fewer)."""
+    return int(vr.result.summary.get("events", {}).get("magazine_age", 0))
 
 
 def _skc_locks(vr: VariantResult) -> list[dict[str, Any]]:
@@ -407,14 +437,21 @@ def fact_slabs_after_first_episode(vr: VariantResult) -> int | None:
     return int(slabs.iloc[0]) if len(slabs) else None
 
 
+def _own_resizes(vr: VariantResult) -> list[dict[str, Any]]:
+    ev = vr.events[(vr.events.kind == "magazine_resize") & vr.events.cache.isin(vr.caches)]
+    return [json.loads(d) for d in ev.detail]
+
+
 def fact_magazine_resizes(vr: VariantResult) -> int:
-    """Magazine resizes (kmem_cache_magazine_resize), all caches."""
-    return len(_kind_times(vr, "magazine_resize"))
+    """Magazine resizes (kmem_cache_magazine_resize) of the experiment's caches (not of the
+    allocator's own kmem_magazine_<N> caches)."""
+    return len(_own_resizes(vr))
 
 
 def fact_magazine_sizes(vr: VariantResult) -> list[int]:
-    """Magazine sizes the cache went through, in order (first is the starting size)."""
-    d = _detail(vr, "magazine_resize")
+    """Magazine sizes the experiment's cache went through, in order (first is the starting
+    size)."""
+    d = _own_resizes(vr)
     return [d[0]["old"], *[x["new"] for x in d]] if d else []
 
 
@@ -440,7 +477,28 @@ def fact_depot_contention_end(vr: VariantResult) -> float:
     return _window_rate(vr, "cache.*.depot_contention", False)
 
 
+def fact_update_contention(vr: VariantResult) -> list[int]:
+    """Failed depot try-locks of the experiment's caches since the previous kmem_update pass,
+    per pass in order."""
+    return [sum(n for c, n in d["contention"].items() if c in vr.caches)
+            for d in _detail(vr, "kmem_update")]
+
+
+def fact_update_contention_last(vr: VariantResult) -> int | None:
+    """Failed depot try-locks seen by the last kmem_update pass (None: no pass ran)."""
+    passes = fact_update_contention(vr)
+    return passes[-1] if passes else None
+
+
+def fact_deadlock_at(vr: VariantResult) -> int | None:
+    """Simulated time of the deadlock (time to failure), ns; None if the run did not lock up."""
+    return _first(vr, "deadlock")
+
+
 FACTS: dict[str, Callable[[VariantResult], Any]] = {
+    "update_contention": fact_update_contention,
+    "update_contention_last": fact_update_contention_last,
+    "deadlock_at_ns": fact_deadlock_at,
     "grown": fact_grown,
     "free_limit_destroyed": fact_free_limit_destroyed,
     "reaped": fact_reaped,
@@ -466,6 +524,7 @@ FACTS: dict[str, Callable[[VariantResult], Any]] = {
     "allocs": fact_allocs,
     "alloc_failures": fact_nosleep_failures,
     "age_skipped": fact_age_skipped,
+    "age_outs": fact_age_outs,
     "long_wait_share": fact_long_wait_share,
     "grow_wait_fast_share": fact_grow_wait_fast_share,
     "grow_waits": fact_grow_waits,

@@ -137,6 +137,21 @@ def test_irq_aging_lockup_spin_lock_locks_up_and_trylock_skips(tmp_path):
 
 
 @pytest.mark.slow
+def test_irq_aging_at_the_real_skc_delay(tmp_path):
+    res = _run("irq-aging-lockup", tmp_path, ["spin_lock", "trylock"])
+    s = 1_000_000_000
+    for name in ("spin_lock", "trylock"):
+        f = res[name]["facts"]
+        # aging every skc_delay / 3 = 5 s; the consumer CPUs (2, 3) never refill, so their
+        # magazines count as unused from the pass at 20 s on: at most 2 CPUs x 5 passes
+        assert 1 <= f["age_outs"] <= 2 * 5
+        ages = _events(tmp_path / name, "magazine_age")
+        assert set(ages.cpu) <= {2, 3} and ages.time_ns.min() >= 20 * s
+        if res[name]["status"] == "deadlock":
+            assert f["deadlock_at_ns"] >= 20 * s
+
+
+@pytest.mark.slow
 def test_irq_aging_zfs10646_what_if(tmp_path):
     res = _run("irq-aging-lockup", tmp_path, ["zfs10646", "zfs10646-irqsave"])
     assert res["zfs10646"]["status"] == "deadlock"
@@ -200,20 +215,31 @@ def test_nosleep_callers_sleep_only_under_the_seed_001_rule(tmp_path):
     assert not ev.empty
 
 
-def test_solaris_resize_climbs_until_contention_subsides(tmp_path):
+@pytest.mark.slow
+def test_solaris_resize_climbs_at_15_s_updates_as_contention_falls(tmp_path):
     res = _run("solaris-resize", tmp_path)
     f, nf = res["resize"]["facts"], res["no-resize"]["facts"]
-    # sustained contention moves the cache up the magazine-type table, one row at a time
-    assert f["magazine_resizes"] >= 1
-    sizes = f["magazine_sizes"]
+    # the 256-byte cache starts at 7 rounds (256 <= the 3-round row's mt_minbuf of 256)
     table = [row[0] for row in KMEM_MAGTYPE_TABLE]
+    sizes = f["magazine_sizes"]
+    assert sizes[0] == 7 and len(sizes) >= 3  # at least two steps
     assert all(table.index(b) == table.index(a) + 1
                for a, b in zip(sizes, sizes[1:], strict=False))
-    # then the depot is quiet; without resizing it stays contended
-    assert f["depot_contention_start"] > 1 and f["depot_contention_end"] == 0
-    assert nf["magazine_resizes"] == 0 and nf["depot_contention_end"] > 0.5
+    # one kmem_update every 15 s; a resize only at a pass, and never in the pass right after
+    # one (the seed re-arms contention_prev at contention + INT_MAX)
+    ev = _events(tmp_path / "resize", "magazine_resize")
+    ev = ev[ev.cache == "kmem_alloc_256"]
+    s = 1_000_000_000
+    passes = [round(t / (15 * s)) for t in ev.time_ns]
+    assert all(abs(t - k * 15 * s) < 10 * MS for t, k in zip(ev.time_ns, passes, strict=True))
+    assert all(b - a >= 2 for a, b in zip(passes, passes[1:], strict=False))
+    # the same bursts every pass: with growing magazines the depot sees fewer failed try-locks
+    assert f["update_contention"][0] == nf["update_contention"][0]
+    assert f["update_contention_last"] * 10 < nf["update_contention_last"]
+    assert nf["magazine_resizes"] == 0 and min(nf["update_contention"]) > 3
 
 
+@pytest.mark.slow
 def test_solaris_consolidate_slowly_without_pressure_at_once_under_it(tmp_path):
     res = _run("solaris-consolidate", tmp_path)
     slow, fast = res["no-pressure"]["facts"], res["pressure"]["facts"]
@@ -221,14 +247,16 @@ def test_solaris_consolidate_slowly_without_pressure_at_once_under_it(tmp_path):
     # the reap at 50 ms returns the freed buffers; survivors pin most of the 2048 slabs
     assert slow["slabs_peak"] == 2048
     assert 1000 < slow["slabs_after_first_episode"] < 2048
-    # no pressure: one candidate slab per 20 ms update (its single buffer moved, the slab freed)
-    updates = (600 - 60) // 20
-    assert updates - 3 <= slow["consolidator_yes"] <= updates + 3
+    # no pressure: one candidate slab per 15 s update (its single buffer moved, the slab
+    # freed): updates at 15, 30, ... 435 s of the 450 s run
+    updates = 450 // 15 - 1
+    assert updates - 3 <= slow["consolidator_yes"] <= updates + 1
     assert slow["slabs_after_first_episode"] - slow["slabs_end"] == pytest.approx(
         slow["consolidator_yes"], abs=3)
     # pressure: kmem_cache_defrag moves every partial slab's buffers in one pass
     ev = _events(tmp_path / "pressure", "consolidator_move")
-    burst = ev[(ev.time_ns >= 300 * MS) & (ev.time_ns < 305 * MS)]
+    s = 1_000_000_000
+    burst = ev[(ev.time_ns >= 300 * s) & (ev.time_ns < 300 * s + 5 * MS)]
     assert len(burst) > 1000
     assert fast["slabs_end"] <= kept // 8 + 5
 
@@ -348,6 +376,51 @@ def test_bad_expectations_are_bad_input(tmp_path, capsys, expect, fragment):
     assert len(err) == 1 and fragment in err[0], err
     names = [v.name for v in scenarios.load(scenarios.available()["reclaim-deadlock"]).variants]
     assert f"{path}: scenario.variants[{names.index('noemergency')}]." in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_compressed_variants_are_never_default_and_run_with_all_or_by_name():
+    for name, path in scenarios.available().items():
+        for v in scenarios.load(path).variants:
+            assert v.default != v.name.endswith("-compressed"), (name, v.name)
+    sc = scenarios.load(scenarios.available()["irq-aging-lockup"])
+    assert {v.name for v in sc.variants if not v.default} == {"spin_lock-compressed",
+                                                                "trylock-compressed"}
+
+
+@pytest.mark.parametrize("line,fragment", [
+    ("default = 0", "default: must be true or false, not 0"),
+    ("default = true", "default: a -compressed variant shortens a kernel interval and must "
+                       "say default = false"),
+])
+def test_bad_default_flags_are_bad_input(tmp_path, capsys, line, fragment):
+    src = scenarios.available()["irq-aging-lockup"].read_text()
+    names = [v.name for v in scenarios.load(scenarios.available()["irq-aging-lockup"]).variants]
+    fragment = f"scenario.variants[{names.index('spin_lock-compressed')}].{fragment}"
+    path = tmp_path / "irq.toml"
+    path.write_text(src.replace('name = "spin_lock-compressed"\ndefault = false',
+                                f'name = "spin_lock-compressed"\n{line}', 1))
+    assert path.read_text() != src
+    assert main(["scenario", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and fragment in err[0] and str(path) in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_scenario_without_a_default_variant_is_bad_input(tmp_path, capsys):
+    src = scenarios.available()["solaris-resize"].read_text()
+    path = tmp_path / "sr.toml"
+    path.write_text(src.replace('name = "resize"', 'name = "resize"\ndefault = false')
+                    .replace('name = "no-resize"', 'name = "no-resize"\ndefault = false'))
+    assert main(["scenario", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "every variant says default = false" in err[0], err
+
+
+def test_all_and_variant_exclude_each_other(tmp_path, capsys):
+    assert main(["scenario", "irq-aging-lockup", "--all", "--variant", "zfs10646",
+                 "--out", str(tmp_path / "out")]) == 2
+    assert "--all and --variant" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

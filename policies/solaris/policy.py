@@ -152,6 +152,11 @@ class SolarisPolicy(KmemCpuLayer, KmemDepot, KmemSlabLayer, KmemMaintenance, Kme
         self.reaping = {"kmem_reaping": False, "kmem_reaping_idspace": False}
         """kmem_reaping / kmem_reaping_idspace: a reap pass is running or cooling down."""
         self.kmem_updates = 0
+        self.update_contention: dict[str, int] = {}
+        """Failed depot try-locks per cache seen by the latest kmem_update pass (non-zero
+        only), logged with its `kmem_update` event."""
+        self._contention_seen: dict[str, int] = {}
+        """cache_depot_contention of each cache at the last pass (for that event)."""
         self.kmem_reap_passes = 0
         self.kmem_move_stats: Counter[str] = Counter()
         """The KMEM_STATS kms_* counters (reference 7.2)."""

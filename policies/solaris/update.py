@@ -178,6 +178,10 @@ class KmemMaintenance:
             and int32(cp.cache_depot_contention - cp.cache_depot_contention_prev)
             > self.tun["kmem_depot_contention"])
         cp.cache_depot_contention_prev = cp.cache_depot_contention
+        failed = cp.cache_depot_contention - self._contention_seen.get(cp.name, 0)
+        if failed:
+            self.update_contention[cp.name] = failed
+            self._contention_seen[cp.name] = cp.cache_depot_contention
         yield from lock.unlock(t)
         tq = self.kmem_taskq
         if need_hash_rescale:
@@ -192,10 +196,15 @@ class KmemMaintenance:
         kmem_cache_lock, then kmem_update_timeout is queued on kmem_taskq so that the next
         update is armed only after this pass's tasks have run (self-throttling)."""
         self.kmem_updates += 1
+        self.update_contention = {}
         yield from self.kmem_cache_lock.lock(t)
         for cp in list(self.kmem_caches):
             yield from self.kmem_cache_update(t, cp)
         yield from self.kmem_cache_lock.unlock(t)
+        # not in the seed: one event per pass with each cache's failed depot try-locks since
+        # the previous pass, for the scenarios (the figure the resize rule compares, except
+        # in the pass after a resize, which the seed's contention_prev + INT_MAX disarms)
+        self.machine.metrics.event("kmem_update", contention=self.update_contention)
         yield from self.kmem_taskq.dispatch(t, self.kmem_update_timeout)
 
     def kmem_update_timeout(self, t: Thread) -> Gen:
