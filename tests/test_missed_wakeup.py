@@ -93,9 +93,9 @@ def _scenario(out: Path, duration: str | None, seed: int | None = None) -> dict:
 
 
 def test_missed_wakeup_short_run_keeps_the_fixed_order_fast(tmp_path):
-    # the first 2 s of the scenario (default run): no wait of the fixed order reaches 100 ms;
+    # the first 500 ms of the scenario (default run): no wait of the fixed order reaches 100 ms;
     # the pre-2020 order's waits are almost all fast (a stranding may or may not occur yet)
-    res = _scenario(tmp_path, "2s")
+    res = _scenario(tmp_path, "500ms")
     fixed, buggy = res["fixed"]["facts"], res["pre-2020"]["facts"]
     assert fixed["long_wait_share"] == 0.0
     assert fixed["grow_wait_max_ns"] < 100 * MS
