@@ -116,29 +116,28 @@ class SplSlabs:
 
     def spl_cache_grow_work(self, w: Thread, skc: SplCache, flags: int) -> Gen:
         """spl_cache_grow_work (taskq worker): __spl_cache_grow, drop the cache reference,
-        clear KMC_BIT_GROWING and wake the waiters if a slab was added. With
-        grow_wake_order = wake_then_clear the wake-up comes first (before 2adc6b35)."""
+        clear KMC_BIT_GROWING and wake the waiters if a slab was added (seed 000:968). With
+        grow_wake_order = wake_then_clear the wake-up is the one of the SPL before 2adc6b35
+        (zfs#9989): __spl_cache_grow wakes the waiters under skc_lock right after linking the
+        slab, and the worker clears GROWING only after dropping the lock and the reference."""
         task = getattr(w, "task", None)
         self.machine.metrics.event("grow_run", cache=skc.name, cpu=w.cpu.id, thread=w.name,
                                    queued=w.now - task.dispatched_at if task else 0)
         error = yield from self.__spl_cache_grow(w, skc, flags)
         skc.ref -= 1
         w.charge("atomic_op")
-        if self._wake_first:
-            if error == 0:
-                yield from skc.waitq.wake_up_all(w)
-            yield from skc.flags.clear_bit(w, KMC_BIT_GROWING)
-        else:
-            yield from skc.flags.clear_bit(w, KMC_BIT_GROWING)
-            if error == 0:
-                yield from skc.waitq.wake_up_all(w)
+        yield from skc.flags.clear_bit(w, KMC_BIT_GROWING)
+        if error == 0 and not self._wake_first:
+            yield from skc.waitq.wake_up_all(w)
         skc.waitq.wakers = []
         w.charge("kmalloc")
 
     def __spl_cache_grow(self, w: Thread, skc: SplCache, flags: int) -> Gen:
         """__spl_cache_grow: spl_slab_alloc, then under skc_lock link the slab at the tail of
-        the partial list and clear KMC_BIT_DEADLOCKED. Returns 0 or -ENOMEM. spl_slab_alloc runs
-        inside spl_fstrans_mark (000:948) unless spl_fstrans is off."""
+        the partial list and clear KMC_BIT_DEADLOCKED (seed 000:944); before 2adc6b35
+        (grow_wake_order = wake_then_clear) it then woke the waiters, still under skc_lock,
+        while GROWING was set. Returns 0 or -ENOMEM. spl_slab_alloc runs inside
+        spl_fstrans_mark (000:948) unless spl_fstrans is off."""
         cookie = w.memalloc_noio
         w.memalloc_noio = cookie or self._fstrans
         sks = yield from self.spl_slab_alloc(w, skc, flags)
@@ -157,6 +156,8 @@ class SplSlabs:
                                            emergency=skc.obj_emergency)
             skc.flags.value &= ~(1 << KMC_BIT_DEADLOCKED)
             w.charge("atomic_op")
+            if self._wake_first:
+                yield from skc.waitq.wake_up_all(w)
         if self._grow_irqsave:
             yield from skc.lock.unlock_irqrestore(w, irqf)
         else:
