@@ -263,9 +263,9 @@ def zfs9989(check: Check) -> dict[str, Any]:
 
     sc = scenarios.load(scenarios.available()[check.params["scenario"]])
     out: dict[str, Any] = {}
-    race = ("in the model a woken waiter nearly always re-checks GROWING after the worker's "
-            "clear_bit (the nice -20 worker is not preempted by its wakee; see "
-            "docs/scenarios.md), so the pre-2020 order rarely loses the race")
+    race = ("the pre-2020 order loses the race only when a block-completion interrupt lands "
+            "between the worker's wake-up and its clear_bit; that interrupt rate (10,000/s "
+            "per CPU) is the scenario's assumption, not the report's (docs/scenarios.md)")
     waits: dict[str, tuple[list[int], list[int]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for vr in scenarios.run(sc, Path(tmp) / sc.name):
