@@ -135,10 +135,10 @@ def bookkeeping_bound(ops: int = 300_000, cpus: int = 64) -> float:
 
 
 WARM_OPS_PER_CPU = 300
-"""Operations per CPU in each warm-up slice."""
+"""Operations every CPU has done, at least, before the window (on average)."""
 
 WARM_SLICES_MAX = 64
-"""Warm-up slices at most before the window is measured even though memory still grows."""
+"""Warm-up ticks at most before the window is measured even though the cache still grows."""
 
 
 def cache_name(size: int) -> str:
@@ -181,35 +181,30 @@ def _measure(point: BenchPoint) -> BenchResult:
     freeze_heap()
     env = sim.machine.env
     ops_of = lambda: sum(w.allocs + w.frees for w in sim.workloads)  # noqa: E731
-    # warm up until every CPU has done a few hundred operations, then on, a slice of a few
-    # hundred operations per CPU at a time, until a slice ends with no more pages in use than
-    # the most before it: the window measures the steady state, not the growth of the cache
-    # towards it (a random walk of every CPU's magazine depth: at 1024 CPUs it takes about
-    # 10,000 operations per CPU, and its growth waits would be counted as the steady cost)
-    warm = 200_000
-    env.run(until=warm)
-    while ops_of() < max(2000, point.cpus * WARM_OPS_PER_CPU):
-        warm *= 2
-        env.run(until=warm)
+    # warm up a tick at a time until a tick adds no pages in use and no more than 5 % more
+    # operations than the tick before, and every CPU has done a few hundred operations: the
+    # window measures the steady state, not the cache's growth towards it (at 64 CPUs the
+    # SPL's magazines and slabs fill for about 5 ms, its growth waits would count as steady
+    # cost)
+    tick = sim.machine.tick_ns
     memory = sim.machine.memory
-    peak = memory.used
+    env.run(until=tick)
+    prev, peak = ops_of(), memory.used
     for _ in range(WARM_SLICES_MAX):
         ops0 = ops_of()
-        while ops_of() - ops0 < point.cpus * WARM_OPS_PER_CPU:
-            env.run(until=env.now + 100_000)
-        used = memory.used
-        if used <= peak:
+        env.run(until=env.now + tick)
+        done, used = ops_of() - ops0, memory.used
+        if used <= peak and done <= prev * 1.05 and ops_of() >= point.cpus * WARM_OPS_PER_CPU:
             break
-        peak = used
+        prev, peak = done, max(peak, used)
     warm_ops = ops_of()
-    # calibrate: how much simulated time holds target_ops operations
-    ops0, t_sim0 = ops_of(), env.now
-    env.run(until=env.now + 100_000)
-    rate = (ops_of() - ops0) / max(1, env.now - t_sim0)
-    window = int(point.target_ops / max(rate, 1e-9))
+    # the window: 100 us steps until target_ops operations are done. Work a thread does
+    # ahead of the simulation clock is counted when it yields, in the same env.run call
+    # that executed it, so the operations counted are the operations the timed calls ran
     ops0, ev0 = ops_of(), next(env._eid)
     t0 = time.process_time()
-    env.run(until=env.now + window)
+    while ops_of() - ops0 < point.target_ops:
+        env.run(until=env.now + 100_000)
     wall = time.process_time() - t0
     ops = ops_of() - ops0
     events = next(env._eid) - ev0 - 1
@@ -252,7 +247,7 @@ def points(quick: bool, cpus: list[int] | None = None, ops: int | None = None,
     from workloads.registry import available as workloads
 
     cpus = cpus or ([4, 64] if quick else [4, 64, 256, 1024])
-    target = ops or (60_000 if quick else 400_000)
+    target = ops or (200_000 if quick else 400_000)
     wls = ["steady"] + (["producer_consumer"] if "producer_consumer" in workloads() else [])
     if quick:
         wls = wls[:1]
