@@ -4,6 +4,8 @@ table (defaults unless a test zeroes a cost to keep the arithmetic readable)."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from simcore import (
     CostTable,
@@ -325,3 +327,20 @@ def test_random_streams_are_independent_of_each_other():
     m2.rng("other").random()
     b = m2.rng("x")
     assert [a.random() for _ in range(5)] == [b.random() for _ in range(5)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), mean=st.floats(1.0, 1e12),
+       singles=st.lists(st.integers(0, 5000), max_size=4))
+def test_exponential_blocks_are_the_scalar_draws(seed: int, mean: float,
+                                                 singles: list[int]) -> None:
+    """exponential_block gives `int(exponential(mean))` of the same stream, in order, whether
+    the buffer is fresh or partly used by scalar draws first."""
+    from simcore.rand import RandomStream
+
+    blocks, scalars = RandomStream(seed, "s"), RandomStream(seed, "s")
+    for k in singles:
+        for _ in range(k):
+            assert blocks.exponential(mean) == scalars.exponential(mean)
+        got = blocks.exponential_block(mean)[::-1]
+        assert got == [int(scalars.exponential(mean)) for _ in got]

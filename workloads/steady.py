@@ -134,19 +134,23 @@ class Steady(Workload):
                     else:
                         (ta1 if cache is single else tallies(cache)[0])[t.pending - pending] += 1
                         self.allocs += 1
+                    seq += 1
+                    if not drawn:
+                        drawn = lifetimes()
+                    heappush(live, (env._now + t.pending + drawn.pop(), seq, obj, cache))
                 else:
                     if na or nf:
                         self.count_hits(single, hit_ns, na, nf)
                         na = nf = 0
                     obj = yield from self.do_alloc(t, cache, flags)
                     limit = -1
+                    if obj is not None:
+                        seq += 1
+                        if not drawn:
+                            drawn = lifetimes()
+                        heappush(live, (env._now + t.pending + drawn.pop(), seq, obj, cache))
                 if atomic:
                     t.preempt_count -= 1
-                if obj is not None:
-                    seq += 1
-                    if not drawn:
-                        drawn = lifetimes()
-                    heappush(live, (env._now + t.pending + drawn.pop(), seq, obj, cache))
             else:
                 if na or nf:
                     self.count_hits(single, hit_ns, na, nf)

@@ -81,28 +81,28 @@ class SplMagazines:
             skc.linux_alloc += 1
             self._ctor(t, skc)
             return obj
-        skm = skc.mags[t.cpu.id]
+        cpu = t.cpu
+        skm = skc.mags[cpu.id]
         objs = skm.objs
         if not objs or t.irqs_off:
             return None
         pending = t.pending
-        at = t.env._now + pending
-        irqs = t.cpu.irqs
-        if irqs and irqs[0].at <= at + self._alloc_hit_ns:
+        ns = skc.hit_alloc_ns
+        irqs = cpu.irqs
+        if irqs and irqs[0].at <= t.env._now + pending + self._alloc_hit_ns:
             return None
         # call, local_irq_disable, pop, local_irq_enable (+ the constructor): one charge; the
         # IRQ-off section and the hit have constant lengths, so they are counted (fold_hits)
         obj = objs.pop()
         if self._aging_on:
-            skm.age = at + self._hit_pre_ns + self._costs["magazine_pop"]
-        ns = self._alloc_hit_ns + skc.spec.ctor_cost
+            skm.age = t.env._now + pending + self._hit_pre_ns + self._costs["magazine_pop"]
         t.pending = pending + ns
         if not t._batched:
             t._steps.append(ns)
         if t._tracer is None:
             skm.alloc_hits += 1
         else:
-            t.irq_off_section(at + self._hit_pre_ns, self._alloc_off_ns)
+            t.irq_off_section(t.env._now + pending + self._hit_pre_ns, self._alloc_off_ns)
             self._h_hit.record(ns)
         return obj
 
@@ -204,26 +204,25 @@ class SplMagazines:
     def free_fast(self, t: Thread, skc: SplCache, obj: int) -> bool:
         """The magazine push of spl_kmem_cache_free as a plain call: a vmalloc (slab) object,
         room in the magazine and no interrupt due; False when the generator path must run."""
-        dtor = skc.spec.dtor_cost
         if skc.linux_cache is not None:
             mark = t.mark()
             t.charge("call")
-            if dtor:
-                t.charge_ns(dtor)
+            if skc.spec.dtor_cost:
+                t.charge_ns(skc.spec.dtor_cost)
             if not self.linux.free_fast(t, skc.linux_cache, obj):
                 t.rollback(mark)
                 return False
             skc.linux_alloc -= 1
             return True
-        skm = skc.mags[t.cpu.id]
+        cpu = t.cpu
+        skm = skc.mags[cpu.id]
         objs = skm.objs
         if len(objs) >= skm.size or t.irqs_off or not VMALLOC_BASE <= obj <= VMALLOC_END:
             return False
         pending = t.pending
-        at = t.env._now + pending
-        ns = self._free_hit_ns + dtor
-        irqs = t.cpu.irqs
-        if irqs and irqs[0].at <= at + ns:
+        ns = skc.hit_free_ns
+        irqs = cpu.irqs
+        if irqs and irqs[0].at <= t.env._now + pending + ns:
             return False
         # call, the destructor, local_irq_save, push, local_irq_restore: one charge; the
         # IRQ-off section and the hit have constant lengths, so they are counted (fold_hits)
@@ -234,7 +233,8 @@ class SplMagazines:
         if t._tracer is None:
             skm.free_hits += 1
         else:
-            t.irq_off_section(at + self._hit_pre_ns + dtor, self._free_off_ns)
+            t.irq_off_section(t.env._now + pending + self._hit_pre_ns + skc.spec.dtor_cost,
+                              self._free_off_ns)
             self._h_free_hit.record(ns)
         return True
 
@@ -247,10 +247,10 @@ class SplMagazines:
                 n, f = skm.alloc_hits, skm.free_hits
                 if n:
                     cpus[skm.cpu].irq_off_sections(self._alloc_off_ns, n)
-                    self._h_hit.record(self._alloc_hit_ns + skc.spec.ctor_cost, n)
+                    self._h_hit.record(skc.hit_alloc_ns, n)
                 if f:
                     cpus[skm.cpu].irq_off_sections(self._free_off_ns, f)
-                    self._h_free_hit.record(self._free_hit_ns + skc.spec.dtor_cost, f)
+                    self._h_free_hit.record(skc.hit_free_ns, f)
                 skm.alloc_hits = skm.free_hits = 0
 
     def spl_cache_flush(self, t: Thread, skc: SplCache, skm: SplMagazine, flush: int) -> Gen:

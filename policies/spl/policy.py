@@ -262,6 +262,8 @@ class SplPolicy(SplMagazines, SplSlabs, SplEmergency, SplReaper, Policy):
                        self.tun["spl_kmem_cache_max_size"], self.tun["spl_kmem_cache_magazine_size"])
         skc = SplCache(spec.name, spec, flags, lock, waitq, geo)
         skc.mags = [SplMagazine(cpu.id, geo.mag_size, geo.mag_refill) for cpu in m.cpus]
+        skc.hit_alloc_ns = self._alloc_hit_ns + spec.ctor_cost
+        skc.hit_free_ns = self._free_hit_ns + spec.dtor_cost
         return skc
 
     def spl_max_kmem_order_nr_pages(self) -> int:
@@ -314,7 +316,7 @@ class SplPolicy(SplMagazines, SplSlabs, SplEmergency, SplReaper, Policy):
         whose hits are the Linux slab's."""
         if skc.linux_cache is not None:
             return None
-        return (self._alloc_hit_ns + skc.spec.ctor_cost, self._free_hit_ns + skc.spec.dtor_cost)
+        return (skc.hit_alloc_ns, skc.hit_free_ns)
 
     def stats(self, skc: SplCache) -> CacheStats:
         self.fold_hits()

@@ -127,6 +127,10 @@ class SplCache:
     slabs_freed: int = 0
     age_skipped: int = 0
     """spl-0.7 aging: magazine age-outs skipped because skc_lock was contended."""
+    hit_alloc_ns: int = 0
+    hit_free_ns: int = 0
+    """What a magazine hit costs with this cache's constructor / destructor (not kernel
+    state: the fast paths' one charge, SplPolicy.cache_create)."""
 
     @property
     def is_slab(self) -> bool:
