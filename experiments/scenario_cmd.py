@@ -10,6 +10,7 @@ from typing import Any
 
 from experiments import expectations, tracing
 from experiments.config import ConfigError
+from experiments.problems import positive_int
 from experiments.scenarios import available, load, run
 
 
@@ -35,7 +36,7 @@ def _cmd(args: argparse.Namespace) -> int:
         raise ConfigError("scenario: --all and --variant exclude each other")
     results = run(sc, out, args.variant or None, args.seed,
                   progress=not args.no_progress and sys.stderr.isatty(), trace=args,
-                  everything=args.all)
+                  everything=args.all, jobs=args.jobs)
     print((out / "narrative.md").read_text(), end="")
     print(f"wrote {out}/ (timeline.png, narrative.md, scenario.json, one run folder per variant)")
     unmet = [(r.variant.name, why) for r in results for why in r.unmet]
@@ -67,5 +68,9 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--out", metavar="DIR", help="output folder (default results/scenarios/NAME)")
     s.add_argument("--seed", type=int, help="override the seed")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("--jobs", type=positive_int, metavar="N",
+                   help="variants run side by side, each in its own process (default: one "
+                   "per core; 1 runs them in turn with a bar of simulated time each); the "
+                   "output is the same either way")
     tracing.add_arguments(s, scenario=True)
     s.set_defaults(func=_cmd)

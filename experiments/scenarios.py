@@ -29,9 +29,12 @@ import argparse
 import copy
 import fnmatch
 import json
+import os
 import sys
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -149,13 +152,35 @@ class VariantResult:
     """The experiment's own caches (its [[caches]]), not the allocator's internal ones."""
 
 
+def run_variant(path: str, name: str, seed: int | None, folder: str,
+                trace: tuple[bool, tuple[int, int | None] | None, int] | None,
+                progress: bool = False) -> RunResult:
+    """Run one variant of the scenario file `path` into `folder` (unstaged: the caller stages
+    the scenario's folder); with `trace` (--trace, --trace-window, --trace-events) run it
+    again recording the trace of its key window. A module-level function, so a process pool
+    can run the variants side by side."""
+    sc = load(Path(path))
+    v = next(x for x in sc.variants if x.name == name)
+    exp = experiment_for(sc, v, seed)
+    res = run_experiment(exp, Path(folder), progress=progress, staged=False)
+    if trace is not None:
+        args = argparse.Namespace(trace=trace[0], trace_window=trace[1], trace_events=trace[2])
+        if tracing.wanted(args):
+            window = tracing.key_window(res.summary,
+                                        pd.read_parquet(Path(folder) / "events.parquet"))
+            res = run_experiment(exp, Path(folder), progress=progress, staged=False,
+                                 trace=tracing.recorder(args, window))
+    return res
+
+
 def run(sc: Scenario, out: Path, only: list[str] | None = None, seed: int | None = None,
         progress: bool = False, trace: argparse.Namespace | None = None,
-        everything: bool = False) -> list[VariantResult]:
+        everything: bool = False, jobs: int | None = None) -> list[VariantResult]:
     """Run the scenario's variants (its default ones; those named in `only`; every one with
     `everything`) and write the plot, narrative and scenario.json into `out`. With `trace`
     (the --trace arguments), each variant's folder also gets trace.json
-    (experiments.tracing)."""
+    (experiments.tracing). The variants run side by side on `jobs` processes (default: every
+    core); each is its own simulation, so its folder is the same however many run at once."""
     if only:
         chosen = [v for v in sc.variants if v.name in only]
     else:
@@ -166,19 +191,25 @@ def run(sc: Scenario, out: Path, only: list[str] | None = None, seed: int | None
             known = ", ".join(v.name for v in sc.variants)
             raise ConfigError(f"{sc.path}: no variant {sorted(unknown)[0]!r} (known: {known})")
     exps = [(v, experiment_for(sc, v, seed)) for v in chosen]
+    targs = None if trace is None else (trace.trace, trace.trace_window, trace.trace_events)
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(exps)))
     staged = StagedFolder(out).open()
     try:
+        runs: dict[str, RunResult] = {}
+        if jobs == 1:
+            for i, (v, _exp) in enumerate(exps, 1):
+                if progress:  # which variant the run's own bar (simulated time) is for
+                    print(f"{sc.name}: variant {i}/{len(exps)}: {v.name}", file=sys.stderr)
+                runs[v.name] = run_variant(str(sc.path), v.name, seed,
+                                           str(staged.path / v.name), targs, progress)
+        else:
+            runs = _run_side_by_side(sc, [v for v, _ in exps], seed, staged.path, targs,
+                                     jobs, progress)
         results = []
-        for i, (v, exp) in enumerate(exps, 1):
-            if progress:  # which variant the run's own bar (simulated time) is for
-                print(f"{sc.name}: variant {i}/{len(exps)}: {v.name}", file=sys.stderr)
+        for v, exp in exps:
             folder = staged.path / v.name
-            res = run_experiment(exp, folder, progress=progress, staged=False)
+            res = runs[v.name]
             events = pd.read_parquet(folder / "events.parquet")
-            if trace is not None and tracing.wanted(trace):
-                window = tracing.key_window(res.summary, events)
-                res = run_experiment(exp, folder, progress=progress, staged=False,
-                                     trace=tracing.recorder(trace, window))
             timeline = pd.read_parquet(folder / "timeline.parquet")
             vr = VariantResult(v, res, folder, events, timeline, {},
                                caches=[c.name for c in exp.caches])
@@ -202,6 +233,34 @@ def run(sc: Scenario, out: Path, only: list[str] | None = None, seed: int | None
     for vr in results:
         vr.folder = out / vr.variant.name
     return results
+
+
+def _run_side_by_side(sc: Scenario, variants: list[Variant], seed: int | None, root: Path,
+                      trace: tuple[bool, tuple[int, int | None] | None, int] | None,
+                      jobs: int, progress: bool) -> dict[str, RunResult]:
+    """The variants on a pool of `jobs` fresh processes; a bar counts finished variants."""
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(variants), unit="variant", desc=f"{sc.name} ({jobs} at once)",
+                   file=sys.stderr)
+    runs: dict[str, RunResult] = {}
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(run_variant, str(sc.path), v.name, seed, str(root / v.name),
+                               trace): v.name for v in variants}
+        try:
+            for f in as_completed(futures):
+                runs[futures[f]] = f.result()
+                if bar is not None:
+                    bar.update(1)
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+    return runs
 
 
 # --- facts: figures a scenario's narrative and tests need -------------------------------------

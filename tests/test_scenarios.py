@@ -418,3 +418,17 @@ def test_every_shipped_variant_declares_an_expectation():
         sc = scenarios.load(path)
         text = path.read_text()
         assert text.count("expect = ") == len(sc.variants), name
+
+
+def test_variants_side_by_side_write_what_they_write_in_turn(tmp_path):
+    """The variants are independent simulations: run on two processes or one after the other,
+    every file of the scenario's folder is the same (plot, narrative, each run folder)."""
+    sc = scenarios.load(scenarios.available()["nosleep-sleeps"])
+    chosen = ["wait_like_km_sleep", "best_effort_emergency"]
+    scenarios.run(sc, tmp_path / "pool", chosen, jobs=2)
+    scenarios.run(sc, tmp_path / "turn", chosen, jobs=1)
+    files = sorted(p.relative_to(tmp_path / "pool") for p in (tmp_path / "pool").rglob("*")
+                   if p.is_file())
+    assert {f.parts[0] for f in files} >= set(chosen)
+    for f in files:
+        assert (tmp_path / "pool" / f).read_bytes() == (tmp_path / "turn" / f).read_bytes(), f
