@@ -167,6 +167,8 @@ class SolarisPolicy(KmemCpuLayer, KmemDepot, KmemSlabLayer, KmemMaintenance, Kme
         self._h = {k: metrics.hist(k) for k in ("alloc.hit", "alloc.refill", "alloc.grow",
                                                  "free.hit", "free.flush")}
         self._cc_hit_ns = self.cc_hit_costs()
+        self._cc_hit_holds = [self._cc_hit_hold(op, reload) for op in ("magazine_pop",
+                              "magazine_push") for reload in (0, 1)]
         metrics.add_fold(self.fold_hits)
         self.vmem_list: list[VmemArena] = []
         """Every arena in creation order (vm_id)."""
@@ -284,16 +286,11 @@ class SolarisPolicy(KmemCpuLayer, KmemDepot, KmemSlabLayer, KmemMaintenance, Kme
         return 0
 
     # --- Policy hooks ---------------------------------------------------------------------
-    def alloc(self, t: Thread, cache: KmemCache, flags: int) -> Gen:
-        """kmem_cache_alloc."""
-        return (yield from self.kmem_cache_alloc(t, cache, flags))
-
-    def free(self, t: Thread, cache: KmemCache, obj: int) -> Gen:
-        """kmem_cache_free."""
-        yield from self.kmem_cache_free(t, cache, obj)
-
-    # the fast paths are the CPU layer's loaded/previous-magazine hits themselves (one call
-    # less on every operation): KmemCpuLayer._alloc_hit / _free_hit
+    # alloc / free are kmem_cache_alloc / kmem_cache_free themselves (one generator less on
+    # every slow-path operation and every resume of it), and the fast paths are the CPU
+    # layer's loaded/previous-magazine hits (one call less on every operation)
+    alloc = KmemCpuLayer.kmem_cache_alloc
+    free = KmemCpuLayer.kmem_cache_free
     alloc_fast = KmemCpuLayer._alloc_hit
     free_fast = KmemCpuLayer._free_hit
 
