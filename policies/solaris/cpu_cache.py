@@ -84,7 +84,7 @@ class KmemCpuLayer:
         rounds -= 1
         ccp.cc_rounds = rounds
         cp.inuse += 1
-        release, ns = self._cc_hit_ns[kind]
+        release, ns, _hold = self._cc_hit_ns[kind]
         lock.free_at = now + release
         t.pending = pending + ns
         if not t._batched:
@@ -98,7 +98,7 @@ class KmemCpuLayer:
         line comes from another CPU, or a trace records the spans)."""
         start = t.now
         t.charge("call")
-        _cc_enter_local(t, lock)
+        _cc_enter_local(t, lock)  # free: the caller checked
         if ccp.cc_rounds <= 0:
             kmem_cpu_reload(ccp, ccp.cc_ploaded, ccp.cc_prounds)
             t.charge("object_move")
@@ -138,7 +138,7 @@ class KmemCpuLayer:
         ccp.cc_loaded.mag_round[rounds] = buf
         ccp.cc_rounds = rounds + 1
         cp.inuse -= 1
-        release, ns = self._cc_hit_ns[kind]
+        release, ns, _hold = self._cc_hit_ns[kind]
         lock.free_at = now + release
         t.pending = pending + ns
         if not t._batched:
@@ -152,7 +152,7 @@ class KmemCpuLayer:
         ms = ccp.cc_magsize
         start = t.now
         t.charge("call")
-        _cc_enter_local(t, lock)
+        _cc_enter_local(t, lock)  # free: the caller checked
         if not 0 <= ccp.cc_rounds < ms:
             kmem_cpu_reload(ccp, ccp.cc_ploaded, 0)
             t.charge("object_move")
@@ -166,30 +166,24 @@ class KmemCpuLayer:
             self._h["free.hit"].record(t.now - start)
         return True
 
-    def cc_hit_costs(self) -> list[tuple[int, int]]:
-        """(until the release, total) ns of the four counted hits (alloc, alloc with reload,
-        free, free with reload): call, mutex_enter with the line local, the pop or push (plus
-        kmem_cpu_reload's object_move) held, then mutex_exit."""
+    def cc_hit_costs(self) -> list[tuple[int, int, int]]:
+        """(until the release, total, hold) ns of the four counted hits (alloc, alloc with
+        reload, free, free with reload): call, mutex_enter with the line local, the pop or
+        push (plus kmem_cpu_reload's object_move) held, then mutex_exit."""
         c = self.machine.costs
         out = []
         for op in ("magazine_pop", "magazine_push"):
             for reload in (0, 1):
-                release = c["call"] + self._cc_hit_hold(op, reload)
-                out.append((release, release + c["lock_release"]))
+                hold = c["lock_acquire"] + c[op] + reload * c["object_move"]
+                release = c["call"] + hold
+                out.append((release, release + c["lock_release"], hold))
         return out
-
-    def _cc_hit_hold(self, op: str, reload: int) -> int:
-        """cc_lock's hold time in a counted hit: the acquire with the line local, the pop or
-        push, kmem_cpu_reload's object_move."""
-        c = self.machine.costs
-        return c["lock_acquire"] + c[op] + reload * c["object_move"]
 
     def fold_hits(self) -> None:
         """Record the counted hits (Metrics.fold): cc_lock's acquisitions and holds in
         lock_stat and its hold histogram, cc_alloc / cc_free, and the alloc.hit / free.hit
         latencies."""
         costs = self._cc_hit_ns
-        holds = self._cc_hit_holds
         h_alloc, h_free = self._h["alloc.hit"], self._h["free.hit"]
         for cp in self.kmem_caches:
             for ccp in cp.cache_cpu:
@@ -199,7 +193,7 @@ class KmemCpuLayer:
                 lock = ccp.cc_lock
                 for kind, n in enumerate(hits):
                     if n:
-                        hold = holds[kind]
+                        _release, ns, hold = costs[kind]
                         lock.stat.acquisitions += n
                         lock.stat.record_holds(hold, n)
                         lock.hold_hist.record(hold, n)
@@ -208,7 +202,7 @@ class KmemCpuLayer:
                         else:
                             ccp.cc_free += n
                         if cp.record:
-                            (h_alloc if kind < 2 else h_free).record(costs[kind][1], n)
+                            (h_alloc if kind < 2 else h_free).record(ns, n)
                         hits[kind] = 0
 
     def kmem_cache_alloc(self, t: Thread, cp: KmemCache, kmflag: int) -> Gen:

@@ -167,8 +167,6 @@ class SolarisPolicy(KmemCpuLayer, KmemDepot, KmemSlabLayer, KmemMaintenance, Kme
         self._h = {k: metrics.hist(k) for k in ("alloc.hit", "alloc.refill", "alloc.grow",
                                                  "free.hit", "free.flush")}
         self._cc_hit_ns = self.cc_hit_costs()
-        self._cc_hit_holds = [self._cc_hit_hold(op, reload) for op in ("magazine_pop",
-                              "magazine_push") for reload in (0, 1)]
         metrics.add_fold(self.fold_hits)
         self.vmem_list: list[VmemArena] = []
         """Every arena in creation order (vm_id)."""
