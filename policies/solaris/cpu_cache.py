@@ -21,8 +21,8 @@ KMEM_CPU_CACHE_SIZE = 64
 
 def _cc_enter_local(t: Thread, lock: SpinLock) -> bool:
     """mutex_enter(&ccp->cc_lock) charged to the local clock when the lock is free, unwanted
-    and released no later than t.now (see the module docstring): True, the lock is held;
-    False, nothing done (the caller takes it with `lock.lock`)."""
+    and released no later than t.now (policies.solaris.policy, "The per-CPU fast path"):
+    True, the lock is held; False, nothing done (the caller takes it with `lock.lock`)."""
     acquired = t.env._now + t.pending
     if lock.owner is not None or lock.waiters or lock.free_at > acquired:
         return False
