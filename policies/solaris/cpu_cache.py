@@ -19,14 +19,18 @@ KMEM_CPU_CACHE_SIZE = 64
 """Bytes of one padded kmem_cpu_cache_t."""
 
 
-def _cc_lock_local(t: Thread, lock: SpinLock) -> None:
-    """mutex_enter(&ccp->cc_lock) charged to the local clock; the caller checked that the lock
-    is free, unwanted and released no later than t.now (see the module docstring)."""
+def _cc_enter_local(t: Thread, lock: SpinLock) -> bool:
+    """mutex_enter(&ccp->cc_lock) charged to the local clock when the lock is free, unwanted
+    and released no later than t.now (policies.solaris.policy, "The per-CPU fast path"):
+    True, the lock is held; False, nothing done (the caller takes it with `lock.lock`)."""
+    acquired = t.env._now + t.pending
+    if lock.owner is not None or lock.waiters or lock.free_at > acquired:
+        return False
     st = lock.stat
     st.acquisitions += 1
     cpu = t.cpu
-    acquired = t.now
-    if lock.last_cpu != cpu.id and lock.last_cpu >= 0:
+    last = lock.last_cpu
+    if last != cpu.id and last >= 0:
         st.acq_bounces += 1
         t.charge("cacheline_remote_node" if lock.last_node != cpu.node else "cacheline_transfer")
     else:
@@ -38,12 +42,7 @@ def _cc_lock_local(t: Thread, lock: SpinLock) -> None:
     lock.acquired_at = acquired
     t.preempt_count += 1
     t.held.append(lock)
-
-
-def _cc_free_now(t: Thread, lock: SpinLock) -> bool:
-    return lock.owner is None and not lock.waiters and lock.free_at <= t.now
-
-
+    return True
 
 
 class KmemCpuLayer:
@@ -51,18 +50,19 @@ class KmemCpuLayer:
 
     # --- the CPU layer ------------------------------------------------------------------------
     def _cc_enter(self, t: Thread, lock: SpinLock) -> Gen:
-        """mutex_enter(&ccp->cc_lock): local when nobody else can hold it, else the lock."""
-        if _cc_free_now(t, lock):
-            _cc_lock_local(t, lock)
-            return
-        yield from lock.lock(t)
+        """mutex_enter(&ccp->cc_lock): local when nobody else can hold it, else the lock (the
+        hot paths write the two steps out: one generator less)."""
+        if not _cc_enter_local(t, lock):
+            yield from lock.lock(t)
 
     def _alloc_hit(self, t: Thread, cp: KmemCache, _kmflag: int = 0) -> int | None:
         """kmem_cache_alloc's A1/A2 with cc_lock free: pop the loaded magazine, first swapping
         in a full previous one (kmem_cpu_reload). No event; None (nothing charged) when the
         CPU has no round or the lock is not free. When the lock's line is already this CPU's
         (no bounce) and nothing traces, the hit's costs are constants: one charge, and the
-        lock_stat acquisition and hold and the latency are counted (fold_hits)."""
+        lock_stat acquisition and hold, the latency and cc_alloc are counted (fold_hits).
+        The lock's `acquired_at` is only read while it is held, so the counted round trip
+        sets `free_at` alone."""
         cpu = t.cpu
         ccp = cp.cache_cpu[cpu.id]
         rounds = ccp.cc_rounds
@@ -75,21 +75,22 @@ class KmemCpuLayer:
             return None
         if lock.last_cpu != cpu.id or t._tracer is not None:
             return self._alloc_hit_recorded(t, cp, ccp, lock)
-        reload = rounds <= 0
-        if reload:
+        if rounds > 0:
+            kind = 0
+        else:
             kmem_cpu_reload(ccp, ccp.cc_ploaded, ccp.cc_prounds)
-        ccp.cc_rounds -= 1
-        buf = ccp.cc_loaded.mag_round[ccp.cc_rounds]
-        ccp.cc_alloc += 1
+            rounds = ccp.cc_rounds
+            kind = 1
+        rounds -= 1
+        ccp.cc_rounds = rounds
         cp.inuse += 1
-        call, hold, ns = self._cc_hit_ns[reload]
-        lock.acquired_at = now + call
-        lock.free_at = now + call + hold
+        release, ns, _hold = self._cc_hit_ns[kind]
+        lock.free_at = now + release
         t.pending = pending + ns
         if not t._batched:
             t._steps.append(ns)
-        ccp.hits[reload] += 1
-        return buf
+        ccp.hits[kind] += 1
+        return ccp.cc_loaded.mag_round[rounds]
 
     def _alloc_hit_recorded(self, t: Thread, cp: KmemCache, ccp: KmemCpuCache,
                             lock: SpinLock) -> int:
@@ -97,7 +98,7 @@ class KmemCpuLayer:
         line comes from another CPU, or a trace records the spans)."""
         start = t.now
         t.charge("call")
-        _cc_lock_local(t, lock)
+        _cc_enter_local(t, lock)  # free: the caller checked
         if ccp.cc_rounds <= 0:
             kmem_cpu_reload(ccp, ccp.cc_ploaded, ccp.cc_prounds)
             t.charge("object_move")
@@ -117,9 +118,9 @@ class KmemCpuLayer:
         like `_alloc_hit` when the lock's line is this CPU's and nothing traces."""
         cpu = t.cpu
         ccp = cp.cache_cpu[cpu.id]
-        ms = ccp.cc_magsize
         rounds = ccp.cc_rounds
-        if not ms or not (0 <= rounds < ms or ccp.cc_prounds == 0):
+        ms = ccp.cc_magsize
+        if not (0 <= rounds < ms or (ms and ccp.cc_prounds == 0)):
             return False
         lock = ccp.cc_lock
         pending = t.pending
@@ -128,20 +129,21 @@ class KmemCpuLayer:
             return False
         if lock.last_cpu != cpu.id or t._tracer is not None:
             return self._free_hit_recorded(t, cp, ccp, lock, buf)
-        reload = not 0 <= rounds < ms
-        if reload:
+        if 0 <= rounds < ms:
+            kind = 2
+        else:
             kmem_cpu_reload(ccp, ccp.cc_ploaded, 0)
-        ccp.cc_loaded.mag_round[ccp.cc_rounds] = buf
-        ccp.cc_rounds += 1
-        ccp.cc_free += 1
+            rounds = 0
+            kind = 3
+        ccp.cc_loaded.mag_round[rounds] = buf
+        ccp.cc_rounds = rounds + 1
         cp.inuse -= 1
-        call, hold, ns = self._cc_hit_ns[2 + reload]
-        lock.acquired_at = now + call
-        lock.free_at = now + call + hold
+        release, ns, _hold = self._cc_hit_ns[kind]
+        lock.free_at = now + release
         t.pending = pending + ns
         if not t._batched:
             t._steps.append(ns)
-        ccp.hits[2 + reload] += 1
+        ccp.hits[kind] += 1
         return True
 
     def _free_hit_recorded(self, t: Thread, cp: KmemCache, ccp: KmemCpuCache, lock: SpinLock,
@@ -150,7 +152,7 @@ class KmemCpuLayer:
         ms = ccp.cc_magsize
         start = t.now
         t.charge("call")
-        _cc_lock_local(t, lock)
+        _cc_enter_local(t, lock)  # free: the caller checked
         if not 0 <= ccp.cc_rounds < ms:
             kmem_cpu_reload(ccp, ccp.cc_ploaded, 0)
             t.charge("object_move")
@@ -165,20 +167,22 @@ class KmemCpuLayer:
         return True
 
     def cc_hit_costs(self) -> list[tuple[int, int, int]]:
-        """(before the acquire, hold, total) ns of the four counted hits (alloc, alloc with
+        """(until the release, total, hold) ns of the four counted hits (alloc, alloc with
         reload, free, free with reload): call, mutex_enter with the line local, the pop or
-        push (plus kmem_cpu_reload's object_move), mutex_exit."""
+        push (plus kmem_cpu_reload's object_move) held, then mutex_exit."""
         c = self.machine.costs
         out = []
         for op in ("magazine_pop", "magazine_push"):
             for reload in (0, 1):
                 hold = c["lock_acquire"] + c[op] + reload * c["object_move"]
-                out.append((c["call"], hold, c["call"] + hold + c["lock_release"]))
+                release = c["call"] + hold
+                out.append((release, release + c["lock_release"], hold))
         return out
 
     def fold_hits(self) -> None:
         """Record the counted hits (Metrics.fold): cc_lock's acquisitions and holds in
-        lock_stat and its hold histogram, and the alloc.hit / free.hit latencies."""
+        lock_stat and its hold histogram, cc_alloc / cc_free, and the alloc.hit / free.hit
+        latencies."""
         costs = self._cc_hit_ns
         h_alloc, h_free = self._h["alloc.hit"], self._h["free.hit"]
         for cp in self.kmem_caches:
@@ -189,10 +193,14 @@ class KmemCpuLayer:
                 lock = ccp.cc_lock
                 for kind, n in enumerate(hits):
                     if n:
-                        _call, hold, ns = costs[kind]
+                        _release, ns, hold = costs[kind]
                         lock.stat.acquisitions += n
                         lock.stat.record_holds(hold, n)
                         lock.hold_hist.record(hold, n)
+                        if kind < 2:
+                            ccp.cc_alloc += n
+                        else:
+                            ccp.cc_free += n
                         if cp.record:
                             (h_alloc if kind < 2 else h_free).record(ns, n)
                         hits[kind] = 0
@@ -210,7 +218,8 @@ class KmemCpuLayer:
         ccp = cp.cache_cpu[t.cpu.id]
         lock = ccp.cc_lock
         t.charge("call")
-        yield from self._cc_enter(t, lock)
+        if not _cc_enter_local(t, lock):
+            yield from lock.lock(t)
         refilled = False
         while True:
             if ccp.cc_rounds > 0:
@@ -272,7 +281,8 @@ class KmemCpuLayer:
         ccp = cp.cache_cpu[t.cpu.id]
         lock = ccp.cc_lock
         t.charge("call")
-        yield from self._cc_enter(t, lock)
+        if not _cc_enter_local(t, lock):
+            yield from lock.lock(t)
         exchanged = False
         while True:
             ms = ccp.cc_magsize

@@ -284,16 +284,11 @@ class SolarisPolicy(KmemCpuLayer, KmemDepot, KmemSlabLayer, KmemMaintenance, Kme
         return 0
 
     # --- Policy hooks ---------------------------------------------------------------------
-    def alloc(self, t: Thread, cache: KmemCache, flags: int) -> Gen:
-        """kmem_cache_alloc."""
-        return (yield from self.kmem_cache_alloc(t, cache, flags))
-
-    def free(self, t: Thread, cache: KmemCache, obj: int) -> Gen:
-        """kmem_cache_free."""
-        yield from self.kmem_cache_free(t, cache, obj)
-
-    # the fast paths are the CPU layer's loaded/previous-magazine hits themselves (one call
-    # less on every operation): KmemCpuLayer._alloc_hit / _free_hit
+    # alloc / free are kmem_cache_alloc / kmem_cache_free themselves (one generator less on
+    # every slow-path operation and every resume of it), and the fast paths are the CPU
+    # layer's loaded/previous-magazine hits (one call less on every operation)
+    alloc = KmemCpuLayer.kmem_cache_alloc
+    free = KmemCpuLayer.kmem_cache_free
     alloc_fast = KmemCpuLayer._alloc_hit
     free_fast = KmemCpuLayer._free_hit
 
