@@ -19,7 +19,7 @@ class SlabAllocPaths:
     def alloc(self, t: Thread, c: LinuxCache, flags: int) -> Gen:
         """__cache_alloc: IRQs saved; ____cache_alloc pops this CPU's array (allochit) or
         counts allocmiss and runs cache_alloc_refill."""
-        start = t.now
+        start = t.env._now + t.pending
         t.charge("call")
         was_off = t.local_irq_save()
         if self._spread and c.mem_spread and not t.in_irq:
@@ -147,7 +147,9 @@ class SlabAllocPaths:
                         if slab is None:
                             break
                     # a slab on slabs_partial or slabs_free has a free object: k >= 1
-                    k = min(num - slab.inuse, n)
+                    k = num - slab.inuse
+                    if k > n:
+                        k = n
                     free = slab.free
                     got = free[-k:]
                     del free[-k:]

@@ -15,7 +15,7 @@ class SlabFreePaths:
     def free(self, t: Thread, c: LinuxCache, obj: int) -> Gen:
         """__cache_free (IRQs saved): a remote-node object goes to cache_free_alien; else push
         on this CPU's array (freehit) or cache_flusharray first (freemiss)."""
-        start = t.now
+        start = t.env._now + t.pending
         t.charge("call")
         was_off = t.local_irq_save()
         hist = self._h_free_hit
