@@ -19,7 +19,7 @@ class SlabAllocPaths:
     def alloc(self, t: Thread, c: LinuxCache, flags: int) -> Gen:
         """__cache_alloc: IRQs saved; ____cache_alloc pops this CPU's array (allochit) or
         counts allocmiss and runs cache_alloc_refill."""
-        start = t.now
+        start = t.env._now + t.pending
         t.charge("call")
         was_off = t.local_irq_save()
         if self._spread and c.mem_spread and not t.in_irq:
@@ -44,13 +44,24 @@ class SlabAllocPaths:
             # the caller holds it from the pop on (the restore below may take interrupts)
             c.inuse += 1
             c.allocs += 1
-        yield from t.local_irq_restore(was_off)
+        if self.irq_restore_due(t, was_off):
+            yield from t.sync()
         if obj is None:
             c.alloc_fail += 1
             self.machine.metrics.event("alloc_fail", cache=c.name, cpu=t.cpu.id)
             return None
-        hist.record(t.now - start)
+        hist.record(t.env._now + t.pending - start)
         return obj
+
+    def irq_restore_due(self, t: Thread, was_off: bool) -> bool:
+        """local_irq_restore as a plain call: IRQs back on unless they were off before the
+        matching local_irq_save. True when an interrupt arrived meanwhile: the caller then
+        synchronises to take it, as Thread.local_irq_enable does."""
+        if was_off:
+            return False
+        t.local_irq_enable_fast()
+        irqs = t.cpu.irqs
+        return bool(irqs) and irqs[0].at <= t.env._now + t.pending
 
     def alloc_fast(self, t: Thread, c: LinuxCache, flags: int) -> int | None:
         """The array hit of __cache_alloc as a plain call (IRQs on, no interrupt due before
@@ -101,41 +112,66 @@ class SlabAllocPaths:
         """cache_alloc_refill (IRQs off): batchcount objects (16 after an untouched interval)
         from the shared array, else from the head of slabs_partial / slabs_free under
         list_lock; with nothing found cache_grow once and retry. NULL if grow failed and the
-        array is still empty."""
+        array is still empty.
+
+        The kernel's per-object loop (slab_get_obj while the slab has free objects and the
+        batch wants more) runs here a slab at a time: the k objects it would pop come off the
+        end of `slab.free` in one slice, in pop order, and the STATS counters and the costs
+        (slab_obj_op per object, list_op per slab) are added once per slab and charged once
+        per refill (nothing reads the thread's clock under the lock before the unlock). A
+        slab that stays at the head of slabs_partial is not unlinked and relinked there (the
+        same list either way)."""
         while True:
-            ac = c.array[t.cpu.id]
-            node = t.cpu.node
+            cpu = t.cpu
+            ac = c.array[cpu.id]
+            node = cpu.node
             l3 = c.nodelists[node]
             n = ac.batchcount
             if not ac.touched and n > BATCHREFILL_LIMIT:
                 n = BATCHREFILL_LIMIT
             yield from l3.list_lock.lock(t)
-            if l3.shared is not None and self.transfer_objects(t, ac, l3.shared, n):
-                if self.tun["shared_touched_on_refill"]:
-                    l3.shared.touched = True
+            shared = l3.shared
+            if shared is not None and self.transfer_objects(t, ac, shared, n):
+                if self._shared_touched_on_refill:
+                    shared.touched = True
             else:
-                taken = 0
+                num = c.geo.num
+                entry = ac.entry
+                partial = l3.slabs_partial
+                taken = slabs = 0
                 while n > 0:
-                    slab = l3.slabs_partial.head
+                    slab = partial.head
                     if slab is None:
                         l3.free_touched = True
                         slab = l3.slabs_free.head
                         if slab is None:
                             break
-                    while slab.inuse < c.geo.num and n > 0:
-                        c.num_allocations += 1
-                        c.num_active += 1
-                        if c.num_active > c.high_mark:
-                            c.high_mark = c.num_active
-                        ac.entry.append(self.slab_get_obj(t, slab))
-                        taken += 1
-                        n -= 1
-                    slab.on.remove(slab)
-                    if not slab.free:
+                    # a slab on slabs_partial or slabs_free has a free object: k >= 1
+                    k = num - slab.inuse
+                    if k > n:
+                        k = n
+                    free = slab.free
+                    got = free[-k:]
+                    del free[-k:]
+                    got.reverse()
+                    entry += got
+                    slab.inuse += k
+                    taken += k
+                    n -= k
+                    slabs += 1
+                    if not free:
+                        slab.on.remove(slab)
                         l3.slabs_full.add(slab)
-                    else:
-                        l3.slabs_partial.add(slab)
-                    t.charge("list_op")
+                    elif slab is not partial.head:
+                        slab.on.remove(slab)
+                        partial.add(slab)
+                if taken:
+                    c.num_allocations += taken
+                    active = c.num_active + taken
+                    c.num_active = active
+                    if active > c.high_mark:
+                        c.high_mark = active
+                t.charge_ns(taken * self._slab_obj_op_ns + slabs * self._list_op_ns)
                 l3.free_objects -= taken
             yield from l3.list_lock.unlock(t)
             if not ac.entry:
@@ -165,7 +201,7 @@ class SlabAllocPaths:
         to.entry.extend(frm.entry[-nr:])
         del frm.entry[-nr:]
         t.charge("object_move", nr)
-        if not self.tun["shared_touched_on_refill"]:
+        if not self._shared_touched_on_refill:
             to.touched = True
         return nr
 

@@ -15,17 +15,17 @@ class SlabFreePaths:
     def free(self, t: Thread, c: LinuxCache, obj: int) -> Gen:
         """__cache_free (IRQs saved): a remote-node object goes to cache_free_alien; else push
         on this CPU's array (freehit) or cache_flusharray first (freemiss)."""
-        start = t.now
+        start = t.env._now + t.pending
         t.charge("call")
         was_off = t.local_irq_save()
         hist = self._h_free_hit
-        node = c.owner[obj].nodeid if self.machine.nodes > 1 else t.cpu.node
-        if node != t.cpu.node:
-            yield from self.cache_free_alien(t, c, obj, node)
+        cpu = t.cpu
+        if self._numa and c.owner[obj].nodeid != cpu.node:
+            yield from self.cache_free_alien(t, c, obj, c.owner[obj].nodeid)
             hist = self._h_flush
         else:
-            ac = c.array[t.cpu.id]
-            if ac.avail < ac.limit:
+            ac = c.array[cpu.id]
+            if len(ac.entry) < ac.limit:
                 c.freehit += 1
             else:
                 c.freemiss += 1
@@ -34,8 +34,9 @@ class SlabFreePaths:
             ac.entry.append(obj)
             self.landed(c)
             t.charge("magazine_push")
-        yield from t.local_irq_restore(was_off)
-        hist.record(t.now - start)
+        if self.irq_restore_due(t, was_off):
+            yield from t.sync()
+        hist.record(t.env._now + t.pending - start)
 
     def landed(self, c: LinuxCache) -> None:
         """The freed object is in an array or its slab: the caller no longer holds it (model
@@ -90,43 +91,58 @@ class SlabFreePaths:
             t.charge("object_move", n)
         else:
             victims = self.free_block(t, c, ac.entry[:n])
-        nfree = len(l3.slabs_free)
-        if self.tun["STATS"]:
+        nfree = l3.slabs_free.count
+        if self._stats:
             t.charge("list_op", nfree)
         if nfree > c.max_freeable:
             c.max_freeable = nfree
         yield from l3.list_lock.unlock(t)
         del ac.entry[:n]
-        yield from self._destroy_after_unlock(t, c, victims)
+        if victims:
+            yield from self._destroy_after_unlock(t, c, victims)
 
     def free_block(self, t: Thread, c: LinuxCache, objs: list[int]) -> list[LinuxSlab]:
         """free_block (list_lock held): each object back to its slab; a slab that empties is
         destroyed when the node holds more than free_limit free objects, else put at the
         head of slabs_free; a slab still in use goes to the tail of slabs_partial. Returns the
-        slabs to destroy after the lock is dropped (empty with destroy_under_lock)."""
+        slabs to destroy after the lock is dropped (empty with destroy_under_lock).
+
+        The costs (slab_obj_op and list_op per object) are charged once, before a slab is
+        destroyed under the lock and at the end; num_active drops by the batch at once (only
+        slab_destroy runs in between, and it reads neither). A slab already at the tail of
+        slabs_partial is not unlinked and relinked there (the same list either way)."""
         num = c.geo.num
+        owner = c.owner
+        nodelists = c.nodelists
+        per_obj = self._free_block_obj_ns
+        c.num_active -= len(objs)
         later: list[LinuxSlab] = []
+        uncharged = 0
         for obj in objs:
-            slab = c.owner[obj]
-            l3 = c.nodelists[slab.nodeid]
-            slab.on.remove(slab)
+            slab = owner[obj]
+            l3 = nodelists[slab.nodeid]
             slab.free.append(obj)
             slab.inuse -= 1
-            c.num_active -= 1
             l3.free_objects += 1
-            t.charge("slab_obj_op")
-            t.charge("list_op")
+            uncharged += 1
             if slab.inuse == 0:
+                slab.on.remove(slab)
                 if l3.free_objects > l3.free_limit:
                     l3.free_objects -= num
-                    if self.tun["destroy_under_lock"]:
+                    if self._destroy_under_lock:
+                        t.charge_ns(uncharged * per_obj)
+                        uncharged = 0
                         self.slab_destroy(t, c, slab, "free_limit")
                     else:
                         later.append(slab)
                 else:
                     l3.slabs_free.add(slab)
             else:
-                l3.slabs_partial.add_tail(slab)
+                partial = l3.slabs_partial
+                if slab is not partial.tail:
+                    slab.on.remove(slab)
+                    partial.add_tail(slab)
+        t.charge_ns(uncharged * per_obj)
         return later
 
     def _destroy_after_unlock(self, t: Thread, c: LinuxCache, slabs: list[LinuxSlab]) -> Gen:

@@ -169,6 +169,14 @@ class LinuxSlabPolicy(SlabAllocPaths, SlabGrow, SlabFreePaths, SlabAlien, SlabRe
         self._free_hits = [0] * m.ncpus
         """Array hits per CPU not yet folded into the statistics (fold_hits)."""
         self._numa = m.nodes > 1
+        self._slab_obj_op_ns = c["slab_obj_op"]
+        self._list_op_ns = c["list_op"]
+        self._free_block_obj_ns = c["slab_obj_op"] + c["list_op"]
+        """free_block's cost per object: back to its slab, and the slab's list move."""
+        self._stats = self.tun["STATS"]
+        self._destroy_under_lock = self.tun["destroy_under_lock"]
+        self._shared_touched_on_refill = self.tun["shared_touched_on_refill"]
+        """Tunables read on the refill and flush paths (fixed for the run)."""
         mt.add_fold(self.fold_hits)
         self._hz_ns = 1_000_000_000 // m.hz
         self._spread = self.tun["cpuset_memory_spread_slab"] and m.nodes > 1
