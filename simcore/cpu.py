@@ -401,8 +401,17 @@ class Thread:
             self.irq_off_start = self.env._now + self.pending
 
     def _end_irq_off(self) -> None:
+        """IRQs back on: record the section that ends now (`irq_off_section`, inlined)."""
         self.irqs_off = False
-        self.irq_off_section(self.irq_off_start, self.env._now + self.pending - self.irq_off_start)
+        start = self.irq_off_start
+        length = self.env._now + self.pending - start
+        cpu = self.cpu
+        cpu.irq_off_total += length
+        if length > cpu.irq_off_max:
+            cpu.irq_off_max = length
+        self._irq_off_hist.record(length)
+        if self._tracer is not None:
+            self._tracer.span(cpu.id, "irq", "IRQs off", start, length, self.name)
 
     def irq_off_section(self, start: int, length: int) -> None:
         """Record one IRQ-off section (per-CPU total and maximum, the histogram, the trace).
@@ -420,7 +429,10 @@ class Thread:
     def local_irq_enable_fast(self) -> None:
         """local_irq_enable as a plain call, for fast paths that checked `irq_free_for` first:
         no interrupt can be due, so there is nothing to deliver."""
-        self.charge("irq_enable")
+        ns = self._costs["irq_enable"]
+        self.pending += ns  # charge, inlined
+        if not self._batched and ns:
+            self._steps.append(ns)
         if self.irqs_off:
             self._end_irq_off()
 
@@ -439,9 +451,16 @@ class Thread:
             yield from self.sync()
 
     def local_irq_save(self) -> bool:
-        """local_irq_save: returns the previous state (True = IRQs were off) and disables."""
+        """local_irq_save: returns the previous state (True = IRQs were off) and disables
+        (`local_irq_disable`, inlined)."""
         was = self.irqs_off
-        self.local_irq_disable()
+        ns = self._costs["irq_disable"]
+        self.pending += ns
+        if not self._batched and ns:
+            self._steps.append(ns)
+        if not was:
+            self.irqs_off = True
+            self.irq_off_start = self.env._now + self.pending
         return was
 
     def local_irq_restore(self, was_off: bool) -> Gen:
