@@ -358,7 +358,9 @@ class SpinLock:
         return False
 
     def lock_irqsave(self, t: Thread) -> Gen:
-        """spin_lock_irqsave: disable IRQs, then take the lock; returns the saved IRQ state."""
+        """spin_lock_irqsave: disable IRQs, then take the lock; returns the saved IRQ state.
+        (Spinlocks only: the mutexes, which reimplement `lock` and `unlock`, are never taken
+        with IRQs saved.)"""
         return self._acquire(t, t.local_irq_save())
 
     def unlock_irqrestore(self, t: Thread, flags: bool) -> Iterable[Any]:

@@ -5,8 +5,9 @@ the threads that call `policy.alloc` / `policy.free`. Its parameters are a pydan
 (`Params`, extra keys forbidden) so experiment files are validated before anything runs.
 Every operation goes through `Workload.try_alloc` / `try_free` (the policy's plain-function fast
 path) and, when that declines, `do_alloc` / `do_free` (the generator path); both count the
-operation and record its latency (per workload and cache: `workload.<label>.<cache>.alloc` /
-`.free`), so every workload's figures compare. `alloc` / `free` combine the two for code that
+operation and tally its latency by value, recorded into the per-workload, per-cache histograms
+(`workload.<label>.<cache>.alloc` / `.free`) by `fold_latency`, so every workload's figures
+compare. `alloc` / `free` combine the two for code that
 does not need the last bit of speed.
 """
 
