@@ -266,10 +266,11 @@ class Thread:
         """A timeout ordered, among events due at the same instant, by the thread's spawn order
         rather than by creation order: batched and unbatched runs create their timeouts at different
         moments, and equal-time ties must resolve the same way in both."""
-        ev = simpy.Event(self.env)
+        env = self.env
+        ev = simpy.Event(env)
         ev._ok = True
         ev._value = None
-        self.env.schedule(ev, self._prio, ns)
+        heapq.heappush(env._queue, (env._now + ns, self._prio, next(env._eid), ev))  # schedule
         return ev
 
     def mark(self) -> tuple[int, int]:

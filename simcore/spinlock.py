@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
+from heapq import heappush
 from typing import Any
 
 import simpy
@@ -329,14 +330,14 @@ class SpinLock:
         """Hand the lock to the first waiter at `at`. Later: the waiter's own wake-up event is
         scheduled for `at`, with the hand-over as its first callback, so a hand-over costs one
         event; until then the lock stays free with its waiters queued, as it would be."""
-        delay = at - self.env._now
-        if delay <= 0:
+        env = self.env
+        if at <= env._now:
             self._grant()
         else:
             ev = self.waiters[0][1]
             ev._ok = True
             ev.callbacks.insert(0, self._grant_on_wake)
-            self.env.schedule(ev, NORMAL, delay)
+            heappush(env._queue, (at, NORMAL, next(env._eid), ev))  # env.schedule, inlined
 
     def _grant(self, _ev: object = None) -> None:
         nt, ev, _since = self.waiters.popleft()
