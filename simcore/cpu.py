@@ -266,10 +266,11 @@ class Thread:
         """A timeout ordered, among events due at the same instant, by the thread's spawn order
         rather than by creation order: batched and unbatched runs create their timeouts at different
         moments, and equal-time ties must resolve the same way in both."""
-        ev = simpy.Event(self.env)
+        env = self.env
+        ev = simpy.Event(env)
         ev._ok = True
         ev._value = None
-        self.env.schedule(ev, self._prio, ns)
+        heapq.heappush(env._queue, (env._now + ns, self._prio, next(env._eid), ev))  # schedule
         return ev
 
     def mark(self) -> tuple[int, int]:
@@ -401,8 +402,17 @@ class Thread:
             self.irq_off_start = self.env._now + self.pending
 
     def _end_irq_off(self) -> None:
+        """IRQs back on: record the section that ends now (`irq_off_section`, inlined)."""
         self.irqs_off = False
-        self.irq_off_section(self.irq_off_start, self.env._now + self.pending - self.irq_off_start)
+        start = self.irq_off_start
+        length = self.env._now + self.pending - start
+        cpu = self.cpu
+        cpu.irq_off_total += length
+        if length > cpu.irq_off_max:
+            cpu.irq_off_max = length
+        self._irq_off_hist.record(length)
+        if self._tracer is not None:
+            self._tracer.span(cpu.id, "irq", "IRQs off", start, length, self.name)
 
     def irq_off_section(self, start: int, length: int) -> None:
         """Record one IRQ-off section (per-CPU total and maximum, the histogram, the trace).
@@ -420,7 +430,10 @@ class Thread:
     def local_irq_enable_fast(self) -> None:
         """local_irq_enable as a plain call, for fast paths that checked `irq_free_for` first:
         no interrupt can be due, so there is nothing to deliver."""
-        self.charge("irq_enable")
+        ns = self._costs["irq_enable"]
+        self.pending += ns  # charge, inlined
+        if not self._batched and ns:
+            self._steps.append(ns)
         if self.irqs_off:
             self._end_irq_off()
 
@@ -439,9 +452,16 @@ class Thread:
             yield from self.sync()
 
     def local_irq_save(self) -> bool:
-        """local_irq_save: returns the previous state (True = IRQs were off) and disables."""
+        """local_irq_save: returns the previous state (True = IRQs were off) and disables
+        (`local_irq_disable`, inlined)."""
         was = self.irqs_off
-        self.local_irq_disable()
+        ns = self._costs["irq_disable"]
+        self.pending += ns
+        if not self._batched and ns:
+            self._steps.append(ns)
+        if not was:
+            self.irqs_off = True
+            self.irq_off_start = self.env._now + self.pending
         return was
 
     def local_irq_restore(self, was_off: bool) -> Gen:

@@ -16,7 +16,10 @@ trylock) takes the line.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
+from heapq import heappush
 from typing import Any
 
 import simpy
@@ -101,6 +104,15 @@ def quiet_until(t: Thread) -> bool:
     return not q or q[0][0] > at
 
 
+class _Ticket(simpy.Event):
+    """A spinning waiter's place in the queue: the event that hands it the lock (its value
+    is the ns the lock's line takes to arrive), the time it took the ticket and whether
+    taking it pulled the lock's line from another CPU."""
+
+    since: int
+    bounced: bool
+
+
 class SpinLock:
     """A FIFO spinlock: `lock`, `unlock`, `lock_irqsave`, `unlock_irqrestore`, `trylock`."""
 
@@ -146,7 +158,10 @@ class SpinLock:
             cost = "cacheline_remote_node" if self.last_node != cpu.node else "cacheline_transfer"
         else:
             cost = "lock_acquire"
-        t.charge(cost)
+        ns = t._costs[cost]
+        t.pending += ns  # Thread.charge, inlined
+        if not t._batched and ns:
+            t._steps.append(ns)
         self.last_cpu = cpu.id
         self.last_node = cpu.node
         self.owner = t
@@ -154,7 +169,7 @@ class SpinLock:
         self.acquired_at = at
         t.preempt_count += 1
         t.held.append(self)
-        return t._costs[cost]
+        return ns
 
     def _line_cpu(self) -> int:
         """CPU whose cache last owned the lock's line: the last waiter's ticket or failed
@@ -176,43 +191,100 @@ class SpinLock:
 
     def lock(self, t: Thread) -> Gen:
         """spin_lock: take the lock, spinning (CPU busy) behind earlier waiters."""
+        return self._acquire(t, None)
+
+    def _acquire(self, t: Thread, ret: Any) -> Gen:
+        """The acquire of `lock` and `lock_irqsave`: one generator, returning `ret` (the saved
+        IRQ state), so that a contended acquire passes one generator level, not three
+        (lock_irqsave, lock, Thread.sync).
+
+        With IRQs off (or in a handler) and local work pending, the synchronisation only
+        moves the clock (Thread.sync takes no interrupt and cannot preempt there), so its
+        wake-up at the thread's time runs the arrival as a callback (`_arrive`): a contended
+        arrival takes its ticket then and there, at the same simulated time and in the same
+        order among the events of that instant, and the thread is resumed only when the lock
+        is handed to it (one resume per contended acquire instead of two)."""
         cpu = t.cpu
-        if t.pending or cpu.irqs or cpu.runq:
+        p = t.pending
+        if p and t._batched and (t.irqs_off or t.in_irq):
+            cpu.busy_ns += p
+            ticket = _Ticket(self.env)
+            t._timeout(p).callbacks.append(partial(self._arrive, t, ticket))
+            handoff = yield ticket
+            if handoff is not None:
+                self._spun(t, ticket, handoff)
+                return ret
+        elif p or cpu.irqs or cpu.runq:
             yield from t.sync()
         now = self.env._now + t.pending
         owner = self.owner
         if owner is None and not self.waiters and self.free_at <= now:
             self._take(t, now)
-            return
+            return ret
         if owner is t:
             self_deadlock(self.machine, self, t)
-        st = self.stat
-        bounced = self._touch(t)
-        ev = self.env.event()
-        self.waiters.append((t, ev, now))
-        if owner is None and len(self.waiters) == 1:
+        ticket = _Ticket(self.env)
+        self._queue(t, now, ticket)
+        while True:
+            try:
+                handoff = yield ticket
+                break
+            except simpy.Interrupt:
+                yield from t.deliver_irqs()
+        self._spun(t, ticket, handoff)
+        return ret
+
+    def _arrive(self, t: Thread, ticket: _Ticket, _wakeup: simpy.Event) -> None:
+        """`t` reaches the lock at its own time (the wake-up of its synchronisation, IRQs
+        off): when the lock is held or has waiters, and is not `t`'s own, queue `t` without
+        resuming it; otherwise resume it now, within this event, where its synchronisation
+        would have resumed it, to take the free lock (or find its own) as `_acquire` does."""
+        t.pending = 0
+        now = self.env._now
+        owner = self.owner
+        if owner is not t and (owner is not None or self.waiters or self.free_at > now):
+            self._queue(t, now, ticket)
+            return
+        ticket._ok = True
+        ticket._value = None
+        callbacks, ticket.callbacks = ticket.callbacks, None
+        for callback in callbacks:
+            callback(ticket)
+
+    def _queue(self, t: Thread, now: int, ticket: _Ticket) -> None:
+        """Take a ticket at `now` behind the holder and the earlier waiters; spin."""
+        ticket.since = now
+        ticket.bounced = self._touch(t)
+        self.waiters.append((t, ticket, now))
+        if self.owner is None and len(self.waiters) == 1:
             self._grant_at(self.free_at)
         t.spinning = self
         t.blocked_on = self
         t.blocked_since = now
         t.wait_timed = False
-        while True:
-            try:
-                handoff = yield ev
-                break
-            except simpy.Interrupt:
-                yield from t.deliver_irqs()
+
+    def _spun(self, t: Thread, ticket: _Ticket, handoff: int) -> None:
+        """The lock was handed to the spinning `t`: count the contention and its wait (from
+        the ticket to the arrival of the lock's line, `handoff` ns after the hand-over)."""
         t.spinning = None
         t.blocked_on = None
-        waited = self.env.now - now
+        since = ticket.since
+        waited = self.env._now - since
         t.cpu.busy_ns += waited
+        wait = waited + handoff
+        st = self.stat
         st.contentions += 1
-        st.con_bounces += bounced
-        st.record_wait(waited + handoff)
-        self.wait_hist.record(waited + handoff)
+        st.con_bounces += ticket.bounced
+        st._waits += 1  # LockStat.record_wait, inlined
+        if st._waits == 1 or wait < st.waittime_min:
+            st.waittime_min = wait
+        if wait > st.waittime_max:
+            st.waittime_max = wait
+        st.waittime_total += wait
+        self.wait_hist.record(wait)
         tr = self.machine.tracer
         if tr is not None:
-            tr.span(t.cpu.id, "lock", f"spin {self.name}", now, waited, t.name)
+            tr.span(t.cpu.id, "lock", f"spin {self.name}", since, waited, t.name)
 
     def unlock(self, t: Thread) -> Gen:
         """spin_unlock: release at the thread's local time and hand the lock to the first
@@ -230,16 +302,25 @@ class SpinLock:
         # The release needs no sync: it takes effect at the holder's local time. An acquirer
         # that arrives earlier in simulated time finds `free_at` in its future and spins until
         # then, exactly as if the holder had synchronised before releasing.
-        at = t.now
+        at = self.env._now + t.pending
         held = at - self.acquired_at
-        self.stat.record_hold(held)
+        st = self.stat
+        st._holds += 1  # LockStat.record_hold, inlined
+        if st._holds == 1 or held < st.holdtime_min:
+            st.holdtime_min = held
+        if held > st.holdtime_max:
+            st.holdtime_max = held
+        st.holdtime_total += held
         self.hold_hist.record(held)
         tr = t._tracer
         if tr is not None:
             tr.span(t.cpu.id, "lock", f"hold {self.name}", self.acquired_at, held, t.name)
         t.held.remove(self)
         t.preempt_count -= 1
-        t.charge("lock_release")
+        ns = t._costs["lock_release"]
+        t.pending += ns  # Thread.charge, inlined
+        if not t._batched and ns:
+            t._steps.append(ns)
         self.owner = None
         self.free_at = at
         if self.waiters:
@@ -249,14 +330,14 @@ class SpinLock:
         """Hand the lock to the first waiter at `at`. Later: the waiter's own wake-up event is
         scheduled for `at`, with the hand-over as its first callback, so a hand-over costs one
         event; until then the lock stays free with its waiters queued, as it would be."""
-        delay = at - self.env._now
-        if delay <= 0:
+        env = self.env
+        if at <= env._now:
             self._grant()
         else:
             ev = self.waiters[0][1]
             ev._ok = True
             ev.callbacks.insert(0, self._grant_on_wake)
-            self.env.schedule(ev, NORMAL, delay)
+            heappush(env._queue, (at, NORMAL, next(env._eid), ev))  # env.schedule, inlined
 
     def _grant(self, _ev: object = None) -> None:
         nt, ev, _since = self.waiters.popleft()
@@ -278,13 +359,28 @@ class SpinLock:
         return False
 
     def lock_irqsave(self, t: Thread) -> Gen:
-        """spin_lock_irqsave: disable IRQs, then take the lock; returns the saved IRQ state."""
-        flags = t.local_irq_save()
-        yield from self.lock(t)
-        return flags
+        """spin_lock_irqsave: disable IRQs, then take the lock; returns the saved IRQ state.
+        (Spinlocks only: the mutexes, which reimplement `lock` and `unlock`, are never taken
+        with IRQs saved.)"""
+        return self._acquire(t, t.local_irq_save())
 
-    def unlock_irqrestore(self, t: Thread, flags: bool) -> Gen:
-        """spin_unlock_irqrestore: release, then restore the saved IRQ state."""
+    def unlock_irqrestore(self, t: Thread, flags: bool) -> Iterable[Any]:
+        """spin_unlock_irqrestore: release, then restore the saved IRQ state. Both usually
+        need no synchronisation (IRQs are off at the release; no interrupt is due when they
+        come back on): then this is a plain call and returns an empty tuple for the caller's
+        `yield from`; otherwise it returns the generator that synchronises."""
+        if not t.irqs_off and not t.in_irq and not quiet_until(t):
+            return self._unlock_irqrestore(t, flags)
+        self._release(t)
+        if flags:
+            return ()
+        t.local_irq_enable_fast()  # local_irq_enable: interrupts that came meanwhile, now
+        irqs = t.cpu.irqs
+        if irqs and irqs[0].at <= t.env._now + t.pending:
+            return t.sync()
+        return ()
+
+    def _unlock_irqrestore(self, t: Thread, flags: bool) -> Gen:
         yield from self.unlock(t)
         yield from t.local_irq_restore(flags)
 

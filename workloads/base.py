@@ -5,8 +5,9 @@ the threads that call `policy.alloc` / `policy.free`. Its parameters are a pydan
 (`Params`, extra keys forbidden) so experiment files are validated before anything runs.
 Every operation goes through `Workload.try_alloc` / `try_free` (the policy's plain-function fast
 path) and, when that declines, `do_alloc` / `do_free` (the generator path); both count the
-operation and record its latency (per workload and cache: `workload.<label>.<cache>.alloc` /
-`.free`), so every workload's figures compare. `alloc` / `free` combine the two for code that
+operation and tally its latency by value, recorded into the per-workload, per-cache histograms
+(`workload.<label>.<cache>.alloc` / `.free`) by `fold_latency`, so every workload's figures
+compare. `alloc` / `free` combine the two for code that
 does not need the last bit of speed.
 """
 
@@ -186,12 +187,17 @@ class Workload:
         return False
 
     def do_alloc(self, t: Any, cache: Any, flags: int = KM_SLEEP) -> Gen:
-        """Allocate one object, counting it and recording its latency; returns obj or None."""
-        start = t.now
+        """Allocate one object, counting it and tallying its latency (recorded by
+        `fold_latency`, as the fast paths' are); returns obj or None."""
+        start = t.env._now + t.pending
         t.stalled_since = start
         obj = yield from self.policy.alloc(t, cache, flags)
         t.stalled_since = None
-        self._latency(cache)[0].record(t.now - start)
+        try:
+            tally = self._tally_alloc[cache]
+        except (KeyError, TypeError):
+            tally = self._tallies(cache)[0]
+        tally[t.env._now + t.pending - start] += 1
         if obj is None:
             self.failures += 1
             name = self.policy.cache_name(cache)
@@ -202,12 +208,16 @@ class Workload:
         return obj
 
     def do_free(self, t: Any, cache: Any, obj: int) -> Gen:
-        """Free one object, counting it and recording its latency."""
-        start = t.now
+        """Free one object, counting it and tallying its latency."""
+        start = t.env._now + t.pending
         t.stalled_since = start
         yield from self.policy.free(t, cache, obj)
         t.stalled_since = None
-        self._latency(cache)[1].record(t.now - start)
+        try:
+            tally = self._tally_free[cache]
+        except (KeyError, TypeError):
+            tally = self._tallies(cache)[1]
+        tally[t.env._now + t.pending - start] += 1
         self.frees += 1
 
     def alloc(self, t: Any, cache: Any, flags: int = KM_SLEEP) -> Gen:
