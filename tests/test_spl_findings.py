@@ -404,3 +404,24 @@ def test_shipped_reclaim_deadlock_config_zio_buf_20480(tmp_path):
     sc.base["duration"] = "1ms"
     run_experiment(scenarios.experiment_for(sc, sc.variants[0]), tmp_path / "rd")
     _assert_zio_buf_20480(tmp_path / "rd")
+
+
+def test_an_interrupt_handlers_allocation_inside_a_waiting_allocation_keeps_its_own_account():
+    """zfs10646 what-if: interrupt handlers allocate KM_NOSLEEP on the thread whose own
+    allocation waits in spl_cache_grow (IRQs on). Each slow-path call records one runnable
+    time, its latency less its own sleeps: never below zero, never above the latency (the
+    handler's call used to subtract the interrupted call's sleep, and reset it)."""
+    from experiments import scenarios
+    from experiments.run import run_experiment
+
+    sc = scenarios.load(scenarios.available()["irq-aging-lockup"])
+    v = next(x for x in sc.variants if x.name == "zfs10646-irqsave-grow")
+    v.overrides["duration"] = "20ms"
+    res = run_experiment(scenarios.experiment_for(sc, v), None)
+    assert res.status == "ok"
+    lat = res.summary["latency"]
+    slow = [lat[k] for k in ("alloc.refill", "alloc.grow", "alloc.emergency")]
+    runnable = lat["spl.alloc_runnable"]
+    assert runnable["count"] == sum(h["count"] for h in slow) > 0
+    assert runnable["min"] >= 0
+    assert runnable["total"] <= sum(h["total"] for h in slow)

@@ -3,6 +3,8 @@ refill (spl_cache_refill) and flush (spl_cache_flush) paths (seed 000, spl-kmem-
 
 from __future__ import annotations
 
+from typing import Any
+
 from policies.base import Gen
 from policies.spl.structs import (
     SplCache,
@@ -37,6 +39,7 @@ class SplMagazines:
             return obj
         t.local_irq_disable()
         hist = self._h_hit
+        outer = None
         while True:
             skm = skc.mags[t.cpu.id]
             if skm.objs:
@@ -45,6 +48,12 @@ class SplMagazines:
                 if self._aging != "off":
                     skm.age = t.now
                 break
+            if outer is None:
+                # an interrupt handler allocating on this thread while its own slow-path call
+                # is in progress (waiting in spl_cache_grow with IRQs on) keeps its own sleep,
+                # long-wait and grew accounting and gives the interrupted call its own back
+                outer = self._slow_path_state(t)
+                t.spl_slept = t.spl_long_wait = 0
             t.spl_grew = False
             t.spl_alloc = (skc, start)
             obj = yield from self.spl_cache_refill(t, skc, skm, flags)
@@ -59,14 +68,19 @@ class SplMagazines:
             self._ctor(t, skc)
         hist.record(t.now - start)
         if hist is not self._h_hit:  # the call was runnable all the time it did not sleep
-            self._h_runnable.record(t.now - start - getattr(t, "spl_slept", 0))
-            t.spl_slept = 0
-            t.spl_alloc = None
-        long_wait = getattr(t, "spl_long_wait", 0)
-        if long_wait:
-            self.machine.metrics.count("spl.alloc_long_wait_ns", long_wait)
-            t.spl_long_wait = 0
+            self._h_runnable.record(t.now - start - t.spl_slept)
+        if outer is not None:
+            if t.spl_long_wait:
+                self.machine.metrics.count("spl.alloc_long_wait_ns", t.spl_long_wait)
+            t.spl_slept, t.spl_long_wait, t.spl_alloc, t.spl_grew = outer
         return obj
+
+    @staticmethod
+    def _slow_path_state(t: Thread) -> tuple[int, int, Any, bool]:
+        """What an allocation in progress on `t` has accounted so far (time slept and waited
+        long in spl_cache_grow, the call itself, whether it grew): nothing outside one."""
+        return (getattr(t, "spl_slept", 0), getattr(t, "spl_long_wait", 0),
+                getattr(t, "spl_alloc", None), getattr(t, "spl_grew", False))
 
     def alloc_fast(self, t: Thread, skc: SplCache, flags: int) -> int | None:
         """The magazine hit of spl_kmem_cache_alloc as a plain call (no interrupt due before
