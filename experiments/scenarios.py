@@ -617,19 +617,24 @@ def narrative(sc: Scenario, results: list[VariantResult]) -> str:
                    f"{s['ops']['frees']} frees, {s['ops']['alloc_failures']} failed; "
                    f"status **{vr.result.status}**.")
         out.append("")
+        dropped = s.get("events_dropped", {})
         for kind in sc.narrate:
             times = _kind_times(vr, kind)
+            total = s.get("events", {}).get(kind, len(times))
             if not times:
                 out.append(f"- {kind}: never")
-            elif len(times) == 1:
+            elif total == 1:
                 out.append(f"- {kind}: once, at {format_duration(times[0])}")
+            elif dropped.get(kind):
+                out.append(f"- {kind}: {total} times, first at {format_duration(times[0])}; "
+                           f"the log kept {len(times)}, the last of them at "
+                           f"{format_duration(times[-1])}")
             else:
-                out.append(f"- {kind}: {len(times)} times, first at {format_duration(times[0])},"
+                out.append(f"- {kind}: {total} times, first at {format_duration(times[0])},"
                            f" last at {format_duration(times[-1])}")
-        dropped = s.get("events_dropped", 0)
         if dropped:
-            out.append(f"- ({dropped} further events were not kept; counts above are of those "
-                       f"kept)")
+            out.append(f"- ({sum(dropped.values())} events were only counted, not kept: "
+                       f"{', '.join(f'{k} {n}' for k, n in sorted(dropped.items()))})")
         for name, value in vr.facts.items():
             shown = format_duration(value) if name.endswith("_ns") and value is not None \
                 else value

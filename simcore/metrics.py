@@ -2,7 +2,8 @@
 
 Memory stays bounded whatever the run length: histograms have fixed buckets, the timeline halves
 its resolution (keeps every other sample, doubles the interval) when it reaches `max_samples`,
-and the event log keeps the first `max_events` events and counts the rest by kind.
+and the event log keeps the first `max_events` events, then of every kind the first
+`max_events // 100` it had not kept yet, and counts the rest by kind.
 """
 
 from __future__ import annotations
@@ -181,22 +182,33 @@ class Timeline:
 
 
 class EventLog:
-    """Rare events (growth, reaping, DEADLOCKED, emergency objects, ...) with their time."""
+    """Rare events (growth, reaping, DEADLOCKED, emergency objects, ...) with their time.
+
+    The first `max_events` events are kept; once the log is full, every kind still keeps its
+    first `max_events // 100` further events (the reserve), so an event that comes late in a
+    long run (an age-out after 20 s of growth events, a deadlock) is still in the log. The rest
+    is only counted."""
 
     def __init__(self, env: simpy.Environment, max_events: int) -> None:
         self.env = env
         self.max_events = max_events
+        self.reserve = max_events // 100
+        """Events of each kind kept after the log is full."""
         self.events: list[dict[str, Any]] = []
         self.dropped: Counter[str] = Counter()
-        """Events not kept once the log was full, by kind."""
+        """Events not kept, by kind."""
+        self.late: Counter[str] = Counter()
+        """Events kept from the reserve, by kind."""
         self.totals: Counter[str] = Counter()
         """All events seen, by kind."""
 
     def add(self, kind: str, time: int | None = None, **fields: Any) -> None:
         self.totals[kind] += 1
         if len(self.events) >= self.max_events:
-            self.dropped[kind] += 1
-            return
+            if self.late[kind] >= self.reserve:
+                self.dropped[kind] += 1
+                return
+            self.late[kind] += 1
         ev = {"time_ns": self.env.now if time is None else time, "kind": kind}
         ev.update(fields)
         self.events.append(ev)

@@ -344,3 +344,22 @@ def test_exponential_blocks_are_the_scalar_draws(seed: int, mean: float,
             assert blocks.exponential(mean) == scalars.exponential(mean)
         got = blocks.exponential_block(mean)[::-1]
         assert got == [int(scalars.exponential(mean)) for _ in got]
+
+
+def test_event_log_keeps_a_reserve_of_each_kind_once_full():
+    """Past `max_events`, each kind still keeps its first max_events // 100 events; the rest
+    is counted, and kept + dropped = seen for every kind."""
+    import simpy
+
+    from simcore.metrics import EventLog
+
+    log = EventLog(simpy.Environment(), 200)
+    for _ in range(300):
+        log.add("grow_start")
+    for _ in range(5):
+        log.add("magazine_age")
+    kept = {k: len(log.of_kind(k)) for k in ("grow_start", "magazine_age")}
+    assert kept == {"grow_start": 202, "magazine_age": 2}
+    assert dict(log.dropped) == {"grow_start": 98, "magazine_age": 3}
+    for k, n in kept.items():
+        assert n + log.dropped[k] == log.totals[k]

@@ -166,8 +166,11 @@ class SplReaper:
         magazine if it has not been used for skc_delay; with the d4899f4 fix only if skc_lock
         can be taken at once (the handler may have interrupted its holder)."""
         skm = skc.mags[t.cpu.id]
-        delay = int(self.tun["skc_delay"] * 1e9)
-        if not skm.objs or t.now - skm.age <= delay:
+        # time_after(jiffies, skm_age + skc_delay * HZ): both times in whole jiffies (a pass a
+        # few us after the jiffy that makes the magazine skc_delay old does not age it out);
+        # a -compressed skc_delay shorter than a jiffy stays a fraction of one
+        tick = self.machine.tick_ns
+        if not skm.objs or t.now // tick <= skm.age // tick + self.tun["skc_delay"] * self.machine.hz:
             return
         if self._aging == "trylock":
             got = yield from skc.lock.trylock(t)
