@@ -402,17 +402,10 @@ class Thread:
             self.irq_off_start = self.env._now + self.pending
 
     def _end_irq_off(self) -> None:
-        """IRQs back on: record the section that ends now (`irq_off_section`, inlined)."""
+        """IRQs back on: record the section that ends now (`irq_off_section`)."""
         self.irqs_off = False
         start = self.irq_off_start
-        length = self.env._now + self.pending - start
-        cpu = self.cpu
-        cpu.irq_off_total += length
-        if length > cpu.irq_off_max:
-            cpu.irq_off_max = length
-        self._irq_off_hist.record(length)
-        if self._tracer is not None:
-            self._tracer.span(cpu.id, "irq", "IRQs off", start, length, self.name)
+        self.irq_off_section(start, self.env._now + self.pending - start)
 
     def irq_off_section(self, start: int, length: int) -> None:
         """Record one IRQ-off section (per-CPU total and maximum, the histogram, the trace).

@@ -275,12 +275,7 @@ class SpinLock:
         st = self.stat
         st.contentions += 1
         st.con_bounces += ticket.bounced
-        st._waits += 1  # LockStat.record_wait, inlined
-        if st._waits == 1 or wait < st.waittime_min:
-            st.waittime_min = wait
-        if wait > st.waittime_max:
-            st.waittime_max = wait
-        st.waittime_total += wait
+        st.record_wait(wait)
         self.wait_hist.record(wait)
         tr = self.machine.tracer
         if tr is not None:
@@ -305,12 +300,7 @@ class SpinLock:
         at = self.env._now + t.pending
         held = at - self.acquired_at
         st = self.stat
-        st._holds += 1  # LockStat.record_hold, inlined
-        if st._holds == 1 or held < st.holdtime_min:
-            st.holdtime_min = held
-        if held > st.holdtime_max:
-            st.holdtime_max = held
-        st.holdtime_total += held
+        st.record_hold(held)
         self.hold_hist.record(held)
         tr = t._tracer
         if tr is not None:
