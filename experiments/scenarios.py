@@ -152,16 +152,13 @@ class VariantResult:
     """The experiment's own caches (its [[caches]]), not the allocator's internal ones."""
 
 
-def run_variant(path: str, name: str, seed: int | None, folder: str,
+def run_variant(exp: Any, folder: str,
                 trace: tuple[bool, tuple[int, int | None] | None, int] | None,
                 progress: bool = False) -> RunResult:
-    """Run one variant of the scenario file `path` into `folder` (unstaged: the caller stages
-    the scenario's folder); with `trace` (--trace, --trace-window, --trace-events) run it
-    again recording the trace of its key window. A module-level function, so a process pool
-    can run the variants side by side."""
-    sc = load(Path(path))
-    v = next(x for x in sc.variants if x.name == name)
-    exp = experiment_for(sc, v, seed)
+    """Run one variant's validated experiment into `folder` (unstaged: the caller stages the
+    scenario's folder); with `trace` (--trace, --trace-window, --trace-events) run it again
+    recording the trace of its key window. A module-level function, so a process pool can
+    run the variants side by side."""
     res = run_experiment(exp, Path(folder), progress=progress, staged=False)
     if trace is not None:
         args = argparse.Namespace(trace=trace[0], trace_window=trace[1], trace_events=trace[2])
@@ -197,14 +194,12 @@ def run(sc: Scenario, out: Path, only: list[str] | None = None, seed: int | None
     try:
         runs: dict[str, RunResult] = {}
         if jobs == 1:
-            for i, (v, _exp) in enumerate(exps, 1):
+            for i, (v, exp) in enumerate(exps, 1):
                 if progress:  # which variant the run's own bar (simulated time) is for
                     print(f"{sc.name}: variant {i}/{len(exps)}: {v.name}", file=sys.stderr)
-                runs[v.name] = run_variant(str(sc.path), v.name, seed,
-                                           str(staged.path / v.name), targs, progress)
+                runs[v.name] = run_variant(exp, str(staged.path / v.name), targs, progress)
         else:
-            runs = _run_side_by_side(sc, [v for v, _ in exps], seed, staged.path, targs,
-                                     jobs, progress)
+            runs = _run_side_by_side(sc, exps, staged.path, targs, jobs, progress)
         results = []
         for v, exp in exps:
             folder = staged.path / v.name
@@ -235,19 +230,19 @@ def run(sc: Scenario, out: Path, only: list[str] | None = None, seed: int | None
     return results
 
 
-def _run_side_by_side(sc: Scenario, variants: list[Variant], seed: int | None, root: Path,
+def _run_side_by_side(sc: Scenario, exps: list[tuple[Variant, Any]], root: Path,
                       trace: tuple[bool, tuple[int, int | None] | None, int] | None,
                       jobs: int, progress: bool) -> dict[str, RunResult]:
     """The variants on a pool of `jobs` fresh processes; a bar counts finished variants."""
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=len(variants), unit="variant", desc=f"{sc.name} ({jobs} at once)",
+        bar = tqdm(total=len(exps), unit="variant", desc=f"{sc.name} ({jobs} at once)",
                    file=sys.stderr)
     runs: dict[str, RunResult] = {}
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(run_variant, str(sc.path), v.name, seed, str(root / v.name),
-                               trace): v.name for v in variants}
+        futures = {pool.submit(run_variant, exp, str(root / v.name), trace): v.name
+                   for v, exp in exps}
         try:
             for f in as_completed(futures):
                 runs[futures[f]] = f.result()

@@ -92,10 +92,7 @@ def _scenario(out: Path, duration: str | None, seed: int | None = None) -> dict:
     return json.loads((out / "scenario.json").read_text())["variants"]
 
 
-@pytest.mark.slow
 def test_missed_wakeup_short_run_keeps_the_fixed_order_fast(tmp_path):
-    # slow: its 500 ms of the scenario's growth phase (32 zio caches filling from empty) take
-    # about two minutes, which put the default run over its 5-minute budget
     # the first 500 ms of the scenario (default run): no wait of the fixed order reaches 100 ms;
     # the pre-2020 order's waits are almost all fast (a stranding may or may not occur yet)
     res = _scenario(tmp_path, "500ms")
