@@ -244,9 +244,14 @@ class Metrics:
         magazine hit with no interrupt due) only counts itself; this records those counts as
         (value, count) pairs, which gives the buckets, totals and maxima recording each hit
         one by one would give. Called before every timeline sample, by the run's summary and
-        by whatever reads the statistics mid-run."""
+        by whatever reads the statistics mid-run. Locks tally their waits and holds by value
+        (LockStat.fold) and are folded here too."""
         for fn in self._folds:
             fn()
+        for lk in self.locks:
+            st = lk.stat
+            if st.waits or st.holds:
+                st.fold()
 
     def hist(self, name: str) -> LogHistogram:
         """The histogram called `name` (created on first use)."""

@@ -56,7 +56,7 @@ class AdaptiveMutex(SpinLock):
 
     def __init__(self, machine: Any, name: str) -> None:
         super().__init__(machine, name)
-        self.stat = MutexStat(name)
+        self.stat = MutexStat(name, wait_hist=self.wait_hist, hold_hist=self.hold_hist)
         self._counted = False
 
     def __repr__(self) -> str:
@@ -137,8 +137,7 @@ class AdaptiveMutex(SpinLock):
         st.contentions += 1
         st.con_bounces += bounced
         waited = self.env.now - now + ev.value  # the wait ends when the line arrives
-        st.record_wait(waited)
-        self.wait_hist.record(waited)
+        st.waits[waited] += 1
         tr = self.machine.tracer
         if tr is not None:
             tr.span(t.cpu.id, "lock", f"wait {self.name}", now, self.env.now - now, t.name)

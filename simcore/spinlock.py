@@ -15,15 +15,14 @@ trylock) takes the line.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Iterable
-from dataclasses import dataclass
-from functools import partial
+from dataclasses import dataclass, field
 from heapq import heappush
 from typing import Any
 
 import simpy
-from simpy.events import NORMAL
+from simpy.events import NORMAL, PENDING
 
 from simcore.cpu import Gen, Thread
 from simcore.deadlock import self_deadlock
@@ -31,52 +30,144 @@ from simcore.deadlock import self_deadlock
 
 @dataclass
 class LockStat:
-    """The /proc/lock_stat columns of one lock class (times in ns; printed in us)."""
+    """The /proc/lock_stat columns of one lock class (times in ns; printed in us).
+
+    Waits and holds are tallied by value on the lock paths (`waits[ns] += 1`, a dict update
+    instead of two calls) and folded into the min / max / total columns and the lock class's
+    histograms when they are read (`fold`: any read of a wait or hold column, and
+    `Metrics.fold` before every timeline sample and the summary). Folding a tally gives the
+    numbers recording each value gives, in any order."""
 
     name: str
     con_bounces: int = 0
     """Contentions where the lock's cache line last belonged to another CPU."""
     contentions: int = 0
     """Acquisitions that had to wait (counted when the wait ends)."""
-    waittime_min: int = 0
-    waittime_max: int = 0
-    waittime_total: int = 0
     acq_bounces: int = 0
     """Acquisitions where the lock's cache line came from another CPU."""
     acquisitions: int = 0
-    holdtime_min: int = 0
-    holdtime_max: int = 0
-    holdtime_total: int = 0
+    waits: defaultdict[int, int] = field(default_factory=lambda: defaultdict(int), repr=False)
+    """Wait times not yet folded: ns -> count."""
+    holds: defaultdict[int, int] = field(default_factory=lambda: defaultdict(int), repr=False)
+    """Hold times not yet folded: ns -> count."""
+    wait_hist: Any = field(default=None, repr=False)
+    hold_hist: Any = field(default=None, repr=False)
+    """The lock class's histograms the tallies are folded into (None: no histograms)."""
 
+    _wmin: int = 0
+    _wmax: int = 0
+    _wtotal: int = 0
+    _hmin: int = 0
+    _hmax: int = 0
+    _htotal: int = 0
     _waits: int = 0
     _holds: int = 0
 
+    def fold(self) -> None:
+        """Move the tallied waits and holds into the columns and histograms."""
+        if self.waits:
+            waits, self.waits = self.waits, defaultdict(int)
+            h = self.wait_hist
+            for ns, n in waits.items():
+                self.record_waits(ns, n)
+                if h is not None:
+                    h.record(ns, n)
+        if self.holds:
+            holds, self.holds = self.holds, defaultdict(int)
+            h = self.hold_hist
+            for ns, n in holds.items():
+                self.record_holds(ns, n)
+                if h is not None:
+                    h.record(ns, n)
+
     def record_wait(self, ns: int) -> None:
-        self._waits += 1
-        if self._waits == 1 or ns < self.waittime_min:
-            self.waittime_min = ns
-        if ns > self.waittime_max:
-            self.waittime_max = ns
-        self.waittime_total += ns
+        self.record_waits(ns, 1)
 
     def record_hold(self, ns: int) -> None:
-        self._holds += 1
-        if self._holds == 1 or ns < self.holdtime_min:
-            self.holdtime_min = ns
-        if ns > self.holdtime_max:
-            self.holdtime_max = ns
-        self.holdtime_total += ns
+        self.record_holds(ns, 1)
 
-    def record_holds(self, ns: int, n: int) -> None:
-        """`n` holds of `ns` each (counted fast-path round trips), as `n` record_hold calls."""
+    def record_waits(self, ns: int, n: int) -> None:
+        """`n` waits of `ns` each, folded into the columns (not the histograms)."""
         if not n:
             return
-        if self._holds == 0 or ns < self.holdtime_min:
-            self.holdtime_min = ns
+        if self._waits == 0 or ns < self._wmin:
+            self._wmin = ns
+        self._waits += n
+        if ns > self._wmax:
+            self._wmax = ns
+        self._wtotal += ns * n
+
+    def record_holds(self, ns: int, n: int) -> None:
+        """`n` holds of `ns` each (counted fast-path round trips), folded into the columns
+        (not the histograms)."""
+        if not n:
+            return
+        if self._holds == 0 or ns < self._hmin:
+            self._hmin = ns
         self._holds += n
-        if ns > self.holdtime_max:
-            self.holdtime_max = ns
-        self.holdtime_total += ns * n
+        if ns > self._hmax:
+            self._hmax = ns
+        self._htotal += ns * n
+
+    @property
+    def waittime_min(self) -> int:
+        self.fold()
+        return self._wmin
+
+    @waittime_min.setter
+    def waittime_min(self, ns: int) -> None:
+        self.fold()
+        self._wmin = ns
+
+    @property
+    def waittime_max(self) -> int:
+        self.fold()
+        return self._wmax
+
+    @waittime_max.setter
+    def waittime_max(self, ns: int) -> None:
+        self.fold()
+        self._wmax = ns
+
+    @property
+    def waittime_total(self) -> int:
+        self.fold()
+        return self._wtotal
+
+    @waittime_total.setter
+    def waittime_total(self, ns: int) -> None:
+        self.fold()
+        self._wtotal = ns
+
+    @property
+    def holdtime_min(self) -> int:
+        self.fold()
+        return self._hmin
+
+    @holdtime_min.setter
+    def holdtime_min(self, ns: int) -> None:
+        self.fold()
+        self._hmin = ns
+
+    @property
+    def holdtime_max(self) -> int:
+        self.fold()
+        return self._hmax
+
+    @holdtime_max.setter
+    def holdtime_max(self, ns: int) -> None:
+        self.fold()
+        self._hmax = ns
+
+    @property
+    def holdtime_total(self) -> int:
+        self.fold()
+        return self._htotal
+
+    @holdtime_total.setter
+    def holdtime_total(self, ns: int) -> None:
+        self.fold()
+        self._htotal = ns
 
     @property
     def waittime_avg(self) -> float:
@@ -107,10 +198,14 @@ def quiet_until(t: Thread) -> bool:
 class _Ticket(simpy.Event):
     """A spinning waiter's place in the queue: the event that hands it the lock (its value
     is the ns the lock's line takes to arrive), the time it took the ticket and whether
-    taking it pulled the lock's line from another CPU."""
+    taking it pulled the lock's line from another CPU. An acquire with IRQs off schedules
+    its ticket first as its arrival (`SpinLock._arrive`): `thread` and the callback list of
+    that delivery, `arrival`."""
 
     since: int
     bounced: bool
+    thread: Thread
+    arrival: list[Any]
 
 
 class SpinLock:
@@ -133,15 +228,16 @@ class SpinLock:
         self.last_cpu = -1
         """CPU of the last acquire (and so of the release an acquire follows): -1 never."""
         self.last_node = -1
+        self._arrive_cb = self._arrive
         self._touch_cpu = -1
         self._touch_acq = -1
         """CPU of the last waiter's ticket or failed trylock, and `stat.acquisitions` then:
         it owns the line until the next acquire (see `_line_cpu`)."""
-        self.stat = LockStat(name)
-        """lock_stat columns."""
         self.wait_hist = machine.metrics.hist(f"lock.{name}.wait")
         self.hold_hist = machine.metrics.hist(f"lock.{name}.hold")
         """Spin-wait and hold times of the lock class (shared by its instances), ns."""
+        self.stat = LockStat(name, wait_hist=self.wait_hist, hold_hist=self.hold_hist)
+        """lock_stat columns."""
         machine.metrics.register_lock(self)
 
     def __repr__(self) -> str:
@@ -208,8 +304,14 @@ class SpinLock:
         p = t.pending
         if p and t._batched and (t.irqs_off or t.in_irq):
             cpu.busy_ns += p
-            ticket = _Ticket(self.env)
-            t._timeout(p).callbacks.append(partial(self._arrive, t, ticket))
+            env = self.env
+            ticket = _Ticket(env)
+            ticket._ok = True
+            ticket._value = None
+            ticket.thread = t
+            ticket.arrival = cbs = ticket.callbacks
+            cbs.append(self._arrive_cb)
+            heappush(env._queue, (env._now + p, t._prio, next(env._eid), ticket))  # t._timeout
             handoff = yield ticket
             if handoff is not None:
                 self._spun(t, ticket, handoff)
@@ -234,22 +336,24 @@ class SpinLock:
         self._spun(t, ticket, handoff)
         return ret
 
-    def _arrive(self, t: Thread, ticket: _Ticket, _wakeup: simpy.Event) -> None:
-        """`t` reaches the lock at its own time (the wake-up of its synchronisation, IRQs
-        off): when the lock is held or has waiters, and is not `t`'s own, queue `t` without
-        resuming it; otherwise resume it now, within this event, where its synchronisation
-        would have resumed it, to take the free lock (or find its own) as `_acquire` does."""
+    def _arrive(self, ticket: _Ticket) -> None:
+        """The ticket's thread reaches the lock at its own time: the ticket was scheduled as
+        the thread's synchronisation (IRQs off), with this as its first callback and the
+        thread's resume after it. When the lock is held or has waiters, and is not the
+        thread's own, queue the thread: the resume is taken off this delivery and the ticket
+        re-armed for the hand-over, so the thread is resumed only when the lock is handed to
+        it; otherwise the resume runs next, where its synchronisation would have resumed it,
+        to take the free lock (or find its own) as `_acquire` does."""
+        t = ticket.thread
         t.pending = 0
         now = self.env._now
         owner = self.owner
         if owner is not t and (owner is not None or self.waiters or self.free_at > now):
+            cbs = ticket.arrival
+            ticket.callbacks = cbs[1:]
+            del cbs[1:]
+            ticket._value = PENDING
             self._queue(t, now, ticket)
-            return
-        ticket._ok = True
-        ticket._value = None
-        callbacks, ticket.callbacks = ticket.callbacks, None
-        for callback in callbacks:
-            callback(ticket)
 
     def _queue(self, t: Thread, now: int, ticket: _Ticket) -> None:
         """Take a ticket at `now` behind the holder and the earlier waiters; spin."""
@@ -275,8 +379,7 @@ class SpinLock:
         st = self.stat
         st.contentions += 1
         st.con_bounces += ticket.bounced
-        st.record_wait(wait)
-        self.wait_hist.record(wait)
+        st.waits[wait] += 1
         tr = self.machine.tracer
         if tr is not None:
             tr.span(t.cpu.id, "lock", f"spin {self.name}", since, waited, t.name)
@@ -299,9 +402,7 @@ class SpinLock:
         # then, exactly as if the holder had synchronised before releasing.
         at = self.env._now + t.pending
         held = at - self.acquired_at
-        st = self.stat
-        st.record_hold(held)
-        self.hold_hist.record(held)
+        self.stat.holds[held] += 1
         tr = t._tracer
         if tr is not None:
             tr.span(t.cpu.id, "lock", f"hold {self.name}", self.acquired_at, held, t.name)

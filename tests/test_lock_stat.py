@@ -10,12 +10,15 @@ import json
 from pathlib import Path
 
 import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_bad_input import GOOD, write
 
 from experiments.cli import main
 from simcore.costs import DEFAULT_COSTS, CostTable
 from simcore.machine import Machine, MachineConfig
-from simcore.spinlock import SpinLock
+from simcore.metrics import LogHistogram
+from simcore.spinlock import LockStat, SpinLock
 
 TRANSFER = DEFAULT_COSTS["cacheline_transfer"][0]
 
@@ -149,3 +152,32 @@ def test_timeline_ends_at_the_end_of_the_run(tmp_path):
     assert end == 30_000_000
     assert int(tl.time_ns.iloc[-1]) == end
     assert tl.time_ns.is_monotonic_increasing and tl.time_ns.is_unique
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(min_value=0, max_value=10**7)),
+                max_size=60),
+       st.lists(st.integers(min_value=0, max_value=59), max_size=5))
+def test_tallied_waits_and_holds_fold_to_the_recorded_columns(ops, reads):
+    """The lock paths tally waits and holds by value; folding the tallies (on any read,
+    whenever it comes) gives the min / max / total columns and the histogram buckets that
+    recording each value gives."""
+    hists = [LogHistogram("w"), LogHistogram("h"), LogHistogram("w1"), LogHistogram("h1")]
+    tallied = LockStat("a", wait_hist=hists[0], hold_hist=hists[1])
+    one_by_one = LockStat("b")
+    for i, (is_wait, ns) in enumerate(ops):
+        if is_wait:
+            tallied.waits[ns] += 1
+            one_by_one.record_wait(ns)
+            hists[2].record(ns)
+        else:
+            tallied.holds[ns] += 1
+            one_by_one.record_hold(ns)
+            hists[3].record(ns)
+        if i in reads:
+            assert tallied.waittime_total == one_by_one.waittime_total
+    cols = ("waittime_min", "waittime_max", "waittime_total",
+            "holdtime_min", "holdtime_max", "holdtime_total")
+    assert [getattr(tallied, c) for c in cols] == [getattr(one_by_one, c) for c in cols]
+    for a, b in ((hists[0], hists[2]), (hists[1], hists[3])):
+        assert (a.buckets, a.total, a.max) == (b.buckets, b.total, b.max)
