@@ -201,7 +201,7 @@ class Thread:
         self._steps: list[int] = []
         self._batched = machine.batching
         self._costs = machine.costs.values
-        self._irq_off_hist = machine.irq_off
+        self._irq_off_tally = machine.irq_off.tally
         self._tracer = machine.tracer
         """The machine's TraceRecorder, or None (one attribute test on the IRQ-enable path)."""
         self.irqs_off = False
@@ -416,7 +416,7 @@ class Thread:
         cpu.irq_off_total += length
         if length > cpu.irq_off_max:
             cpu.irq_off_max = length
-        self._irq_off_hist.record(length)
+        self._irq_off_tally[length] += 1
         if self._tracer is not None:
             self._tracer.span(cpu.id, "irq", "IRQs off", start, length, self.name)
 

@@ -9,7 +9,7 @@ and the event log keeps the first `max_events` events, then of every kind the fi
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -63,30 +63,56 @@ class LogHistogram:
     keeps only the buckets, the total and the maximum (the hot path); count and minimum are
     read from the buckets."""
 
-    __slots__ = ("name", "buckets", "total", "max")
+    __slots__ = ("name", "_buckets", "_total", "_max", "tally")
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.buckets = [0] * 1024
-        self.total = 0
-        self.max = 0
+        self._buckets = [0] * 1024
+        self._total = 0
+        self._max = 0
+        self.tally: defaultdict[int, int] = defaultdict(int)
+        """Values counted by a hot path (`tally[ns] += 1`) and not yet recorded: folded into
+        the buckets, total and maximum on any read (the same numbers as recording each)."""
 
     def record(self, v: int, n: int = 1) -> None:
         """Count value `v` (an int of ns, >= 0) `n` times (the same arithmetic as
         `bucket_index`, inlined)."""
         if v < 256:
-            self.buckets[v] += n
+            self._buckets[v] += n
         else:
             s = v.bit_length() - 8
             i = (s << 7) + (v >> s)
             try:
-                self.buckets[i] += n
+                self._buckets[i] += n
             except IndexError:
-                self.buckets.extend([0] * (i + 1 - len(self.buckets)))
-                self.buckets[i] += n
-        if v > self.max:
-            self.max = v
-        self.total += v * n
+                self._buckets.extend([0] * (i + 1 - len(self._buckets)))
+                self._buckets[i] += n
+        if v > self._max:
+            self._max = v
+        self._total += v * n
+
+    def fold(self) -> None:
+        """Record the tallied values (the tally object stays the same: hot paths keep it)."""
+        tally = self.tally
+        if tally:
+            for v, n in tally.items():
+                self.record(v, n)
+            tally.clear()
+
+    @property
+    def buckets(self) -> list[int]:
+        self.fold()
+        return self._buckets
+
+    @property
+    def total(self) -> int:
+        self.fold()
+        return self._total
+
+    @property
+    def max(self) -> int:
+        self.fold()
+        return self._max
 
     @property
     def count(self) -> int:
@@ -267,13 +293,14 @@ class Metrics:
             src = self.histograms.get(p)
             if src is None:
                 continue
-            if len(src.buckets) > len(h.buckets):
-                h.buckets.extend([0] * (len(src.buckets) - len(h.buckets)))
-            for i, c in enumerate(src.buckets):
+            sb, hb = src.buckets, h._buckets
+            if len(sb) > len(hb):
+                hb.extend([0] * (len(sb) - len(hb)))
+            for i, c in enumerate(sb):
                 if c:
-                    h.buckets[i] += c
-            h.total += src.total
-            h.max = max(h.max, src.max)
+                    hb[i] += c
+            h._total += src.total
+            h._max = max(h._max, src.max)
         return h
 
     def event(self, kind: str, time: int | None = None, **fields: Any) -> None:

@@ -64,3 +64,22 @@ def test_buckets_cover_values_with_relative_width_below_one_percent() -> None:
     h.record(1_000_000_000_000)
     (row,) = h.rows()
     assert row["lo_ns"] <= 1_000_000_000_000 <= row["hi_ns"] and row["count"] == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(min_value=0, max_value=10**9)),
+                max_size=80))
+def test_tallied_values_read_as_recorded(ops):
+    """A hot path may count a value in `tally` instead of recording it: every read (buckets,
+    total, max, count, quantiles) sees the numbers recording each value gives, whenever the
+    read comes, and the tally object a hot path keeps stays the one folded."""
+    tallied, recorded = LogHistogram("t"), LogHistogram("r")
+    tally = tallied.tally
+    for read, v in ops:
+        tally[v] += 1
+        recorded.record(v)
+        if read:
+            assert tallied.summary() == recorded.summary()
+    assert tallied.tally is tally
+    assert (tallied.buckets, tallied.total, tallied.max) == (
+        recorded.buckets, recorded.total, recorded.max)
