@@ -92,6 +92,11 @@ class AdaptiveMutex(SpinLock):
     def lock(self, t: Thread) -> Gen:
         """mutex_enter: take the mutex; spin while the owner runs, block when it does not."""
         cpu = t.cpu
+        p = t.pending
+        if p and t._batched:  # Thread.sync's clock step without its generator
+            cpu.busy_ns += p
+            yield t._timeout(p)
+            t.pending = 0
         if t.pending or cpu.irqs or cpu.runq:
             yield from t.sync()
         now = self.env.now
