@@ -64,34 +64,34 @@ class SlabAllocPaths:
         return bool(irqs) and irqs[0].at <= t.env._now + t.pending
 
     def alloc_fast(self, t: Thread, c: LinuxCache, flags: int) -> int | None:
-        """The array hit of __cache_alloc as a plain call (IRQs on, no interrupt due before
+        """The array hit of ____cache_alloc as a plain call (IRQs on, no interrupt due before
         they are restored): local_irq_save, pop ac->entry, local_irq_restore. One charge; the
-        hit and its IRQ-off section have constant lengths, so they are counted (fold_hits)."""
+        hit and its IRQ-off section have constant lengths, so the array counts it
+        (`ArrayCache.alloc_hits`) and fold_hits adds it to allochit, the cache's allocs and
+        in-use count, the IRQ-off statistics and alloc.hit."""
         cpu = t.cpu
         ac = c.array[cpu.id]
         entry = ac.entry
         if not entry or t.irqs_off or (self._spread and c.mem_spread):
             return None
         pending = t.pending
-        at = t.env._now + pending
         ns = self._alloc_hit_ns
         irqs = cpu.irqs
-        if irqs and irqs[0].at <= at + ns:
+        if irqs and irqs[0].at <= t.env._now + pending + ns:
             return None
-        c.allochit += 1
         ac.touched = True
-        obj = entry.pop()
         t.pending = pending + ns
         if not t._batched:
             t._steps.append(ns)
-        c.inuse += 1
-        c.allocs += 1
         if t._tracer is None:
-            self._alloc_hits[cpu.id] += 1
+            ac.alloc_hits += 1
         else:
-            t.irq_off_section(at + self._hit_pre_ns, self._alloc_off_ns)
+            c.allochit += 1
+            c.inuse += 1
+            c.allocs += 1
+            t.irq_off_section(t.env._now + pending + self._hit_pre_ns, self._alloc_off_ns)
             self._h_hit.record(ns)
-        return obj
+        return entry.pop()
 
     def alternate_node_alloc(self, t: Thread, c: LinuxCache, flags: int) -> Gen:
         """alternate_node_alloc (seed 003 2952, IRQs off; ____cache_alloc calls it for a task

@@ -47,8 +47,9 @@ class SlabFreePaths:
     def free_fast(self, t: Thread, c: LinuxCache, obj: int) -> bool:
         """The local array push of __cache_free as a plain call (IRQs on, room in the array,
         the object from this node, no interrupt due before IRQs are restored). One charge;
-        the hit and its IRQ-off section have constant lengths, so they are counted
-        (fold_hits)."""
+        the hit and its IRQ-off section have constant lengths, so the array counts it
+        (`ArrayCache.free_hits`) and fold_hits adds it to freehit, the cache's frees and
+        in-use count, the IRQ-off statistics and free.hit."""
         cpu = t.cpu
         ac = c.array[cpu.id]
         entry = ac.entry
@@ -57,22 +58,20 @@ class SlabFreePaths:
         if self._numa and c.owner[obj].nodeid != cpu.node:
             return False
         pending = t.pending
-        at = t.env._now + pending
         ns = self._free_hit_ns
         irqs = cpu.irqs
-        if irqs and irqs[0].at <= at + ns:
+        if irqs and irqs[0].at <= t.env._now + pending + ns:
             return False
-        c.inuse -= 1
-        c.frees += 1
-        c.freehit += 1
         entry.append(obj)
         t.pending = pending + ns
         if not t._batched:
             t._steps.append(ns)
         if t._tracer is None:
-            self._free_hits[cpu.id] += 1
+            ac.free_hits += 1
         else:
-            t.irq_off_section(at + self._hit_pre_ns, self._free_off_ns)
+            c.freehit += 1
+            self.landed(c)
+            t.irq_off_section(t.env._now + pending + self._hit_pre_ns, self._free_off_ns)
             self._h_free_hit.record(ns)
         return True
 

@@ -22,6 +22,10 @@ class ArrayCache:
     touched: bool = False
     lock: SpinLock | None = None
     """Only alien arrays use their lock."""
+    alloc_hits: int = 0
+    free_hits: int = 0
+    """A CPU array's counted hits (alloc_fast / free_fast) not yet folded into the cache's
+    counters and the statistics (fold_hits)."""
 
     @property
     def avail(self) -> int:
