@@ -71,27 +71,23 @@ class SlabAllocPaths:
         in-use count, the IRQ-off statistics and alloc.hit."""
         cpu = t.cpu
         ac = c.array[cpu.id]
-        entry = ac.entry
-        if not entry or t.irqs_off or (self._spread and c.mem_spread):
+        if not ac.entry or t.irqs_off or (self._spread and c.mem_spread):
             return None
-        pending = t.pending
-        ns = self._alloc_hit_ns
-        irqs = cpu.irqs
-        if irqs and irqs[0].at <= t.env._now + pending + ns:
+        if cpu.irqs and cpu.irqs[0].at <= t.env._now + t.pending + self._alloc_hit_ns:
             return None
         ac.touched = True
-        t.pending = pending + ns
+        t.pending += self._alloc_hit_ns
         if not t._batched:
-            t._steps.append(ns)
+            t._steps.append(self._alloc_hit_ns)
         if t._tracer is None:
             ac.alloc_hits += 1
         else:
             c.allochit += 1
             c.inuse += 1
             c.allocs += 1
-            t.irq_off_section(t.env._now + pending + self._hit_pre_ns, self._alloc_off_ns)
-            self._h_hit.record(ns)
-        return entry.pop()
+            t.irq_off_section(t.now - self._alloc_hit_ns + self._hit_pre_ns, self._alloc_off_ns)
+            self._h_hit.record(self._alloc_hit_ns)
+        return ac.entry.pop()
 
     def alternate_node_alloc(self, t: Thread, c: LinuxCache, flags: int) -> Gen:
         """alternate_node_alloc (seed 003 2952, IRQs off; ____cache_alloc calls it for a task

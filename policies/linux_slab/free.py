@@ -52,27 +52,23 @@ class SlabFreePaths:
         in-use count, the IRQ-off statistics and free.hit."""
         cpu = t.cpu
         ac = c.array[cpu.id]
-        entry = ac.entry
-        if len(entry) >= ac.limit or t.irqs_off:
+        if len(ac.entry) >= ac.limit or t.irqs_off:
             return False
         if self._numa and c.owner[obj].nodeid != cpu.node:
             return False
-        pending = t.pending
-        ns = self._free_hit_ns
-        irqs = cpu.irqs
-        if irqs and irqs[0].at <= t.env._now + pending + ns:
+        if cpu.irqs and cpu.irqs[0].at <= t.env._now + t.pending + self._free_hit_ns:
             return False
-        entry.append(obj)
-        t.pending = pending + ns
+        ac.entry.append(obj)
+        t.pending += self._free_hit_ns
         if not t._batched:
-            t._steps.append(ns)
+            t._steps.append(self._free_hit_ns)
         if t._tracer is None:
             ac.free_hits += 1
         else:
             c.freehit += 1
             self.landed(c)
-            t.irq_off_section(t.env._now + pending + self._hit_pre_ns, self._free_off_ns)
-            self._h_free_hit.record(ns)
+            t.irq_off_section(t.now - self._free_hit_ns + self._hit_pre_ns, self._free_off_ns)
+            self._h_free_hit.record(self._free_hit_ns)
         return True
 
     def cache_flusharray(self, t: Thread, c: LinuxCache, ac: ArrayCache) -> Gen:
