@@ -156,11 +156,9 @@ class SlabAllocPaths:
                     n -= k
                     slabs += 1
                     if not free:
-                        slab.on.remove(slab)
-                        l3.slabs_full.add(slab)
+                        l3.slabs_full.move(slab)
                     elif slab is not partial.head:
-                        slab.on.remove(slab)
-                        partial.add(slab)
+                        partial.move(slab)
                 if taken:
                     c.num_allocations += taken
                     active = c.num_active + taken
@@ -236,8 +234,7 @@ class SlabAllocPaths:
                 c.inuse += 1
                 c.allocs += 1
                 l3.free_objects -= 1
-                slab.on.remove(slab)
-                (l3.slabs_full if not slab.free else l3.slabs_partial).add(slab)
+                (l3.slabs_full if not slab.free else l3.slabs_partial).move(slab)
                 t.charge("list_op")
                 yield from l3.list_lock.unlock(t)
                 return obj

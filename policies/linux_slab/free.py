@@ -121,8 +121,8 @@ class SlabFreePaths:
             l3.free_objects += 1
             uncharged += 1
             if slab.inuse == 0:
-                slab.on.remove(slab)
                 if l3.free_objects > l3.free_limit:
+                    slab.on.remove(slab)
                     l3.free_objects -= num
                     if self._destroy_under_lock:
                         t.charge_ns(uncharged * per_obj)
@@ -131,12 +131,11 @@ class SlabFreePaths:
                     else:
                         later.append(slab)
                 else:
-                    l3.slabs_free.add(slab)
+                    l3.slabs_free.move(slab)
             else:
                 partial = l3.slabs_partial
                 if slab is not partial.tail:
-                    slab.on.remove(slab)
-                    partial.add_tail(slab)
+                    partial.move_tail(slab)
         t.charge_ns(uncharged * per_obj)
         return later
 

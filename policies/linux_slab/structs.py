@@ -11,7 +11,7 @@ from policies.list_head import SlabList
 from simcore.spinlock import SpinLock
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class ArrayCache:
     """struct array_cache: a LIFO stack of object pointers (`entry[avail - 1]` is the top).
     Serves as per-CPU array, per-node shared array and alien array."""
@@ -32,7 +32,7 @@ class ArrayCache:
         return len(self.entry)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class LinuxSlab:
     """struct slab: `free` is the bufctl free chain as a stack (end of list = `slabp->free`)."""
 
@@ -47,7 +47,7 @@ class LinuxSlab:
     on: SlabList | None = field(default=None, repr=False)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class KmemList3:
     """struct kmem_list3: one node's slab lists, free_objects and free_limit under list_lock,
     with the node's shared array and alien arrays (indexed by remote node)."""
@@ -67,7 +67,7 @@ class KmemList3:
     free_touched: bool = False
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class LinuxCache:
     """struct kmem_cache with the STATS counters printed by /proc/slabinfo (statistics)."""
 
