@@ -9,7 +9,8 @@ from typing import Any
 
 
 class SlabList:
-    """A list_head of slabs: list_add (head), list_add_tail, list_del in O(1)."""
+    """A list_head of slabs: list_add (head), list_add_tail, list_del, list_move and
+    list_move_tail in O(1)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -69,3 +70,47 @@ class SlabList:
             self.tail = s.prev
         s.prev = s.next = s.on = None
         self.count -= 1
+
+    def move(self, s: Any) -> None:
+        """list_move: list_del from the list `s` is on, then list_add at this list's head
+        (one call instead of remove and add)."""
+        old, prv, nxt = s.on, s.prev, s.next
+        if prv is not None:
+            prv.next = nxt
+        else:
+            old.head = nxt
+        if nxt is not None:
+            nxt.prev = prv
+        else:
+            old.tail = prv
+        old.count -= 1
+        head = self.head
+        s.prev, s.next, s.on = None, head, self
+        if head is not None:
+            head.prev = s
+        else:
+            self.tail = s
+        self.head = s
+        self.count += 1
+
+    def move_tail(self, s: Any) -> None:
+        """list_move_tail: list_del from the list `s` is on, then list_add_tail on this
+        list."""
+        old, prv, nxt = s.on, s.prev, s.next
+        if prv is not None:
+            prv.next = nxt
+        else:
+            old.head = nxt
+        if nxt is not None:
+            nxt.prev = prv
+        else:
+            old.tail = prv
+        old.count -= 1
+        tail = self.tail
+        s.prev, s.next, s.on = tail, None, self
+        if tail is not None:
+            tail.next = s
+        else:
+            self.head = s
+        self.tail = s
+        self.count += 1

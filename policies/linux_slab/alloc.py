@@ -64,34 +64,30 @@ class SlabAllocPaths:
         return bool(irqs) and irqs[0].at <= t.env._now + t.pending
 
     def alloc_fast(self, t: Thread, c: LinuxCache, flags: int) -> int | None:
-        """The array hit of __cache_alloc as a plain call (IRQs on, no interrupt due before
+        """The array hit of ____cache_alloc as a plain call (IRQs on, no interrupt due before
         they are restored): local_irq_save, pop ac->entry, local_irq_restore. One charge; the
-        hit and its IRQ-off section have constant lengths, so they are counted (fold_hits)."""
+        hit and its IRQ-off section have constant lengths, so the array counts it
+        (`ArrayCache.alloc_hits`) and fold_hits adds it to allochit, the cache's allocs and
+        in-use count, the IRQ-off statistics and alloc.hit."""
         cpu = t.cpu
         ac = c.array[cpu.id]
-        entry = ac.entry
-        if not entry or t.irqs_off or (self._spread and c.mem_spread):
+        if not ac.entry or t.irqs_off or (self._spread and c.mem_spread):
             return None
-        pending = t.pending
-        at = t.env._now + pending
-        ns = self._alloc_hit_ns
-        irqs = cpu.irqs
-        if irqs and irqs[0].at <= at + ns:
+        if cpu.irqs and cpu.irqs[0].at <= t.env._now + t.pending + self._alloc_hit_ns:
             return None
-        c.allochit += 1
         ac.touched = True
-        obj = entry.pop()
-        t.pending = pending + ns
+        t.pending += self._alloc_hit_ns
         if not t._batched:
-            t._steps.append(ns)
-        c.inuse += 1
-        c.allocs += 1
+            t._steps.append(self._alloc_hit_ns)
         if t._tracer is None:
-            self._alloc_hits[cpu.id] += 1
+            ac.alloc_hits += 1
         else:
-            t.irq_off_section(at + self._hit_pre_ns, self._alloc_off_ns)
-            self._h_hit.record(ns)
-        return obj
+            c.allochit += 1
+            c.inuse += 1
+            c.allocs += 1
+            t.irq_off_section(t.now - self._alloc_hit_ns + self._hit_pre_ns, self._alloc_off_ns)
+            self._h_hit.record(self._alloc_hit_ns)
+        return ac.entry.pop()
 
     def alternate_node_alloc(self, t: Thread, c: LinuxCache, flags: int) -> Gen:
         """alternate_node_alloc (seed 003 2952, IRQs off; ____cache_alloc calls it for a task
@@ -160,11 +156,9 @@ class SlabAllocPaths:
                     n -= k
                     slabs += 1
                     if not free:
-                        slab.on.remove(slab)
-                        l3.slabs_full.add(slab)
+                        l3.slabs_full.move(slab)
                     elif slab is not partial.head:
-                        slab.on.remove(slab)
-                        partial.add(slab)
+                        partial.move(slab)
                 if taken:
                     c.num_allocations += taken
                     active = c.num_active + taken
@@ -240,8 +234,7 @@ class SlabAllocPaths:
                 c.inuse += 1
                 c.allocs += 1
                 l3.free_objects -= 1
-                slab.on.remove(slab)
-                (l3.slabs_full if not slab.free else l3.slabs_partial).add(slab)
+                (l3.slabs_full if not slab.free else l3.slabs_partial).move(slab)
                 t.charge("list_op")
                 yield from l3.list_lock.unlock(t)
                 return obj

@@ -47,33 +47,28 @@ class SlabFreePaths:
     def free_fast(self, t: Thread, c: LinuxCache, obj: int) -> bool:
         """The local array push of __cache_free as a plain call (IRQs on, room in the array,
         the object from this node, no interrupt due before IRQs are restored). One charge;
-        the hit and its IRQ-off section have constant lengths, so they are counted
-        (fold_hits)."""
+        the hit and its IRQ-off section have constant lengths, so the array counts it
+        (`ArrayCache.free_hits`) and fold_hits adds it to freehit, the cache's frees and
+        in-use count, the IRQ-off statistics and free.hit."""
         cpu = t.cpu
         ac = c.array[cpu.id]
-        entry = ac.entry
-        if len(entry) >= ac.limit or t.irqs_off:
+        if len(ac.entry) >= ac.limit or t.irqs_off:
             return False
         if self._numa and c.owner[obj].nodeid != cpu.node:
             return False
-        pending = t.pending
-        at = t.env._now + pending
-        ns = self._free_hit_ns
-        irqs = cpu.irqs
-        if irqs and irqs[0].at <= at + ns:
+        if cpu.irqs and cpu.irqs[0].at <= t.env._now + t.pending + self._free_hit_ns:
             return False
-        c.inuse -= 1
-        c.frees += 1
-        c.freehit += 1
-        entry.append(obj)
-        t.pending = pending + ns
+        ac.entry.append(obj)
+        t.pending += self._free_hit_ns
         if not t._batched:
-            t._steps.append(ns)
+            t._steps.append(self._free_hit_ns)
         if t._tracer is None:
-            self._free_hits[cpu.id] += 1
+            ac.free_hits += 1
         else:
-            t.irq_off_section(at + self._hit_pre_ns, self._free_off_ns)
-            self._h_free_hit.record(ns)
+            c.freehit += 1
+            self.landed(c)
+            t.irq_off_section(t.now - self._free_hit_ns + self._hit_pre_ns, self._free_off_ns)
+            self._h_free_hit.record(self._free_hit_ns)
         return True
 
     def cache_flusharray(self, t: Thread, c: LinuxCache, ac: ArrayCache) -> Gen:
@@ -126,8 +121,8 @@ class SlabFreePaths:
             l3.free_objects += 1
             uncharged += 1
             if slab.inuse == 0:
-                slab.on.remove(slab)
                 if l3.free_objects > l3.free_limit:
+                    slab.on.remove(slab)
                     l3.free_objects -= num
                     if self._destroy_under_lock:
                         t.charge_ns(uncharged * per_obj)
@@ -136,12 +131,11 @@ class SlabFreePaths:
                     else:
                         later.append(slab)
                 else:
-                    l3.slabs_free.add(slab)
+                    l3.slabs_free.move(slab)
             else:
                 partial = l3.slabs_partial
                 if slab is not partial.tail:
-                    slab.on.remove(slab)
-                    partial.add_tail(slab)
+                    partial.move_tail(slab)
         t.charge_ns(uncharged * per_obj)
         return later
 

@@ -57,6 +57,7 @@ class SlabHotplug:
             if not percpu:
                 # the seed clears array[cpu] before taking the lock; nothing runs on the dead
                 # CPU, so clearing it here only keeps the model's statistics exact meanwhile
+                self.fold_hits()  # the hits the array counted
                 c.array[cpu] = None
             if self.nr_cpus_node(node):
                 yield from l3.list_lock.unlock_irqrestore(t, irqf)

@@ -165,9 +165,6 @@ class LinuxSlabPolicy(SlabAllocPaths, SlabGrow, SlabFreePaths, SlabAlien, SlabRe
         self._alloc_off_ns = c["magazine_pop"] + c["irq_enable"]
         self._free_off_ns = c["magazine_push"] + c["irq_enable"]
         """The IRQ-off sections of the array hits: constant lengths."""
-        self._alloc_hits = [0] * m.ncpus
-        self._free_hits = [0] * m.ncpus
-        """Array hits per CPU not yet folded into the statistics (fold_hits)."""
         self._numa = m.nodes > 1
         self._slab_obj_op_ns = c["slab_obj_op"]
         self._list_op_ns = c["list_op"]
@@ -261,6 +258,7 @@ class LinuxSlabPolicy(SlabAllocPaths, SlabGrow, SlabFreePaths, SlabAlien, SlabRe
             return 1
         if c.rcu:
             yield from self.synchronize_rcu(t)
+        self.fold_hits()
         self.caches.remove(c)
         if not self.cache_chain:
             for w in self.reapers:
@@ -297,18 +295,34 @@ class LinuxSlabPolicy(SlabAllocPaths, SlabGrow, SlabFreePaths, SlabAlien, SlabRe
         return total
 
     def fold_hits(self) -> None:
-        """Record the counted array hits (Metrics.fold): per CPU its IRQ-off sections, and
-        the alloc.hit / free.hit latencies (constants of the policy)."""
+        """Record the hits the CPU arrays counted (Metrics.fold): per cache the STATS
+        allochit / freehit and its allocs, frees and in-use count, per CPU the IRQ-off
+        sections, and the alloc.hit / free.hit latencies (constants of the policy)."""
         cpus = self.machine.cpus
-        for counts, off, hist, ns in ((self._alloc_hits, self._alloc_off_ns, self._h_hit,
-                                       self._alloc_hit_ns),
-                                      (self._free_hits, self._free_off_ns, self._h_free_hit,
-                                       self._free_hit_ns)):
-            for cpu_id, n in enumerate(counts):
+        a_off, f_off = self._alloc_off_ns, self._free_off_ns
+        allocs = frees = 0
+        for c in self.caches:
+            for cpu_id, ac in enumerate(c.array):
+                if ac is None:
+                    continue
+                n, f = ac.alloc_hits, ac.free_hits
                 if n:
-                    cpus[cpu_id].irq_off_sections(off, n)
-                    hist.record(ns, n)
-                    counts[cpu_id] = 0
+                    c.allochit += n
+                    c.allocs += n
+                    cpus[cpu_id].irq_off_sections(a_off, n)
+                    allocs += n
+                    ac.alloc_hits = 0
+                if f:
+                    c.freehit += f
+                    c.frees += f
+                    cpus[cpu_id].irq_off_sections(f_off, f)
+                    frees += f
+                    ac.free_hits = 0
+                c.inuse += n - f
+        if allocs:
+            self._h_hit.record(self._alloc_hit_ns, allocs)
+        if frees:
+            self._h_free_hit.record(self._free_hit_ns, frees)
 
     def fast_hit_ns(self, c: LinuxCache) -> tuple[int, int] | None:
         """An array hit's constant cost (alloc_fast / free_fast)."""

@@ -11,7 +11,7 @@ from policies.list_head import SlabList
 from simcore.spinlock import SpinLock
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class ArrayCache:
     """struct array_cache: a LIFO stack of object pointers (`entry[avail - 1]` is the top).
     Serves as per-CPU array, per-node shared array and alien array."""
@@ -22,13 +22,17 @@ class ArrayCache:
     touched: bool = False
     lock: SpinLock | None = None
     """Only alien arrays use their lock."""
+    alloc_hits: int = 0
+    free_hits: int = 0
+    """A CPU array's counted hits (alloc_fast / free_fast) not yet folded into the cache's
+    counters and the statistics (fold_hits)."""
 
     @property
     def avail(self) -> int:
         return len(self.entry)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class LinuxSlab:
     """struct slab: `free` is the bufctl free chain as a stack (end of list = `slabp->free`)."""
 
@@ -43,7 +47,7 @@ class LinuxSlab:
     on: SlabList | None = field(default=None, repr=False)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class KmemList3:
     """struct kmem_list3: one node's slab lists, free_objects and free_limit under list_lock,
     with the node's shared array and alien arrays (indexed by remote node)."""
@@ -63,7 +67,7 @@ class KmemList3:
     free_touched: bool = False
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class LinuxCache:
     """struct kmem_cache with the STATS counters printed by /proc/slabinfo (statistics)."""
 

@@ -48,6 +48,7 @@ class SlabTune:
 
         def ccupdate(h: Thread) -> Gen:
             cpu = h.cpu.id
+            self.fold_hits()  # the hits the old array counted
             old[cpu] = c.array[cpu]
             c.array[cpu] = new[cpu]
             if old[cpu] is not None:
