@@ -76,20 +76,20 @@ class KmemCpuLayer:
         if lock.last_cpu != cpu.id or t._tracer is not None:
             return self._alloc_hit_recorded(t, cp, ccp, lock)
         if rounds > 0:
-            kind = 0
+            release, ns = self._hit_alloc_ns
+            ccp.hit_alloc += 1
         else:
             kmem_cpu_reload(ccp, ccp.cc_ploaded, ccp.cc_prounds)
             rounds = ccp.cc_rounds
-            kind = 1
+            release, ns = self._hit_alloc_reload_ns
+            ccp.hit_alloc_reload += 1
         rounds -= 1
         ccp.cc_rounds = rounds
         cp.inuse += 1
-        release, ns, _hold = self._cc_hit_ns[kind]
         lock.free_at = now + release
         t.pending = pending + ns
         if not t._batched:
             t._steps.append(ns)
-        ccp.hits[kind] += 1
         return ccp.cc_loaded.mag_round[rounds]
 
     def _alloc_hit_recorded(self, t: Thread, cp: KmemCache, ccp: KmemCpuCache,
@@ -120,7 +120,11 @@ class KmemCpuLayer:
         ccp = cp.cache_cpu[cpu.id]
         rounds = ccp.cc_rounds
         ms = ccp.cc_magsize
-        if not (0 <= rounds < ms or (ms and ccp.cc_prounds == 0)):
+        if 0 <= rounds < ms:
+            reload = False
+        elif ms and ccp.cc_prounds == 0:
+            reload = True
+        else:
             return False
         lock = ccp.cc_lock
         pending = t.pending
@@ -129,21 +133,21 @@ class KmemCpuLayer:
             return False
         if lock.last_cpu != cpu.id or t._tracer is not None:
             return self._free_hit_recorded(t, cp, ccp, lock, buf)
-        if 0 <= rounds < ms:
-            kind = 2
-        else:
+        if reload:
             kmem_cpu_reload(ccp, ccp.cc_ploaded, 0)
             rounds = 0
-            kind = 3
+            release, ns = self._hit_free_reload_ns
+            ccp.hit_free_reload += 1
+        else:
+            release, ns = self._hit_free_ns
+            ccp.hit_free += 1
         ccp.cc_loaded.mag_round[rounds] = buf
         ccp.cc_rounds = rounds + 1
         cp.inuse -= 1
-        release, ns, _hold = self._cc_hit_ns[kind]
         lock.free_at = now + release
         t.pending = pending + ns
         if not t._batched:
             t._steps.append(ns)
-        ccp.hits[kind] += 1
         return True
 
     def _free_hit_recorded(self, t: Thread, cp: KmemCache, ccp: KmemCpuCache, lock: SpinLock,
@@ -187,7 +191,7 @@ class KmemCpuLayer:
         h_alloc, h_free = self._h["alloc.hit"], self._h["free.hit"]
         for cp in self.kmem_caches:
             for ccp in cp.cache_cpu:
-                hits = ccp.hits
+                hits = (ccp.hit_alloc, ccp.hit_alloc_reload, ccp.hit_free, ccp.hit_free_reload)
                 if not any(hits):
                     continue
                 lock = ccp.cc_lock
@@ -203,7 +207,7 @@ class KmemCpuLayer:
                             ccp.cc_free += n
                         if cp.record:
                             (h_alloc if kind < 2 else h_free).record(ns, n)
-                        hits[kind] = 0
+                ccp.hit_alloc = ccp.hit_alloc_reload = ccp.hit_free = ccp.hit_free_reload = 0
 
     def kmem_cache_alloc(self, t: Thread, cp: KmemCache, kmflag: int) -> Gen:
         """kmem_cache_alloc (L2178), cc_lock held around the magazine loop: A1 pop the loaded

@@ -118,9 +118,15 @@ class KmemCpuCache:
     """Valid rounds in the previous magazine (full, empty or -1 for none)."""
     cc_magsize: int = 0
     """Capacity of this CPU's magazines; 0 while the magazine layer is disabled."""
-    hits: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
+    hit_alloc: int = 0
     """Counted local hits not yet folded into the statistics (not kernel state; see
-    KmemCpuLayer.fold_hits): alloc, alloc after kmem_cpu_reload, free, free after reload."""
+    KmemCpuLayer.fold_hits): allocations from the loaded magazine,"""
+    hit_alloc_reload: int = 0
+    """allocations after kmem_cpu_reload swapped in a full previous magazine,"""
+    hit_free: int = 0
+    """frees into the loaded magazine,"""
+    hit_free_reload: int = 0
+    """and frees after kmem_cpu_reload swapped in an empty previous magazine."""
 
     def constructed(self) -> int:
         """Rounds this CPU holds (the kstat's per-CPU buf_avail share)."""

@@ -167,6 +167,9 @@ class SolarisPolicy(KmemCpuLayer, KmemDepot, KmemSlabLayer, KmemMaintenance, Kme
         self._h = {k: metrics.hist(k) for k in ("alloc.hit", "alloc.refill", "alloc.grow",
                                                  "free.hit", "free.flush")}
         self._cc_hit_ns = self.cc_hit_costs()
+        (self._hit_alloc_ns, self._hit_alloc_reload_ns, self._hit_free_ns,
+         self._hit_free_reload_ns) = [(release, ns) for release, ns, _hold in self._cc_hit_ns]
+        """(until the release, total) ns of each counted hit kind, as the hits read them."""
         metrics.add_fold(self.fold_hits)
         self.vmem_list: list[VmemArena] = []
         """Every arena in creation order (vm_id)."""
