@@ -258,6 +258,13 @@ class Policy:
         hits instead of timing each); None when it varies."""
         return None
 
+    def usual_hit_ns(self, cache: Any) -> tuple[int, int] | None:
+        """(alloc, free): the ns most successful `alloc_fast` / `free_fast` calls on `cache`
+        charge, for a cache whose hits vary in cost (`fast_hit_ns` is None). A workload
+        counts the hits that charged exactly this and tallies the others by value, which
+        gives the same latencies; None: no usual cost (every hit is tallied)."""
+        return None
+
     def reap(self, t: Any, cache: Any) -> Gen:
         raise NotImplementedError
 

@@ -101,3 +101,18 @@ def test_each_hit_kind_is_counted_and_folded_as_its_own_cost():
     assert [a - b for a, b in zip(after, before, strict=True)] == [16, 16, 32, 32, 16, 16]
     assert m.metrics.hist("alloc.hit").max == hit["magazine_pop"] + costs["object_move"]
     p.check_invariants()
+
+
+def test_usual_hits_counted_by_the_workload_give_the_tallied_latencies(monkeypatch):
+    # the steady loop counts hits that charged the policy's usual cost (a plain pop or push)
+    # and tallies the others (kmem_cpu_reload swaps, bounced lines) by value: the workload's
+    # latency histograms, and everything else, are those of tallying every hit
+    for size in (256, 32768):
+        counted = _summary(size, traced=False)
+        with monkeypatch.context() as mp:
+            mp.setattr(SolarisPolicy, "usual_hit_ns", lambda self, cache: None)
+            tallied = _summary(size, traced=False)
+        assert counted == tallied
+        lat = counted["workloads"][0]["caches"]["c"]["alloc"]
+        assert lat["count"] == counted["ops"]["allocs"] > 1000
+        assert lat["min"] < lat["p99"]  # hits of more than one cost were met

@@ -95,6 +95,12 @@ class Steady(Workload):
         tick = self.machine.tick_ns
         hit_ns = self.policy.fast_hit_ns(single) if single is not None else None
         counted = hit_ns is not None
+        # a policy whose hits vary in cost names its usual one: hits that charged exactly
+        # that are counted too, the others tallied by value (-1: nothing is usual)
+        usual = None if counted or single is None else self.policy.usual_hit_ns(single)
+        ua, uf = usual or (-1, -1)
+        if usual is not None:
+            hit_ns = usual
         # hits on the one cache are counted in na / nf (each costs hit_ns) and handed to
         # count_hits before the thread yields: nobody reads the counts while it runs
         na = nf = 0
@@ -115,8 +121,12 @@ class Steady(Workload):
                     if counted:
                         nf += 1
                     else:
-                        (tf1 if cache is single else tallies(cache)[1])[t.pending - pending] += 1
-                        self.frees += 1
+                        ns = t.pending - pending
+                        if ns == uf:
+                            nf += 1
+                        else:
+                            (tf1 if cache is single else tallies(cache)[1])[ns] += 1
+                            self.frees += 1
                 else:
                     if na or nf:
                         self.count_hits(single, hit_ns, na, nf)
@@ -132,8 +142,12 @@ class Steady(Workload):
                     if counted:
                         na += 1
                     else:
-                        (ta1 if cache is single else tallies(cache)[0])[t.pending - pending] += 1
-                        self.allocs += 1
+                        ns = t.pending - pending
+                        if ns == ua:
+                            na += 1
+                        else:
+                            (ta1 if cache is single else tallies(cache)[0])[ns] += 1
+                            self.allocs += 1
                     seq += 1
                     if not drawn:
                         drawn = lifetimes()
