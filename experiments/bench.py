@@ -66,6 +66,10 @@ class BenchResult:
     peak_rss_mib: float
     warm_ops: int = 0
     """Operations run before the window (the warm-up until memory in use stopped growing)."""
+    settled: bool = True
+    """False when the warm-up ended after WARM_SLICES_MAX ticks with the cache still growing:
+    the window then measures growth, not the steady state (the SPL at 1024 CPUs grows one
+    slab at a time for about 130 ticks, its waiters woken together on every slab)."""
 
 
 def raw_simpy_rate(events: int = 300_000) -> float:
@@ -191,12 +195,14 @@ def _measure(point: BenchPoint) -> BenchResult:
     memory = sim.machine.memory
     env.run(until=tick)
     prev, peak = ops_of(), memory.used
+    settled = False
     for _ in range(WARM_SLICES_MAX):
         ops0 = ops_of()
         env.run(until=env.now + tick)
         done, used = ops_of() - ops0, memory.used
         if (used <= peak + peak // 1000 and done <= prev * 1.05
                 and ops_of() >= point.cpus * WARM_OPS_PER_CPU):
+            settled = True
             break
         prev, peak = done, max(peak, used)
     warm_ops = ops_of()
@@ -218,7 +224,7 @@ def _measure(point: BenchPoint) -> BenchResult:
                        round(wall * 1e9 / ops, 1) if ops else 0.0, round(raw),
                        round(opw / raw, 3) if raw else 0.0,
                        round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-                       warm_ops)
+                       warm_ops, settled)
 
 
 def _child(point: BenchPoint, conn: Any) -> None:
@@ -266,7 +272,11 @@ def format_table(results: list[BenchResult]) -> str:
         lines.append(f"{r.policy:12} {r.workload:18} {r.cpus:5d} {r.object_size:6d} "
                      f"{r.ops:9d} {r.wall_s:7.2f} "
                      f"{r.ops_per_wall_s:11,d} {r.events_per_op:9.3f} {r.wall_ns_per_op:7.0f} "
-                     f"{r.raw_simpy_events_per_s:14,d} {r.ratio:6.2f} {r.peak_rss_mib:8.1f}")
+                     f"{r.raw_simpy_events_per_s:14,d} {r.ratio:6.2f} {r.peak_rss_mib:8.1f}"
+                     + ("" if r.settled else "  growing"))
+    if not all(r.settled for r in results):
+        lines.append(f"growing: the cache still grew after the {WARM_SLICES_MAX}-tick warm-up, "
+                     "so that window measures growth, not the steady state")
     return "\n".join(lines)
 
 
