@@ -95,30 +95,36 @@ class SplMagazines:
             skc.linux_alloc += 1
             self._ctor(t, skc)
             return obj
-        cpu = t.cpu
-        skm = skc.mags[cpu.id]
-        objs = skm.objs
-        if not objs or t.irqs_off:
+        skm = skc.mags[t.cpu.id]
+        if not skm.objs or t.irqs_off:
             return None
-        pending = t.pending
-        ns = skc.hit_alloc_ns
-        irqs = cpu.irqs
-        if irqs and irqs[0].at <= t.env._now + pending + self._alloc_hit_ns:
+        if t.cpu.irqs and t.cpu.irqs[0].at <= t.env._now + t.pending + self._alloc_hit_ns:
             return None
         # call, local_irq_disable, pop, local_irq_enable (+ the constructor): one charge; the
         # IRQ-off section and the hit have constant lengths, so they are counted (fold_hits)
-        obj = objs.pop()
+        obj = skm.objs.pop()
+        t.pending += skc.hit_alloc_ns
+        if self._hits_only and t._tracer is None:
+            skm.alloc_hits += 1
+        else:
+            self._alloc_hit_recorded(t, skc, skm)
+        return obj
+
+    def _alloc_hit_recorded(self, t: Thread, skc: SplCache, skm: SplMagazine) -> None:
+        """The rest of an alloc_fast hit when the run needs more than its count: skm_age
+        (spl-0.7 aging), the step of an unbatched clock, and in a traced run the IRQ-off
+        section and the latency one by one."""
+        ns = skc.hit_alloc_ns
+        start = t.now - ns
         if self._aging_on:
-            skm.age = t.env._now + pending + self._hit_pre_ns + self._costs["magazine_pop"]
-        t.pending = pending + ns
+            skm.age = start + self._hit_pre_ns + self._costs["magazine_pop"]
         if not t._batched:
             t._steps.append(ns)
         if t._tracer is None:
             skm.alloc_hits += 1
         else:
-            t.irq_off_section(t.env._now + pending + self._hit_pre_ns, self._alloc_off_ns)
+            t.irq_off_section(start + self._hit_pre_ns, self._alloc_off_ns)
             self._h_hit.record(ns)
-        return obj
 
     def _ctor(self, t: Thread, skc: SplCache) -> None:
         """The constructor runs on every allocation (spl_kmem_cache_alloc, label ret)."""
@@ -228,29 +234,34 @@ class SplMagazines:
                 return False
             skc.linux_alloc -= 1
             return True
-        cpu = t.cpu
-        skm = skc.mags[cpu.id]
-        objs = skm.objs
-        if len(objs) >= skm.size or t.irqs_off or not VMALLOC_BASE <= obj <= VMALLOC_END:
+        skm = skc.mags[t.cpu.id]
+        if (len(skm.objs) >= skm.size or t.irqs_off
+                or obj < VMALLOC_BASE or obj > VMALLOC_END):  # not is_vmalloc_addr(obj)
             return False
-        pending = t.pending
-        ns = skc.hit_free_ns
-        irqs = cpu.irqs
-        if irqs and irqs[0].at <= t.env._now + pending + ns:
+        if t.cpu.irqs and t.cpu.irqs[0].at <= t.env._now + t.pending + skc.hit_free_ns:
             return False
         # call, the destructor, local_irq_save, push, local_irq_restore: one charge; the
         # IRQ-off section and the hit have constant lengths, so they are counted (fold_hits)
-        objs.append(obj)
-        t.pending = pending + ns
+        skm.objs.append(obj)
+        t.pending += skc.hit_free_ns
+        if self._hits_only and t._tracer is None:
+            skm.free_hits += 1
+        else:
+            self._free_hit_recorded(t, skc, skm)
+        return True
+
+    def _free_hit_recorded(self, t: Thread, skc: SplCache, skm: SplMagazine) -> None:
+        """The rest of a free_fast hit when the run needs more than its count (see
+        `_alloc_hit_recorded`; the free path leaves skm_age alone)."""
+        ns = skc.hit_free_ns
         if not t._batched:
             t._steps.append(ns)
         if t._tracer is None:
             skm.free_hits += 1
         else:
-            t.irq_off_section(t.env._now + pending + self._hit_pre_ns + skc.spec.dtor_cost,
+            t.irq_off_section(t.now - ns + self._hit_pre_ns + skc.spec.dtor_cost,
                               self._free_off_ns)
             self._h_free_hit.record(ns)
-        return True
 
     def fold_hits(self) -> None:
         """Record the counted magazine hits (Metrics.fold): per CPU its IRQ-off sections, per

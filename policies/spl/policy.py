@@ -184,6 +184,9 @@ class SplPolicy(SplMagazines, SplSlabs, SplEmergency, SplReaper, Policy):
         """Every other IRQs-on skc_lock site takes it with spin_lock_irqsave (what-if)."""
         self._aging = self.tun["spl_kmem_cache_age"]
         self._aging_on = self._aging != "off"
+        self._hits_only = m.batching and not self._aging_on
+        """A magazine hit (alloc_fast, free_fast) is its charge and its count, unless the run
+        is traced: no skm_age to stamp, no unbatched clock steps."""
         self._reclaim_ns = self.tun["skc_reclaim_ns"]
         self._reclaim_sleeps = self.tun["skc_reclaim_sleeps"]
         self._reclaim_sleep_ns = self.tun["skc_reclaim_sleep_ns"]
