@@ -229,6 +229,7 @@ class SpinLock:
         """CPU of the last acquire (and so of the release an acquire follows): -1 never."""
         self.last_node = -1
         self._arrive_cb = self._arrive
+        self._grant_on_wake_cb = self._grant_on_wake
         self._touch_cpu = -1
         self._touch_acq = -1
         """CPU of the last waiter's ticket or failed trylock, and `stat.acquisitions` then:
@@ -309,8 +310,7 @@ class SpinLock:
             ticket._ok = True
             ticket._value = None
             ticket.thread = t
-            ticket.arrival = cbs = ticket.callbacks
-            cbs.append(self._arrive_cb)
+            ticket.callbacks = ticket.arrival = [self._arrive_cb]
             heappush(env._queue, (env._now + p, t._prio, next(env._eid), ticket))  # t._timeout
             handoff = yield ticket
             if handoff is not None:
@@ -349,9 +349,7 @@ class SpinLock:
         now = self.env._now
         owner = self.owner
         if owner is not t and (owner is not None or self.waiters or self.free_at > now):
-            cbs = ticket.arrival
-            ticket.callbacks = cbs[1:]
-            del cbs[1:]
+            ticket.callbacks = [ticket.arrival.pop()]
             ticket._value = PENDING
             self._queue(t, now, ticket)
 
@@ -380,7 +378,7 @@ class SpinLock:
         st.contentions += 1
         st.con_bounces += ticket.bounced
         st.waits[wait] += 1
-        tr = self.machine.tracer
+        tr = t._tracer
         if tr is not None:
             tr.span(t.cpu.id, "lock", f"spin {self.name}", since, waited, t.name)
 
@@ -427,7 +425,7 @@ class SpinLock:
         else:
             ev = self.waiters[0][1]
             ev._ok = True
-            ev.callbacks.insert(0, self._grant_on_wake)
+            ev.callbacks.insert(0, self._grant_on_wake_cb)
             heappush(env._queue, (at, NORMAL, next(env._eid), ev))  # env.schedule, inlined
 
     def _grant(self, _ev: object = None) -> None:
@@ -435,9 +433,8 @@ class SpinLock:
         ev.succeed(self._take(nt, self.env.now))
 
     def _grant_on_wake(self, ev: simpy.Event) -> None:
-        nt, wev, _since = self.waiters.popleft()
-        assert wev is ev
-        ev._value = self._take(nt, self.env.now)
+        nt, _ev, _since = self.waiters.popleft()
+        ev._value = self._take(nt, self.env._now)
 
     def trylock(self, t: Thread) -> Gen:
         """spin_trylock: take the lock if it is free; never waits. Returns True on success."""
