@@ -12,6 +12,7 @@ from experiments.config import validate
 from experiments.run import run_experiment
 from policies.base import CacheSpec
 from policies.solaris import SolarisPolicy
+from policies.solaris.cpu_cache import _cc_enter_local
 from simcore import Machine, MachineConfig, MemoryConfig
 from simcore.flags import KM_SLEEP
 from simcore.trace import TraceRecorder
@@ -116,3 +117,29 @@ def test_usual_hits_counted_by_the_workload_give_the_tallied_latencies(monkeypat
         lat = counted["workloads"][0]["caches"]["c"]["alloc"]
         assert lat["count"] == counted["ops"]["allocs"] > 1000
         assert lat["min"] < lat["p99"]  # hits of more than one cost were met
+
+
+def test_cc_lock_taken_locally_leaves_the_holder_preemptible():
+    # cc_lock is an adaptive mutex (kmutex_t): mutex_enter does not disable preemption, so a
+    # thread holding it, on the local path as on the lock's own, may be preempted or block
+    # (on the depot lock in the slow path) without a false sleep-in-atomic
+    m = Machine(MachineConfig(nodes=1, cpus_per_node=1),
+                memory_config=MemoryConfig(total_bytes=256 << 20))
+    p = SolarisPolicy(m)
+    c = p.cache_create(CacheSpec("c64", 64))
+    lock = c.cache_cpu[0].cc_lock
+    seen = []
+
+    def body(t):
+        before = t.preempt_count
+        assert _cc_enter_local(t, lock)
+        seen.append((lock.owner is t, t.preempt_count - before))
+        yield from lock.unlock(t)
+        seen.append((lock.owner is None, t.preempt_count - before))
+        yield from lock.lock(t)
+        seen.append((lock.owner is t, t.preempt_count - before))
+        yield from lock.unlock(t)
+        seen.append((lock.owner is None, t.preempt_count - before))
+
+    run_on(m, 0, body, span=1_000_000)
+    assert seen == [(True, 0)] * 4

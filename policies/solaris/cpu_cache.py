@@ -13,13 +13,13 @@ from policies.solaris.magazine import (
 )
 from simcore.cpu import Thread
 from simcore.flags import KM_NOSLEEP
-from simcore.spinlock import SpinLock
+from simcore.mutex import AdaptiveMutex
 
 KMEM_CPU_CACHE_SIZE = 64
 """Bytes of one padded kmem_cpu_cache_t."""
 
 
-def _cc_enter_local(t: Thread, lock: SpinLock) -> bool:
+def _cc_enter_local(t: Thread, lock: AdaptiveMutex) -> bool:
     """mutex_enter(&ccp->cc_lock) charged to the local clock when the lock is free, unwanted
     and released no later than t.now (policies.solaris.policy, "The per-CPU fast path"):
     True, the lock is held; False, nothing done (the caller takes it with `lock.lock`)."""
@@ -40,7 +40,7 @@ def _cc_enter_local(t: Thread, lock: SpinLock) -> bool:
     lock.owner = t
     lock.owner_in_irq = bool(t.in_irq)
     lock.acquired_at = acquired
-    t.preempt_count += 1
+    lock._counted = True  # an adaptive mutex holder stays preemptible (AdaptiveMutex._take)
     t.held.append(lock)
     return True
 
@@ -49,7 +49,7 @@ class KmemCpuLayer:
     """CPU-layer paths of SolarisPolicy."""
 
     # --- the CPU layer ------------------------------------------------------------------------
-    def _cc_enter(self, t: Thread, lock: SpinLock) -> Gen:
+    def _cc_enter(self, t: Thread, lock: AdaptiveMutex) -> Gen:
         """mutex_enter(&ccp->cc_lock): local when nobody else can hold it, else the lock (the
         hot paths write the two steps out: one generator less)."""
         if not _cc_enter_local(t, lock):
@@ -93,7 +93,7 @@ class KmemCpuLayer:
         return ccp.cc_loaded.mag_round[rounds]
 
     def _alloc_hit_recorded(self, t: Thread, cp: KmemCache, ccp: KmemCpuCache,
-                            lock: SpinLock) -> int:
+                            lock: AdaptiveMutex) -> int:
         """`_alloc_hit` with every charge and statistic recorded as it happens (the lock's
         line comes from another CPU, or a trace records the spans)."""
         start = t.now
@@ -150,7 +150,7 @@ class KmemCpuLayer:
             t._steps.append(ns)
         return True
 
-    def _free_hit_recorded(self, t: Thread, cp: KmemCache, ccp: KmemCpuCache, lock: SpinLock,
+    def _free_hit_recorded(self, t: Thread, cp: KmemCache, ccp: KmemCpuCache, lock: AdaptiveMutex,
                            buf: int) -> bool:
         """`_free_hit` with every charge and statistic recorded as it happens."""
         ms = ccp.cc_magsize

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from simcore.spinlock import SpinLock
+from simcore.mutex import AdaptiveMutex
 
 POINTER_BYTES = 8
 """sizeof (void *) on LP64: a magazine is (magsize + 1) pointer words."""
@@ -105,7 +105,7 @@ class KmemMaglist:
 class KmemCpuCache:
     """kmem_cpu_cache_t: one CPU's magazines for one cache, protected by its own cc_lock."""
 
-    cc_lock: SpinLock
+    cc_lock: AdaptiveMutex
     cc_alloc: int = 0
     """Allocations served from the loaded magazine."""
     cc_free: int = 0
