@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import simpy
+from simpy.events import PENDING
 
 from simcore.cpu import Gen, Thread
 from simcore.deadlock import self_deadlock
@@ -99,7 +100,7 @@ class AdaptiveMutex(SpinLock):
             t.pending = 0
         if t.pending or cpu.irqs or cpu.runq:
             yield from t.sync()
-        now = self.env.now
+        now = self.env._now
         owner = self.owner
         if owner is None and not self.waiters and self.free_at <= now:
             self._take(t, now)
@@ -116,11 +117,11 @@ class AdaptiveMutex(SpinLock):
         t.blocked_since = now
         t.wait_timed = False
         t.charge("mutex_spin_check")  # stays on the local clock: no sync while queued
-        if not ev.triggered and self._keep_spinning(t):
+        if ev._value is PENDING and self._keep_spinning(t):
             t.mutex_stop = False
             t.spinning = self
-            start = self.env.now
-            while not ev.triggered and not t.mutex_stop:
+            start = self.env._now
+            while ev._value is PENDING and not t.mutex_stop:
                 try:
                     yield ev
                 except simpy.Interrupt as why:
@@ -129,23 +130,23 @@ class AdaptiveMutex(SpinLock):
                         yield from t.deliver_irqs()
                         t.spinning = self
             t.spinning = None
-            spun = self.env.now - start
+            spun = self.env._now - start
             t.cpu.busy_ns += spun
             st.spins += 1
             st.spin_total += spun
-        if not ev.triggered:
+        if ev._value is PENDING:
             st.blocks += 1
-            start = self.env.now
+            start = self.env._now
             yield from t.block(ev, self)
-            st.block_total += self.env.now - start
+            st.block_total += self.env._now - start
         t.blocked_on = None
         st.contentions += 1
         st.con_bounces += bounced
-        waited = self.env.now - now + ev.value  # the wait ends when the line arrives
+        waited = self.env._now - now + ev._value  # the wait ends when the line arrives
         st.waits[waited] += 1
         tr = self.machine.tracer
         if tr is not None:
-            tr.span(t.cpu.id, "lock", f"wait {self.name}", now, self.env.now - now, t.name)
+            tr.span(t.cpu.id, "lock", f"wait {self.name}", now, self.env._now - now, t.name)
 
     def unlock(self, t: Thread) -> Gen:
         """mutex_exit: synchronise, then release, handing the mutex to the first waiter. The
