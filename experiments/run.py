@@ -32,6 +32,7 @@ from simcore.deadlock import DeadlockReport, SimulationDeadlock
 from simcore.machine import Machine, MachineConfig
 from simcore.memory import FailWindow, MemoryConfig
 from simcore.metrics import SamplingConfig
+from simcore.spinlock import LockStat
 from simcore.trace import TraceRecorder
 from workloads import registry as workload_registry
 from workloads.base import Workload
@@ -132,7 +133,10 @@ def _add_probes(machine: Machine, policy: Policy, workloads: list[Workload]) -> 
     def lock_probe() -> dict[str, float]:
         out: dict[str, float] = {}
         for cls, locks in machine.metrics.lock_classes().items():
-            snap = merge_lock_stats(cls, (lk.stat for lk in locks)).snapshot()
+            # the class's cumulative columns: the sums over its instances (lock_stat's
+            # aggregation, merge_lock_stats, for the columns the timeline keeps)
+            cols = zip(*(lk.stat.sums() for lk in locks), strict=True)
+            snap = dict(zip(LockStat.SNAPSHOT_KEYS, map(sum, cols), strict=True))
             prev = last_locks.get(cls, {})
             for k, v in snap.items():
                 out[f"{cls}.{k}"] = v - prev.get(k, 0)

@@ -177,10 +177,19 @@ class LockStat:
     def holdtime_avg(self) -> float:
         return self.holdtime_total / self.acquisitions if self.acquisitions else 0.0
 
+    SNAPSHOT_KEYS = ("contentions", "acquisitions", "waittime_total", "holdtime_total",
+                     "con_bounces", "acq_bounces")
+    """The cumulative columns the timeline samples, in `sums` order."""
+
+    def sums(self) -> tuple[int, int, int, int, int, int]:
+        """The `SNAPSHOT_KEYS` columns (one fold, no per-column property)."""
+        if self.waits or self.holds:
+            self.fold()
+        return (self.contentions, self.acquisitions, self._wtotal, self._htotal,
+                self.con_bounces, self.acq_bounces)
+
     def snapshot(self) -> dict[str, int]:
-        return {"contentions": self.contentions, "acquisitions": self.acquisitions,
-                "waittime_total": self.waittime_total, "holdtime_total": self.holdtime_total,
-                "con_bounces": self.con_bounces, "acq_bounces": self.acq_bounces}
+        return dict(zip(self.SNAPSHOT_KEYS, self.sums(), strict=True))
 
 
 def quiet_until(t: Thread) -> bool:
