@@ -17,9 +17,7 @@ Empty slabs beyond `keep_empty_slabs` are returned to the page allocator when th
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
 
 from policies.base import CacheSpec, CacheStats, Gen, InvariantError, Policy, Tunable
 from simcore.cpu import Thread
@@ -79,11 +77,6 @@ class GlobalLockPolicy(Policy):
         Tunable("keep_empty_slabs", 1, "empty slabs kept per cache before freeing", minimum=0),
     )
 
-    def __init__(self, machine: Any, tunables: dict[str, Any] | None = None) -> None:
-        super().__init__(machine, tunables)
-        self._tallies: dict[str, defaultdict[int, int]] = {}
-        """Path histograms' tallies by name (alloc.hit, alloc.grow, free.hit)."""
-
     def create_cache(self, spec: CacheSpec) -> GlobalCache:
         page = self.machine.memory.page_size
         chunk = -(-spec.size // spec.align) * spec.align
@@ -124,7 +117,8 @@ class GlobalLockPolicy(Policy):
                 c.inuse += 1
                 c.allocs += 1
                 yield from c.lock.unlock_irqrestore(t, irqf)
-                self._path_tally("alloc.grow" if grew else "alloc.hit")[t.now - start] += 1
+                self.machine.metrics.hist("alloc.grow" if grew else "alloc.hit").tally[
+                    t.now - start] += 1
                 return obj
             yield from c.lock.unlock_irqrestore(t, irqf)
             ok = yield from self.grow(t, c, flags)
@@ -187,15 +181,7 @@ class GlobalLockPolicy(Policy):
         yield from c.lock.unlock_irqrestore(t, irqf)
         if victim is not None:
             yield from self._destroy_slab(t, c, victim)
-        self._path_tally("free.hit")[t.now - start] += 1
-
-    def _path_tally(self, name: str) -> defaultdict[int, int]:
-        """The tally of path histogram `name` (created on first use, as `Metrics.hist`)."""
-        try:
-            return self._tallies[name]
-        except KeyError:
-            tally = self._tallies[name] = self.machine.metrics.hist(name).tally
-            return tally
+        self.machine.metrics.hist("free.hit").tally[t.now - start] += 1
 
     def _destroy_slab(self, t: Thread, c: GlobalCache, slab: Slab) -> Gen:
         if c.spec.dtor_cost:

@@ -58,59 +58,31 @@ class SlabList:
         self.tail = s
         self.count += 1
 
-    def remove(self, s: Any) -> None:
-        """list_del."""
-        if s.prev is not None:
-            s.prev.next = s.next
-        else:
-            self.head = s.next
-        if s.next is not None:
-            s.next.prev = s.prev
-        else:
-            self.tail = s.prev
-        s.prev = s.next = s.on = None
-        self.count -= 1
-
-    def move(self, s: Any) -> None:
-        """list_move: list_del from the list `s` is on, then list_add at this list's head
-        (one call instead of remove and add)."""
-        old, prv, nxt = s.on, s.prev, s.next
+    def _unlink(self, s: Any) -> None:
+        """__list_del: take `s` out of this list (its own links are left as they were)."""
+        prv, nxt = s.prev, s.next
         if prv is not None:
             prv.next = nxt
         else:
-            old.head = nxt
+            self.head = nxt
         if nxt is not None:
             nxt.prev = prv
         else:
-            old.tail = prv
-        old.count -= 1
-        head = self.head
-        s.prev, s.next, s.on = None, head, self
-        if head is not None:
-            head.prev = s
-        else:
-            self.tail = s
-        self.head = s
-        self.count += 1
+            self.tail = prv
+        self.count -= 1
+
+    def remove(self, s: Any) -> None:
+        """list_del."""
+        self._unlink(s)
+        s.prev = s.next = s.on = None
+
+    def move(self, s: Any) -> None:
+        """list_move: list_del from the list `s` is on, then list_add at this list's head."""
+        s.on._unlink(s)
+        self.add(s)
 
     def move_tail(self, s: Any) -> None:
         """list_move_tail: list_del from the list `s` is on, then list_add_tail on this
         list."""
-        old, prv, nxt = s.on, s.prev, s.next
-        if prv is not None:
-            prv.next = nxt
-        else:
-            old.head = nxt
-        if nxt is not None:
-            nxt.prev = prv
-        else:
-            old.tail = prv
-        old.count -= 1
-        tail = self.tail
-        s.prev, s.next, s.on = tail, None, self
-        if tail is not None:
-            tail.next = s
-        else:
-            self.head = s
-        self.tail = s
-        self.count += 1
+        s.on._unlink(s)
+        self.add_tail(s)

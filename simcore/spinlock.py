@@ -28,6 +28,24 @@ from simcore.cpu import Gen, Thread
 from simcore.deadlock import self_deadlock
 
 
+class _Folded:
+    """A wait or hold column of LockStat, kept in `attr`: read or written after the tallies
+    are folded in."""
+
+    def __init__(self, attr: str) -> None:
+        self.attr = attr
+
+    def __get__(self, st: Any, owner: Any = None) -> Any:
+        if st is None:
+            return self
+        st.fold()
+        return getattr(st, self.attr)
+
+    def __set__(self, st: Any, ns: int) -> None:
+        st.fold()
+        setattr(st, self.attr, ns)
+
+
 @dataclass
 class LockStat:
     """The /proc/lock_stat columns of one lock class (times in ns; printed in us).
@@ -63,6 +81,13 @@ class LockStat:
     _waits: int = 0
     _holds: int = 0
 
+    waittime_min = _Folded("_wmin")
+    waittime_max = _Folded("_wmax")
+    waittime_total = _Folded("_wtotal")
+    holdtime_min = _Folded("_hmin")
+    holdtime_max = _Folded("_hmax")
+    holdtime_total = _Folded("_htotal")
+
     def fold(self) -> None:
         """Move the tallied waits and holds into the columns and histograms."""
         if self.waits:
@@ -79,12 +104,6 @@ class LockStat:
                 self.record_holds(ns, n)
                 if h is not None:
                     h.record(ns, n)
-
-    def record_wait(self, ns: int) -> None:
-        self.record_waits(ns, 1)
-
-    def record_hold(self, ns: int) -> None:
-        self.record_holds(ns, 1)
 
     def record_waits(self, ns: int, n: int) -> None:
         """`n` waits of `ns` each, folded into the columns (not the histograms)."""
@@ -108,66 +127,6 @@ class LockStat:
         if ns > self._hmax:
             self._hmax = ns
         self._htotal += ns * n
-
-    @property
-    def waittime_min(self) -> int:
-        self.fold()
-        return self._wmin
-
-    @waittime_min.setter
-    def waittime_min(self, ns: int) -> None:
-        self.fold()
-        self._wmin = ns
-
-    @property
-    def waittime_max(self) -> int:
-        self.fold()
-        return self._wmax
-
-    @waittime_max.setter
-    def waittime_max(self, ns: int) -> None:
-        self.fold()
-        self._wmax = ns
-
-    @property
-    def waittime_total(self) -> int:
-        self.fold()
-        return self._wtotal
-
-    @waittime_total.setter
-    def waittime_total(self, ns: int) -> None:
-        self.fold()
-        self._wtotal = ns
-
-    @property
-    def holdtime_min(self) -> int:
-        self.fold()
-        return self._hmin
-
-    @holdtime_min.setter
-    def holdtime_min(self, ns: int) -> None:
-        self.fold()
-        self._hmin = ns
-
-    @property
-    def holdtime_max(self) -> int:
-        self.fold()
-        return self._hmax
-
-    @holdtime_max.setter
-    def holdtime_max(self, ns: int) -> None:
-        self.fold()
-        self._hmax = ns
-
-    @property
-    def holdtime_total(self) -> int:
-        self.fold()
-        return self._htotal
-
-    @holdtime_total.setter
-    def holdtime_total(self, ns: int) -> None:
-        self.fold()
-        self._htotal = ns
 
     @property
     def waittime_avg(self) -> float:

@@ -168,11 +168,11 @@ def test_tallied_waits_and_holds_fold_to_the_recorded_columns(ops, reads):
     for i, (is_wait, ns) in enumerate(ops):
         if is_wait:
             tallied.waits[ns] += 1
-            one_by_one.record_wait(ns)
+            one_by_one.record_waits(ns, 1)
             hists[2].record(ns)
         else:
             tallied.holds[ns] += 1
-            one_by_one.record_hold(ns)
+            one_by_one.record_holds(ns, 1)
             hists[3].record(ns)
         if i in reads:
             assert tallied.waittime_total == one_by_one.waittime_total
