@@ -3,8 +3,8 @@
 For each policy on `steady` (and `producer_consumer` when it exists) at several CPU counts, one
 fresh process warms the experiment up, then measures a window of simulated time: simulated
 alloc+free operations per wall-second, SimPy events per operation, wall cost per operation and
-peak RSS. In the same process it measures the raw SimPy rate of a one-process timeout loop; the
-ratio of the two says how many allocator operations the simulator completes for the price of one
+peak RSS. In the same process, in bursts between the window's steps, it measures the raw SimPy
+rate of a one-process timeout loop; the ratio of the two says how many allocator operations the simulator completes for the price of one
 bare SimPy event. Both are timed in the bench process's CPU time (`time.process_time`): on a
 quiet machine that is its wall time, and on a shared one the other processes do not inflate
 one measurement more than the other (the `wall_*` fields keep their names for the JSON's
