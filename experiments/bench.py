@@ -67,7 +67,7 @@ class BenchResult:
     warm_ops: int = 0
     """Operations run before the window (the warm-up until memory in use stopped growing)."""
     settled: bool = True
-    """False when the warm-up ended after WARM_SLICES_MAX ticks with the cache still growing:
+    """False when the warm-up ended after WARM_SLICES_MAX slices with the cache still growing:
     the window then measures growth, not the steady state (the SPL at 1024 CPUs grows one
     slab at a time for about 130 ticks, its waiters woken together on every slab)."""
 
@@ -98,10 +98,10 @@ def raw_simpy_rate(events: int = 300_000) -> float:
 
 
 RAW_BURST = 2000
-"""Reference events run after every 100 us step of the measured window: the machine's speed
-drifts over seconds here (the reference alone moves from 0.5 to 1.0 M events/s between
-consecutive 300,000-event runs), so the reference is sampled all through the window, not
-once after it, and the ratio compares the two under the same conditions."""
+"""Reference events per burst. The machine's speed drifts over seconds here (the reference
+alone moves from 0.5 to 1.0 M events/s between consecutive 300,000-event runs), so the
+reference runs in bursts after every step of the measured window, for a quarter of the step's
+CPU time, not once after it, and the ratio compares the two under the same conditions."""
 
 
 def bookkeeping_bound(ops: int = 300_000, cpus: int = 64) -> float:
@@ -154,11 +154,23 @@ def bookkeeping_bound(ops: int = 300_000, cpus: int = 64) -> float:
     return (allocs + frees) / (time.process_time() - t0)
 
 
+WINDOW_STEPS = 20
+"""Steps the measured window is cut into (each followed by the reference's bursts)."""
+
 WARM_OPS_PER_CPU = 300
 """Operations every CPU has done, at least, before the window (on average)."""
 
 WARM_SLICES_MAX = 16
-"""Warm-up ticks at most before the window is measured even though the cache still grows."""
+"""Warm-up slices (`warm_slice_ns`) at most before the window is measured even though the
+cache still grows."""
+
+
+def warm_slice_ns(tick_ns: int, cpus: int) -> int:
+    """The warm-up's slice of simulated time: a tick up to 64 CPUs, tick x 64 / CPUs beyond,
+    so that a slice holds about the operations of a 64-CPU tick (at 1024 CPUs a tick of a
+    magazine-hit policy is some 50 M operations, ten minutes of wall time, and the warm-up
+    takes two at least)."""
+    return tick_ns if cpus <= 64 else tick_ns * 64 // cpus
 
 
 def cache_name(size: int) -> str:
@@ -201,20 +213,20 @@ def _measure(point: BenchPoint) -> BenchResult:
     freeze_heap()
     env = sim.machine.env
     ops_of = lambda: sum(w.allocs + w.frees for w in sim.workloads)  # noqa: E731
-    # warm up a tick at a time until a tick adds no more than 0.1 % to the pages in use
-    # (1024 magazines' random walk keeps setting new maxima by a page or two) and no more
-    # than 5 % to the operations of the tick before, and every CPU has done a few hundred operations: the
-    # window measures the steady state, not the cache's growth towards it (at 64 CPUs the
-    # SPL's magazines and slabs fill for about 5 ms, its growth waits would count as steady
-    # cost)
-    tick = sim.machine.tick_ns
+    # warm up a slice (a tick up to 64 CPUs) at a time until a slice adds no more than 0.1 %
+    # to the pages in use (1024 magazines' random walk keeps setting new maxima by a page or
+    # two) and no more than 5 % to the operations of the slice before, and every CPU has done
+    # a few hundred operations: the window measures the steady state, not the cache's growth
+    # towards it (at 64 CPUs the SPL's magazines and slabs fill for about 5 ms, its growth
+    # waits would count as steady cost)
+    slice_ns = warm_slice_ns(sim.machine.tick_ns, point.cpus)
     memory = sim.machine.memory
-    env.run(until=tick)
+    env.run(until=slice_ns)
     prev, peak = ops_of(), memory.used
     settled = False
     for _ in range(WARM_SLICES_MAX):
         ops0 = ops_of()
-        env.run(until=env.now + tick)
+        env.run(until=env.now + slice_ns)
         done, used = ops_of() - ops0, memory.used
         if (used <= peak + peak // 1000 and done <= prev * 1.05
                 and ops_of() >= point.cpus * WARM_OPS_PER_CPU):
@@ -222,10 +234,12 @@ def _measure(point: BenchPoint) -> BenchResult:
             break
         prev, peak = done, max(peak, used)
     warm_ops = ops_of()
-    # the window: 100 us steps until target_ops operations are done. Work a thread does
-    # ahead of the simulation clock is counted when it yields, in the same env.run call
-    # that executed it, so the operations counted are the operations the timed calls ran
-    # the reference loop runs a burst after every step (see RAW_BURST), timed apart from it
+    # the window: WINDOW_STEPS steps of simulated time sized from the last warm-up slice's
+    # rate, until target_ops operations are done. Work a thread does ahead of the simulation
+    # clock is counted when it yields, in the same env.run call that executed it, so the
+    # operations counted are the operations the timed calls ran. After every step the
+    # reference loop runs bursts for a quarter of the step's CPU time (see RAW_BURST)
+    step_ns = max(1000, slice_ns * point.target_ops // (WINDOW_STEPS * max(done, 1)))
     ref = RawSimPy()
     ref_s = 0.0
     ref_events = 0
@@ -233,10 +247,14 @@ def _measure(point: BenchPoint) -> BenchResult:
     wall = 0.0
     while ops_of() - ops0 < point.target_ops:
         t0 = time.process_time()
-        env.run(until=env.now + 100_000)
-        wall += time.process_time() - t0
-        ref_s += ref.burst(RAW_BURST)
-        ref_events += RAW_BURST
+        env.run(until=env.now + step_ns)
+        step = time.process_time() - t0
+        wall += step
+        spent = 0.0
+        while spent < step / 4:
+            spent += ref.burst(RAW_BURST)
+            ref_events += RAW_BURST
+        ref_s += spent
     ops = ops_of() - ops0
     events = next(env._eid) - ev0 - 1
     raw = ref_events / ref_s if ref_s else 0.0
@@ -298,7 +316,7 @@ def format_table(results: list[BenchResult]) -> str:
                      f"{r.raw_simpy_events_per_s:14,d} {r.ratio:6.2f} {r.peak_rss_mib:8.1f}"
                      + ("" if r.settled else "  growing"))
     if not all(r.settled for r in results):
-        lines.append(f"growing: the cache still grew after the {WARM_SLICES_MAX}-tick warm-up, "
+        lines.append(f"growing: the cache still grew after the {WARM_SLICES_MAX}-slice warm-up, "
                      "so that window measures growth, not the steady state")
     return "\n".join(lines)
 
