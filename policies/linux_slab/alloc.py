@@ -113,16 +113,18 @@ class SlabAllocPaths:
         array is still empty.
 
         The kernel's per-object loop (slab_get_obj while the slab has free objects and the
-        batch wants more) runs here a slab at a time: the k objects it would pop come off the
+        batch wants more) runs here a slab at a time: the objects it would pop come off the
         end of `slab.free` in one slice, in pop order, and the STATS counters and the costs
         (slab_obj_op per object, list_op per slab) are added once per refill and charged once
         (nothing reads the thread's clock under the lock before the unlock). The slabs the
         batch empties form a run from the head of the list they are taken from (each one's
         list_del + list_add to slabs_full makes the next one the head): the run is moved to
-        slabs_full in one `SlabList.move_first` when the loop leaves that list, which leaves
-        the lists as the per-slab moves leave them. A slab the batch ends in stays on, or
-        goes to the head of, slabs_partial; one already at that head is not unlinked and
-        relinked there (the same list either way)."""
+        slabs_full in one `SlabList.move_first` when the batch leaves that list, which leaves
+        the lists as the per-slab moves leave them. Every slab on slabs_free has num free
+        objects, so the run taken there is n // num slabs (as many as there are at most)
+        without looking at each one's count. A slab the batch ends in keeps free objects: it
+        stays at the head of slabs_partial or goes there from slabs_free (a slab already at
+        that head is not unlinked and relinked there: the same list either way)."""
         while True:
             cpu = t.cpu
             ac = c.array[cpu.id]
@@ -141,42 +143,46 @@ class SlabAllocPaths:
                 entry = ac.entry
                 avail = len(entry)
                 partial = l3.slabs_partial
-                lst = partial
+                full = l3.slabs_full
                 slab = partial.head
-                slabs = emptied = 0
-                while n > 0:
-                    if slab is None:
-                        if lst is not partial:
-                            break
-                        # slabs_partial is used up: its emptied run goes first, then slabs_free
-                        l3.slabs_full.move_first(partial, emptied)
-                        slabs = emptied
-                        emptied = 0
-                        l3.free_touched = True
-                        lst = l3.slabs_free
-                        slab = lst.head
-                        if slab is None:
-                            break
+                slabs = 0
+                while n > 0 and slab is not None:
                     free = slab.free
                     k = len(free)
                     if k > n:
-                        # the batch ends in this slab, which keeps free objects
-                        got = free[-n:]
-                        del free[-n:]
-                        got.reverse()
-                        entry += got
-                        slab.inuse += n
-                        slabs += 1
-                        if lst is not partial:
-                            partial.move(slab)
                         break
                     entry += free[::-1]
                     free.clear()
                     slab.inuse = num
                     n -= k
-                    emptied += 1
+                    slabs += 1
                     slab = slab.next
-                l3.slabs_full.move_first(lst, emptied)
+                if slabs:
+                    full.move_first(partial, slabs)
+                if n > 0 and slab is None:
+                    # slabs_partial is used up: slabs_free from its head
+                    l3.free_touched = True
+                    lst = l3.slabs_free
+                    emptied = n // num
+                    if emptied > lst.count:
+                        emptied = lst.count
+                    slab = lst.head
+                    for _ in range(emptied):
+                        free = slab.free
+                        entry += free[::-1]
+                        free.clear()
+                        slab.inuse = num
+                        slab = slab.next
+                    full.move_first(lst, emptied)
+                    slabs += emptied
+                    n -= emptied * num
+                    if n > 0 and slab is not None:
+                        self.slab_get_objs(slab, entry, n)
+                        partial.move(slab)
+                        slabs += 1
+                elif n > 0:
+                    self.slab_get_objs(slab, entry, n)
+                    slabs += 1
                 taken = len(entry) - avail
                 if taken:
                     c.num_allocations += taken
@@ -185,7 +191,7 @@ class SlabAllocPaths:
                     if active > c.high_mark:
                         c.high_mark = active
                     l3.free_objects -= taken
-                    ns = taken * self._slab_obj_op_ns + (slabs + emptied) * self._list_op_ns
+                    ns = taken * self._slab_obj_op_ns + slabs * self._list_op_ns
                     t.pending += ns  # t.charge_ns, inlined
                     if not t._batched and ns:
                         t._steps.append(ns)
@@ -206,6 +212,16 @@ class SlabAllocPaths:
             if not t._batched and ns:
                 t._steps.append(ns)
             return entry.pop()
+
+    def slab_get_objs(self, slab: LinuxSlab, entry: list[int], n: int) -> None:
+        """slab_get_obj `n` times on a slab that keeps free objects (list_lock held): the top
+        `n` of slabp->free onto the array, in pop order; inuse += n."""
+        free = slab.free
+        got = free[-n:]
+        del free[-n:]
+        got.reverse()
+        entry += got
+        slab.inuse += n
 
     def slab_get_obj(self, t: Thread, slab: LinuxSlab) -> int:
         """slab_get_obj: the object at slabp->free; inuse++ (list_lock held)."""
