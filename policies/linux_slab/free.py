@@ -160,7 +160,10 @@ class SlabFreePaths:
             else:
                 slabs_free.move(slab)
         l3.free_objects = free_objects
-        t.charge_ns((len(objs) - charged) * per_obj)
+        ns = (len(objs) - charged) * per_obj
+        t.pending += ns  # t.charge_ns, inlined
+        if not t._batched and ns:
+            t._steps.append(ns)
         return later
 
     def _destroy_after_unlock(self, t: Thread, c: LinuxCache, slabs: list[LinuxSlab]) -> Gen:
