@@ -168,9 +168,8 @@ class SlabAllocPaths:
                         emptied = lst.count
                     slab = lst.head
                     for _ in range(emptied):
-                        free = slab.free
-                        entry += free[::-1]
-                        free.clear()
+                        entry += slab.free[::-1]
+                        slab.free = []  # its free chain is used up
                         slab.inuse = num
                         slab = slab.next
                     full.move_first(lst, emptied)
