@@ -77,12 +77,85 @@ class SlabList:
         s.prev = s.next = s.on = None
 
     def move(self, s: Any) -> None:
-        """list_move: list_del from the list `s` is on, then list_add at this list's head."""
-        s.on._unlink(s)
-        self.add(s)
+        """list_move: list_del from the list `s` is on, then list_add at this list's head (the
+        two in one body: the slab paths move a slab per object at large sizes)."""
+        old = s.on
+        prv = s.prev
+        nxt = s.next
+        if prv is None:
+            old.head = nxt
+        else:
+            prv.next = nxt
+        if nxt is None:
+            old.tail = prv
+        else:
+            nxt.prev = prv
+        old.count -= 1
+        head = self.head
+        s.prev = None
+        s.next = head
+        s.on = self
+        if head is None:
+            self.tail = s
+        else:
+            head.prev = s
+        self.head = s
+        self.count += 1
 
     def move_tail(self, s: Any) -> None:
-        """list_move_tail: list_del from the list `s` is on, then list_add_tail on this
-        list."""
-        s.on._unlink(s)
-        self.add_tail(s)
+        """list_move_tail: list_del from the list `s` is on, then list_add_tail on this list
+        (the two in one body, as `move`)."""
+        old = s.on
+        prv = s.prev
+        nxt = s.next
+        if prv is None:
+            old.head = nxt
+        else:
+            prv.next = nxt
+        if nxt is None:
+            old.tail = prv
+        else:
+            nxt.prev = prv
+        old.count -= 1
+        tail = self.tail
+        s.prev = tail
+        s.next = None
+        s.on = self
+        if tail is None:
+            self.head = s
+        else:
+            tail.next = s
+        self.tail = s
+        self.count += 1
+
+    def move_first(self, src: SlabList, n: int) -> None:
+        """`n` times list_move(src->next, this list): the first `n` slabs of `src` (n <= its
+        length, `src` not this list) move one after another to this list's head, so they end
+        up at its head in reverse order, the last moved first. One walk over the `n` slabs
+        instead of `n` moves (a refill empties a run of slabs from the head of a list)."""
+        if n <= 0:
+            return
+        first = s = src.head
+        head = self.head
+        prev = head
+        for _ in range(n):
+            nxt = s.next
+            s.next = prev
+            s.prev = nxt
+            s.on = self
+            prev = s
+            s = nxt
+        # `prev` is the last slab moved (the new head), `s` the first left on `src`
+        prev.prev = None
+        if head is None:
+            self.tail = first
+        else:
+            head.prev = first
+        self.head = prev
+        self.count += n
+        src.head = s
+        if s is None:
+            src.tail = None
+        else:
+            s.prev = None
+        src.count -= n

@@ -21,7 +21,7 @@ class SlabAlien:
             rl3 = c.nodelists[nodeid]
             yield from rl3.list_lock.lock(t)
             self.landed(c)
-            victims = self.free_block(t, c, [obj])
+            victims = self.free_block(t, c, [obj], nodeid)
             yield from rl3.list_lock.unlock(t)
             yield from self._destroy_after_unlock(t, c, victims)
             return
@@ -45,7 +45,7 @@ class SlabAlien:
         yield from rl3.list_lock.lock(t)
         if rl3.shared is not None:
             self.transfer_objects(t, rl3.shared, alien, alien.limit)
-        victims = self.free_block(t, c, list(alien.entry))
+        victims = self.free_block(t, c, list(alien.entry), node)
         alien.entry.clear()
         yield from rl3.list_lock.unlock(t)
         yield from self._destroy_after_unlock(t, c, victims)

@@ -18,50 +18,52 @@ class SlabAllocPaths:
     # --- allocation -------------------------------------------------------------------------
     def alloc(self, t: Thread, c: LinuxCache, flags: int) -> Gen:
         """__cache_alloc: IRQs saved; ____cache_alloc pops this CPU's array (allochit) or
-        counts allocmiss and runs cache_alloc_refill."""
-        start = t.env._now + t.pending
-        t.charge("call")
+        counts allocmiss and runs cache_alloc_refill. The latency is tallied by value into
+        alloc.hit / alloc.refill / alloc.grow (`LogHistogram.tally`, folded on any read)."""
+        env = t.env
+        start = env._now + t.pending
+        ns = self._call_ns
+        t.pending += ns  # t.charge("call"), inlined
+        if not t._batched and ns:
+            t._steps.append(ns)
         was_off = t.local_irq_save()
         if self._spread and c.mem_spread and not t.in_irq:
             obj = yield from self.alternate_node_alloc(t, c, flags)
             if obj is not None:
                 yield from t.local_irq_restore(was_off)
-                self._h_refill.record(t.now - start)
+                self._t_refill[t.now - start] += 1
                 return obj
         ac = c.array[t.cpu.id]
-        hist = self._h_hit
-        if ac.entry:
+        entry = ac.entry
+        if entry:
             c.allochit += 1
             ac.touched = True
-            obj = ac.entry.pop()
+            obj = entry.pop()
             t.charge("magazine_pop")
+            tally = self._t_hit
         else:
             c.allocmiss += 1
             t.slab_grew = False
             obj = yield from self.cache_alloc_refill(t, c, flags)
-            hist = self._h_grow if t.slab_grew else self._h_refill
+            tally = self._t_grow if t.slab_grew else self._t_refill
         if obj is not None:
             # the caller holds it from the pop on (the restore below may take interrupts)
             c.inuse += 1
             c.allocs += 1
-        if self.irq_restore_due(t, was_off):
-            yield from t.sync()
+        if not was_off:
+            # local_irq_restore as a plain call: IRQs back on (they were on before the save);
+            # an interrupt that arrived meanwhile is taken by synchronising, as
+            # Thread.local_irq_enable does
+            t.local_irq_enable_fast()
+            irqs = t.cpu.irqs
+            if irqs and irqs[0].at <= env._now + t.pending:
+                yield from t.sync()
         if obj is None:
             c.alloc_fail += 1
             self.machine.metrics.event("alloc_fail", cache=c.name, cpu=t.cpu.id)
             return None
-        hist.record(t.env._now + t.pending - start)
+        tally[env._now + t.pending - start] += 1
         return obj
-
-    def irq_restore_due(self, t: Thread, was_off: bool) -> bool:
-        """local_irq_restore as a plain call: IRQs back on unless they were off before the
-        matching local_irq_save. True when an interrupt arrived meanwhile: the caller then
-        synchronises to take it, as Thread.local_irq_enable does."""
-        if was_off:
-            return False
-        t.local_irq_enable_fast()
-        irqs = t.cpu.irqs
-        return bool(irqs) and irqs[0].at <= t.env._now + t.pending
 
     def alloc_fast(self, t: Thread, c: LinuxCache, flags: int) -> int | None:
         """The array hit of ____cache_alloc as a plain call (IRQs on, no interrupt due before
@@ -111,12 +113,18 @@ class SlabAllocPaths:
         array is still empty.
 
         The kernel's per-object loop (slab_get_obj while the slab has free objects and the
-        batch wants more) runs here a slab at a time: the k objects it would pop come off the
+        batch wants more) runs here a slab at a time: the objects it would pop come off the
         end of `slab.free` in one slice, in pop order, and the STATS counters and the costs
-        (slab_obj_op per object, list_op per slab) are added once per slab and charged once
-        per refill (nothing reads the thread's clock under the lock before the unlock). A
-        slab that stays at the head of slabs_partial is not unlinked and relinked there (the
-        same list either way)."""
+        (slab_obj_op per object, list_op per slab) are added once per refill and charged once
+        (nothing reads the thread's clock under the lock before the unlock). The slabs the
+        batch empties form a run from the head of the list they are taken from (each one's
+        list_del + list_add to slabs_full makes the next one the head): the run is moved to
+        slabs_full in one `SlabList.move_first` when the batch leaves that list, which leaves
+        the lists as the per-slab moves leave them. Every slab on slabs_free has num free
+        objects, so the run taken there is n // num slabs (as many as there are at most)
+        without looking at each one's count. A slab the batch ends in keeps free objects: it
+        stays at the head of slabs_partial or goes there from slabs_free (a slab already at
+        that head is not unlinked and relinked there: the same list either way)."""
         while True:
             cpu = t.cpu
             ac = c.array[cpu.id]
@@ -133,52 +141,86 @@ class SlabAllocPaths:
             else:
                 num = c.geo.num
                 entry = ac.entry
+                avail = len(entry)
                 partial = l3.slabs_partial
-                taken = slabs = 0
-                while n > 0:
-                    slab = partial.head
-                    if slab is None:
-                        l3.free_touched = True
-                        slab = l3.slabs_free.head
-                        if slab is None:
-                            break
-                    # a slab on slabs_partial or slabs_free has a free object: k >= 1
-                    k = num - slab.inuse
-                    if k > n:
-                        k = n
+                full = l3.slabs_full
+                slab = partial.head
+                slabs = 0
+                while n > 0 and slab is not None:
                     free = slab.free
-                    got = free[-k:]
-                    del free[-k:]
-                    got.reverse()
-                    entry += got
-                    slab.inuse += k
-                    taken += k
+                    k = len(free)
+                    if k > n:
+                        break
+                    entry += free[::-1]
+                    free.clear()
+                    slab.inuse = num
                     n -= k
                     slabs += 1
-                    if not free:
-                        l3.slabs_full.move(slab)
-                    elif slab is not partial.head:
+                    slab = slab.next
+                if slabs:
+                    full.move_first(partial, slabs)
+                if n > 0 and slab is None:
+                    # slabs_partial is used up: slabs_free from its head
+                    l3.free_touched = True
+                    lst = l3.slabs_free
+                    emptied = n // num
+                    if emptied > lst.count:
+                        emptied = lst.count
+                    slab = lst.head
+                    for _ in range(emptied):
+                        entry += slab.free[::-1]
+                        slab.free = []  # its free chain is used up
+                        slab.inuse = num
+                        slab = slab.next
+                    full.move_first(lst, emptied)
+                    slabs += emptied
+                    n -= emptied * num
+                    if n > 0 and slab is not None:
+                        self.slab_get_objs(slab, entry, n)
                         partial.move(slab)
+                        slabs += 1
+                elif n > 0:
+                    self.slab_get_objs(slab, entry, n)
+                    slabs += 1
+                taken = len(entry) - avail
                 if taken:
                     c.num_allocations += taken
                     active = c.num_active + taken
                     c.num_active = active
                     if active > c.high_mark:
                         c.high_mark = active
-                t.charge_ns(taken * self._slab_obj_op_ns + slabs * self._list_op_ns)
-                l3.free_objects -= taken
+                    l3.free_objects -= taken
+                    ns = taken * self._slab_obj_op_ns + slabs * self._list_op_ns
+                    t.pending += ns  # t.charge_ns, inlined
+                    if not t._batched and ns:
+                        t._steps.append(ns)
             yield from l3.list_lock.unlock(t)
-            if not ac.entry:
+            entry = ac.entry
+            if not entry:
                 ok = yield from self.cache_grow(t, c, flags, node)
                 t.slab_grew = True
                 ac = c.array[t.cpu.id]
-                if not ok and not ac.entry:
+                entry = ac.entry
+                if not ok and not entry:
                     return None
-                if not ac.entry:
+                if not entry:
                     continue
             ac.touched = True
-            t.charge("magazine_pop")
-            return ac.entry.pop()
+            ns = self._magazine_pop_ns
+            t.pending += ns  # t.charge("magazine_pop"), inlined
+            if not t._batched and ns:
+                t._steps.append(ns)
+            return entry.pop()
+
+    def slab_get_objs(self, slab: LinuxSlab, entry: list[int], n: int) -> None:
+        """slab_get_obj `n` times on a slab that keeps free objects (list_lock held): the top
+        `n` of slabp->free onto the array, in pop order; inuse += n."""
+        free = slab.free
+        got = free[-n:]
+        del free[-n:]
+        got.reverse()
+        entry += got
+        slab.inuse += n
 
     def slab_get_obj(self, t: Thread, slab: LinuxSlab) -> int:
         """slab_get_obj: the object at slabp->free; inuse++ (list_lock held)."""

@@ -14,29 +14,45 @@ class SlabFreePaths:
     # --- free -----------------------------------------------------------------------------------
     def free(self, t: Thread, c: LinuxCache, obj: int) -> Gen:
         """__cache_free (IRQs saved): a remote-node object goes to cache_free_alien; else push
-        on this CPU's array (freehit) or cache_flusharray first (freemiss)."""
-        start = t.env._now + t.pending
-        t.charge("call")
+        on this CPU's array (freehit) or cache_flusharray first (freemiss). The latency is
+        tallied by value into free.hit / free.flush (`LogHistogram.tally`)."""
+        env = t.env
+        start = env._now + t.pending
+        ns = self._call_ns
+        t.pending += ns  # t.charge("call"), inlined
+        if not t._batched and ns:
+            t._steps.append(ns)
         was_off = t.local_irq_save()
-        hist = self._h_free_hit
+        tally = self._t_free_hit
         cpu = t.cpu
         if self._numa and c.owner[obj].nodeid != cpu.node:
             yield from self.cache_free_alien(t, c, obj, c.owner[obj].nodeid)
-            hist = self._h_flush
+            tally = self._t_flush
         else:
             ac = c.array[cpu.id]
-            if len(ac.entry) < ac.limit:
+            entry = ac.entry
+            if len(entry) < ac.limit:
                 c.freehit += 1
             else:
                 c.freemiss += 1
                 yield from self.cache_flusharray(t, c, ac)
-                hist = self._h_flush
-            ac.entry.append(obj)
-            self.landed(c)
-            t.charge("magazine_push")
-        if self.irq_restore_due(t, was_off):
-            yield from t.sync()
-        hist.record(t.env._now + t.pending - start)
+                tally = self._t_flush
+            entry.append(obj)
+            c.inuse -= 1  # landed(c), inlined
+            c.frees += 1
+            ns = self._magazine_push_ns
+            t.pending += ns  # t.charge("magazine_push"), inlined
+            if not t._batched and ns:
+                t._steps.append(ns)
+        if not was_off:
+            # local_irq_restore as a plain call: IRQs back on (they were on before the save);
+            # an interrupt that arrived meanwhile is taken by synchronising, as
+            # Thread.local_irq_enable does
+            t.local_irq_enable_fast()
+            irqs = t.cpu.irqs
+            if irqs and irqs[0].at <= env._now + t.pending:
+                yield from t.sync()
+        tally[env._now + t.pending - start] += 1
 
     def landed(self, c: LinuxCache) -> None:
         """The freed object is in an array or its slab: the caller no longer holds it (model
@@ -75,68 +91,79 @@ class SlabFreePaths:
         """cache_flusharray: the oldest batchcount entries go to the shared array if it has
         room (as many as fit), else to free_block; the rest move down."""
         n = ac.batchcount
-        l3 = c.nodelists[t.cpu.node]
+        node = t.cpu.node
+        l3 = c.nodelists[node]
         yield from l3.list_lock.lock(t)
         shared = l3.shared
-        room = shared.limit - shared.avail if shared is not None else 0
-        victims: list[LinuxSlab] = []
-        if room > 0:
-            n = min(n, room)
-            shared.entry.extend(ac.entry[:n])
+        entry = ac.entry
+        victims = None
+        if shared is not None and shared.limit > len(shared.entry):
+            room = shared.limit - len(shared.entry)
+            if n > room:
+                n = room
+            shared.entry += entry[:n]
             t.charge("object_move", n)
         else:
-            victims = self.free_block(t, c, ac.entry[:n])
+            victims = self.free_block(t, c, entry[:n], node)
         nfree = l3.slabs_free.count
         if self._stats:
             t.charge("list_op", nfree)
         if nfree > c.max_freeable:
             c.max_freeable = nfree
         yield from l3.list_lock.unlock(t)
-        del ac.entry[:n]
+        del entry[:n]
         if victims:
             yield from self._destroy_after_unlock(t, c, victims)
 
-    def free_block(self, t: Thread, c: LinuxCache, objs: list[int]) -> list[LinuxSlab]:
-        """free_block (list_lock held): each object back to its slab; a slab that empties is
-        destroyed when the node holds more than free_limit free objects, else put at the
-        head of slabs_free; a slab still in use goes to the tail of slabs_partial. Returns the
-        slabs to destroy after the lock is dropped (empty with destroy_under_lock).
+    def free_block(self, t: Thread, c: LinuxCache, objs: list[int],
+                   node: int) -> list[LinuxSlab]:
+        """free_block (node's list_lock held; every object is from `node`): each object back
+        to its slab; a slab that empties is destroyed when the node holds more than
+        free_limit free objects, else put at the head of slabs_free; a slab still in use goes
+        to the tail of slabs_partial. Returns the slabs to destroy after the lock is dropped
+        (empty with destroy_under_lock).
 
         The costs (slab_obj_op and list_op per object) are charged once, before a slab is
-        destroyed under the lock and at the end; num_active drops by the batch at once (only
+        destroyed under the lock and at the end; num_active drops by the batch at once and
+        free_objects is counted in a local, stored before a destroy and at the end (only
         slab_destroy runs in between, and it reads neither). A slab already at the tail of
         slabs_partial is not unlinked and relinked there (the same list either way)."""
-        num = c.geo.num
+        l3 = c.nodelists[node]
         owner = c.owner
-        nodelists = c.nodelists
+        partial = l3.slabs_partial
+        slabs_free = l3.slabs_free
+        free_limit = l3.free_limit
+        free_objects = l3.free_objects
         per_obj = self._free_block_obj_ns
         c.num_active -= len(objs)
         later: list[LinuxSlab] = []
-        uncharged = 0
-        for obj in objs:
+        charged = 0
+        for i, obj in enumerate(objs):
             slab = owner[obj]
-            l3 = nodelists[slab.nodeid]
             slab.free.append(obj)
-            slab.inuse -= 1
-            l3.free_objects += 1
-            uncharged += 1
-            if slab.inuse == 0:
-                if l3.free_objects > l3.free_limit:
-                    slab.on.remove(slab)
-                    l3.free_objects -= num
-                    if self._destroy_under_lock:
-                        t.charge_ns(uncharged * per_obj)
-                        uncharged = 0
-                        self.slab_destroy(t, c, slab, "free_limit")
-                    else:
-                        later.append(slab)
-                else:
-                    l3.slabs_free.move(slab)
-            else:
-                partial = l3.slabs_partial
+            inuse = slab.inuse - 1
+            slab.inuse = inuse
+            free_objects += 1
+            if inuse:
                 if slab is not partial.tail:
                     partial.move_tail(slab)
-        t.charge_ns(uncharged * per_obj)
+            elif free_objects > free_limit:
+                slab.on.remove(slab)
+                free_objects -= c.geo.num
+                if self._destroy_under_lock:
+                    l3.free_objects = free_objects
+                    t.charge_ns((i + 1 - charged) * per_obj)
+                    charged = i + 1
+                    self.slab_destroy(t, c, slab, "free_limit")
+                else:
+                    later.append(slab)
+            else:
+                slabs_free.move(slab)
+        l3.free_objects = free_objects
+        ns = (len(objs) - charged) * per_obj
+        t.pending += ns  # t.charge_ns, inlined
+        if not t._batched and ns:
+            t._steps.append(ns)
         return later
 
     def _destroy_after_unlock(self, t: Thread, c: LinuxCache, slabs: list[LinuxSlab]) -> Gen:

@@ -52,7 +52,7 @@ class SlabHotplug:
             l3.free_limit -= c.batchcount
             victims = []
             if nc is not None:
-                victims = self.free_block(t, c, list(nc.entry))
+                victims = self.free_block(t, c, list(nc.entry), node)
                 nc.entry.clear()
             if not percpu:
                 # the seed clears array[cpu] before taking the lock; nothing runs on the dead
@@ -64,7 +64,7 @@ class SlabHotplug:
                 yield from self._destroy_after_unlock(t, c, victims)
                 continue
             if l3.shared is not None:
-                victims += self.free_block(t, c, list(l3.shared.entry))
+                victims += self.free_block(t, c, list(l3.shared.entry), node)
                 l3.shared.entry.clear()
                 l3.shared = None
             alien, l3.alien = l3.alien, {}

@@ -156,6 +156,13 @@ class LinuxSlabPolicy(SlabAllocPaths, SlabGrow, SlabFreePaths, SlabAlien, SlabRe
         self._h_grow = mt.hist("alloc.grow")
         self._h_free_hit = mt.hist("free.hit")
         self._h_flush = mt.hist("free.flush")
+        self._t_hit = self._h_hit.tally
+        self._t_refill = self._h_refill.tally
+        self._t_grow = self._h_grow.tally
+        self._t_free_hit = self._h_free_hit.tally
+        self._t_flush = self._h_flush.tally
+        """The histograms' tallies: __cache_alloc / __cache_free count a latency by value
+        (`tally[ns] += 1`), folded into the histogram on any read."""
         c = m.costs
         self._alloc_hit_ns = c["call"] + c["irq_disable"] + c["magazine_pop"] + c["irq_enable"]
         self._free_hit_ns = c["call"] + c["irq_disable"] + c["magazine_push"] + c["irq_enable"]
@@ -166,6 +173,10 @@ class LinuxSlabPolicy(SlabAllocPaths, SlabGrow, SlabFreePaths, SlabAlien, SlabRe
         self._free_off_ns = c["magazine_push"] + c["irq_enable"]
         """The IRQ-off sections of the array hits: constant lengths."""
         self._numa = m.nodes > 1
+        self._call_ns = c["call"]
+        self._magazine_pop_ns = c["magazine_pop"]
+        self._magazine_push_ns = c["magazine_push"]
+        """Costs the refill and flush paths charge inline (Thread.charge's arithmetic)."""
         self._slab_obj_op_ns = c["slab_obj_op"]
         self._list_op_ns = c["list_op"]
         self._free_block_obj_ns = c["slab_obj_op"] + c["list_op"]

@@ -84,7 +84,7 @@ class SlabReaper:
             tofree = ac.avail if force else (ac.limit + 4) // 5
             if tofree > ac.avail:
                 tofree = (ac.avail + 1) // 2
-            victims = self.free_block(t, c, ac.entry[:tofree])
+            victims = self.free_block(t, c, ac.entry[:tofree], l3.node)
             del ac.entry[:tofree]
         yield from l3.list_lock.unlock_irqrestore(t, irqf)
         yield from self._destroy_after_unlock(t, c, victims)
@@ -168,7 +168,7 @@ class SlabReaper:
             ac = c.array[h.cpu.id]
             l3 = c.nodelists[h.cpu.node]
             yield from l3.list_lock.lock(h)
-            victims = self.free_block(h, c, list(ac.entry))
+            victims = self.free_block(h, c, list(ac.entry), h.cpu.node)
             ac.entry.clear()
             yield from l3.list_lock.unlock(h)
             yield from self._destroy_after_unlock(h, c, victims)

@@ -64,7 +64,7 @@ class SlabTune:
                 continue
             l3 = c.nodelists[m.cpus[cpu].node]
             irqf = yield from l3.list_lock.lock_irqsave(t)
-            victims = self.free_block(t, c, list(ac.entry))
+            victims = self.free_block(t, c, list(ac.entry), l3.node)
             ac.entry.clear()
             c.retiring.remove(ac)
             yield from l3.list_lock.unlock_irqrestore(t, irqf)
@@ -82,7 +82,7 @@ class SlabTune:
             irqf = yield from l3.list_lock.lock_irqsave(t)
             victims = []
             if l3.shared is not None:
-                victims = self.free_block(t, c, list(l3.shared.entry))
+                victims = self.free_block(t, c, list(l3.shared.entry), l3.node)
                 l3.shared.entry.clear()
             l3.shared = new_shared
             l3.free_limit = (1 + self.nr_cpus_node(l3.node)) * c.batchcount + c.geo.num
