@@ -142,12 +142,11 @@ class GlobalLockPolicy(Policy):
         charges between them is not observable): "call" before the lock; "slab_obj_op", plus
         "list_op" when the slab fills, under it. Each charge is `Thread.charge_ns`, inlined.
         The latency is tallied on the cache (`fold_paths` records it)."""
-        env = t.env
-        start = env._now + t.pending
-        ns = c.call_ns
-        t.pending += ns
-        if not t._batched and ns:
-            t._steps.append(ns)
+        p = t.pending
+        start = t.env._now + p
+        t.pending = p + c.call_ns
+        if not t._batched and c.call_ns:
+            t._steps.append(c.call_ns)
         grew = False
         while True:
             irqf = yield from c.lock.lock_irqsave(t)
@@ -168,7 +167,7 @@ class GlobalLockPolicy(Policy):
                 c.inuse += 1
                 c.allocs += 1
                 yield from c.lock.unlock_irqrestore(t, irqf)
-                (c.grow_tally if grew else c.hit_tally)[env._now + t.pending - start] += 1
+                (c.grow_tally if grew else c.hit_tally)[t.env._now + t.pending - start] += 1
                 return obj
             yield from c.lock.unlock_irqrestore(t, irqf)
             ok = yield from self.grow(t, c, flags)
@@ -209,12 +208,11 @@ class GlobalLockPolicy(Policy):
 
         Charged as `alloc` is: "call" before the lock; under it one sum of "slab_obj_op" and
         a "list_op" for each list the slab leaves (full, partial)."""
-        env = t.env
-        start = env._now + t.pending
-        ns = c.call_ns
-        t.pending += ns
-        if not t._batched and ns:
-            t._steps.append(ns)
+        p = t.pending
+        start = t.env._now + p
+        t.pending = p + c.call_ns
+        if not t._batched and c.call_ns:
+            t._steps.append(c.call_ns)
         slab = c.owner[obj]
         irqf = yield from c.lock.lock_irqsave(t)
         was_full = not slab.free
@@ -241,7 +239,7 @@ class GlobalLockPolicy(Policy):
         yield from c.lock.unlock_irqrestore(t, irqf)
         if victim is not None:
             yield from self._destroy_slab(t, c, victim)
-        c.free_tally[env._now + t.pending - start] += 1
+        c.free_tally[t.env._now + t.pending - start] += 1
 
     def _destroy_slab(self, t: Thread, c: GlobalCache, slab: Slab) -> Gen:
         if c.spec.dtor_cost:

@@ -198,8 +198,8 @@ class Steady(Workload):
         generator path, counted and tallied as `Workload.do_alloc` / `do_free` do (their work
         inlined: one generator level less for every event the operation waits on). The same
         decisions, draws, counts, tallies and checkpoints as `_thread` when every fast path
-        declines; after each operation the checkpoint's limit is worked out afresh, as
-        `_thread` does after a slow path."""
+        declines; after each operation the checkpoint's test is made afresh, as `_thread`
+        does after a slow path."""
         p: SteadyParams = self.params
         rng = self.machine.rng(f"{t.name}")
         lifetimes = p.lifetime.blocks(rng)
@@ -256,7 +256,7 @@ class Steady(Workload):
                 continue
             if think:
                 t.charge_ns(think)
-            irqs = cpu.irqs
-            if t.pending >= (0 if cpu.runq else (
-                    min(tick, irqs[0].at - env._now) if irqs else tick)):
+            # Thread.checkpoint's own test, so that it is entered only when it is due
+            if cpu.runq or t.pending >= tick or (
+                    cpu.irqs and cpu.irqs[0].at - env._now <= t.pending):
                 yield from t.checkpoint()
