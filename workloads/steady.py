@@ -227,6 +227,7 @@ class Steady(Workload):
             if now >= stop:
                 break
             if live and live[0][0] <= now:
+                # the earliest death is due: free that object (Workload.do_free's work)
                 _death, _s, obj, cache = heappop(live)
                 t.stalled_since = now
                 yield from free(t, cache, obj)
@@ -234,6 +235,8 @@ class Steady(Workload):
                 (tf1 if cache is single else tallies(cache)[1])[env._now + t.pending - now] += 1
                 self.frees += 1
             elif len(live) < target:
+                # below the target population: allocate (Workload.do_alloc's work) and draw
+                # the new object's death
                 cache = single or caches[rng.choice_index(cum)]
                 if atomic:
                     t.preempt_count += 1   # kfpu_begin(): preempt_disable()
@@ -252,6 +255,7 @@ class Steady(Workload):
                 if atomic:
                     t.preempt_count -= 1
             else:
+                # at the target and no death due: sleep until the next one (or the stop)
                 yield from t.sleep(min(live[0][0], stop) - now)
                 continue
             if think:
