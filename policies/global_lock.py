@@ -17,7 +17,9 @@ Empty slabs beyond `keep_empty_slabs` are returned to the page allocator when th
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 from policies.base import CacheSpec, CacheStats, Gen, InvariantError, Policy, Tunable
 from simcore.cpu import Thread
@@ -64,6 +66,19 @@ class GlobalCache:
     allocs: int = 0
     frees: int = 0
     alloc_fail: int = 0
+    call_ns: int = 0
+    """The path costs, from the machine's cost table when the cache is made: "call" (an
+    entry point), "slab_obj_op" (one object off or onto a slab) and "list_op" (a slab moved
+    between lists); the hot paths charge their sums (see `GlobalLockPolicy.alloc`)."""
+    obj_ns: int = 0
+    list_ns: int = 0
+    hit_tally: defaultdict[int, int] = field(default_factory=lambda: defaultdict(int))
+    """Latencies of this cache's allocations that found a free object (path histogram
+    alloc.hit), ns -> count, not yet recorded (`GlobalLockPolicy.fold_paths` records them)."""
+    grow_tally: defaultdict[int, int] = field(default_factory=lambda: defaultdict(int))
+    """The same for allocations that grew the cache first (alloc.grow)."""
+    free_tally: defaultdict[int, int] = field(default_factory=lambda: defaultdict(int))
+    """The same for frees (free.hit)."""
 
 
 class GlobalLockPolicy(Policy):
@@ -76,6 +91,10 @@ class GlobalLockPolicy(Policy):
         Tunable("max_slab_order", 5, "largest slab as a page order (2^order pages)", minimum=0),
         Tunable("keep_empty_slabs", 1, "empty slabs kept per cache before freeing", minimum=0),
     )
+
+    def __init__(self, machine: Any, tunables: dict[str, Any] | None = None) -> None:
+        super().__init__(machine, tunables)
+        machine.metrics.add_fold(self.fold_paths)
 
     def create_cache(self, spec: CacheSpec) -> GlobalCache:
         page = self.machine.memory.page_size
@@ -92,14 +111,42 @@ class GlobalLockPolicy(Policy):
             order += 1
             n = ((page << order) - (SLAB_DESC_BYTES if on_slab else 0)) // chunk
         lock = SpinLock(self.machine, f"{spec.name}->lock")
-        return GlobalCache(spec.name, spec, chunk, order, n, on_slab, lock)
+        costs = self.machine.costs
+        return GlobalCache(spec.name, spec, chunk, order, n, on_slab, lock,
+                           call_ns=costs["call"], obj_ns=costs["slab_obj_op"],
+                           list_ns=costs["list_op"])
+
+    def fold_paths(self) -> None:
+        """Record every cache's tallied path latencies into the path histograms alloc.hit,
+        alloc.grow and free.hit (Metrics.fold; a histogram is made when it first has a value
+        to record, as recording each value would make it)."""
+        for c in self.caches:
+            self._fold_cache(c)
+
+    def _fold_cache(self, c: GlobalCache) -> None:
+        hist = self.machine.metrics.hist
+        for name, tally in (("alloc.hit", c.hit_tally), ("alloc.grow", c.grow_tally),
+                            ("free.hit", c.free_tally)):
+            if tally:
+                h = hist(name)
+                for v, n in tally.items():
+                    h.record(v, n)
+                tally.clear()
 
     # alloc path: IRQs saved, cache lock held while an object is taken from a slab
     def alloc(self, t: Thread, c: GlobalCache, flags: int) -> Gen:
         """Take an object from the most recent partial slab (or an empty one) under the cache
-        lock; grow with the lock dropped when none is free."""
-        start = t.now
-        t.charge("call")
+        lock; grow with the lock dropped when none is free.
+
+        The local work between two synchronisation points is charged as one sum (the order of
+        charges between them is not observable): "call" before the lock; "slab_obj_op", plus
+        "list_op" when the slab fills, under it. Each charge is `Thread.charge_ns`, inlined.
+        The latency is tallied on the cache (`fold_paths` records it)."""
+        p = t.pending
+        start = t.env._now + p
+        t.pending = p + c.call_ns
+        if not t._batched and c.call_ns:
+            t._steps.append(c.call_ns)
         grew = False
         while True:
             irqf = yield from c.lock.lock_irqsave(t)
@@ -107,18 +154,20 @@ class GlobalLockPolicy(Policy):
                 c.empty.pop() if c.empty else None)
             if slab is not None:
                 obj = slab.free.pop()
-                t.charge("slab_obj_op")
+                ns = c.obj_ns
                 if not slab.free:
                     c.partial.pop(slab, None)
                     c.full[slab] = None
-                    t.charge("list_op")
+                    ns += c.list_ns
                 elif slab not in c.partial:
                     c.partial[slab] = None
+                t.pending += ns
+                if not t._batched and ns:
+                    t._steps.append(ns)
                 c.inuse += 1
                 c.allocs += 1
                 yield from c.lock.unlock_irqrestore(t, irqf)
-                self.machine.metrics.hist("alloc.grow" if grew else "alloc.hit").tally[
-                    t.now - start] += 1
+                (c.grow_tally if grew else c.hit_tally)[t.env._now + t.pending - start] += 1
                 return obj
             yield from c.lock.unlock_irqrestore(t, irqf)
             ok = yield from self.grow(t, c, flags)
@@ -155,33 +204,42 @@ class GlobalLockPolicy(Policy):
     # free path: IRQs saved, cache lock held while the object goes back to its slab
     def free(self, t: Thread, c: GlobalCache, obj: int) -> Gen:
         """Return the object to its slab under the cache lock; a slab that empties beyond
-        `keep_empty_slabs` is destroyed after the lock is dropped."""
-        start = t.now
-        t.charge("call")
+        `keep_empty_slabs` is destroyed after the lock is dropped.
+
+        Charged as `alloc` is: "call" before the lock; under it one sum of "slab_obj_op" and
+        a "list_op" for each list the slab leaves (full, partial)."""
+        p = t.pending
+        start = t.env._now + p
+        t.pending = p + c.call_ns
+        if not t._batched and c.call_ns:
+            t._steps.append(c.call_ns)
         slab = c.owner[obj]
         irqf = yield from c.lock.lock_irqsave(t)
         was_full = not slab.free
         slab.free.append(obj)
-        t.charge("slab_obj_op")
+        ns = c.obj_ns
         c.inuse -= 1
         c.frees += 1
         victim = None
         if was_full:
             del c.full[slab]
-            t.charge("list_op")
+            ns += c.list_ns
             if slab.n > 1:
                 c.partial[slab] = None
         if len(slab.free) == slab.n:
             c.partial.pop(slab, None)
-            t.charge("list_op")
+            ns += c.list_ns
             if len(c.empty) >= self.tun["keep_empty_slabs"]:
                 victim = slab
             else:
                 c.empty.append(slab)
+        t.pending += ns
+        if not t._batched and ns:
+            t._steps.append(ns)
         yield from c.lock.unlock_irqrestore(t, irqf)
         if victim is not None:
             yield from self._destroy_slab(t, c, victim)
-        self.machine.metrics.hist("free.hit").tally[t.now - start] += 1
+        c.free_tally[t.env._now + t.pending - start] += 1
 
     def _destroy_slab(self, t: Thread, c: GlobalCache, slab: Slab) -> Gen:
         if c.spec.dtor_cost:
@@ -205,6 +263,7 @@ class GlobalLockPolicy(Policy):
         if c.inuse:
             raise InvariantError(f"{c.name}: destroy with {c.inuse} objects in use")
         yield from self.reap(t, c)
+        self._fold_cache(c)
         self.caches.remove(c)
 
     def stats(self, c: GlobalCache) -> CacheStats:

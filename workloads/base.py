@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from policies.base import CacheSpec
+from policies.base import CacheSpec, Policy
 from simcore.flags import KM_SLEEP
 from simcore.machine import Machine
 from simcore.metrics import LogHistogram
@@ -83,6 +83,13 @@ class Workload:
         fast = machine.fast_paths
         self._alloc_fast = policy.alloc_fast if fast else _no_fast_alloc
         self._free_fast = policy.free_fast if fast else _no_fast_free
+        cls = type(policy)
+        self.no_fast_paths = not fast or (cls.alloc_fast is Policy.alloc_fast
+                                          and cls.free_fast is Policy.free_fast)
+        """Every operation takes the generator path: the policy has no fast path (its
+        `alloc_fast` / `free_fast` are the base class's, which always decline) or the run
+        turned them off. A loop may then call `do_alloc` / `do_free` (or their work) directly
+        instead of asking a fast path that would decline."""
 
     def spawn(self, name: str, body: Any, cpu: int | None = None) -> Any:
         """Start one of the workload's threads at the workload's `nice` (SCHED_NORMAL)."""
@@ -199,13 +206,17 @@ class Workload:
             tally = self._tallies(cache)[0]
         tally[t.env._now + t.pending - start] += 1
         if obj is None:
-            self.failures += 1
-            name = self.policy.cache_name(cache)
-            self.cache_failures[name] = self.cache_failures.get(name, 0) + 1
-            self.machine.metrics.count("alloc.fail")
+            self.count_failure(cache)
         else:
             self.allocs += 1
         return obj
+
+    def count_failure(self, cache: Any) -> None:
+        """Count an allocation on `cache` that returned no object."""
+        self.failures += 1
+        name = self.policy.cache_name(cache)
+        self.cache_failures[name] = self.cache_failures.get(name, 0) + 1
+        self.machine.metrics.count("alloc.fail")
 
     def do_free(self, t: Any, cache: Any, obj: int) -> Gen:
         """Free one object, counting it and tallying its latency."""

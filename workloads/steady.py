@@ -5,6 +5,11 @@ One thread per selected CPU (or several). A thread frees the object whose lifeti
 first; otherwise it allocates while below its target; otherwise it sleeps until the next death.
 With think time 0 and short lifetimes this is a tight alloc/free loop (the magazine fast path);
 with long lifetimes it is a slowly churning population.
+
+A thread runs one of two loops making the same decisions at the same simulated times:
+`_thread` tries the policy's fast path first and counts its hits; `_thread_slow`, for a policy
+with no fast path (or a run with fast paths off, `Workload.no_fast_paths`), sends every
+operation through the generator path without asking a fast path that would decline.
 """
 
 from __future__ import annotations
@@ -67,7 +72,8 @@ class Steady(Workload):
         for cpu in cpus:
             for k in range(p.threads_per_cpu):
                 name = f"{self.label}/{cpu}" + (f".{k}" if p.threads_per_cpu > 1 else "")
-                self.spawn(name, self._thread, cpu=cpu)
+                self.spawn(name, self._thread_slow if self.no_fast_paths else self._thread,
+                           cpu=cpu)
 
     def _thread(self, t: Thread) -> Gen:
         """The thread's loop. The fast paths are plain calls and their latencies are tallied
@@ -186,3 +192,75 @@ class Steady(Workload):
                     limit = -1
         if na or nf:
             self.count_hits(single, hit_ns, na, nf)
+
+    def _thread_slow(self, t: Thread) -> Gen:
+        """`_thread` for a policy with no fast path: every allocation and free is the policy's
+        generator path, counted and tallied as `Workload.do_alloc` / `do_free` do (their work
+        inlined: one generator level less for every event the operation waits on). The same
+        decisions, draws, counts, tallies and checkpoints as `_thread` when every fast path
+        declines; after each operation the checkpoint's test is made afresh, as `_thread`
+        does after a slow path."""
+        p: SteadyParams = self.params
+        rng = self.machine.rng(f"{t.name}")
+        lifetimes = p.lifetime.blocks(rng)
+        drawn: list[int] = []
+        caches, cum = self._caches, self._cum
+        single = caches[0] if len(caches) == 1 else None
+        stop = p.stop if p.stop is not None else 1 << 62
+        target = p.live_objects
+        think = p.think
+        flags = self._flags
+        live: list[tuple[int, int, int, Any]] = []
+        seq = 0
+        alloc, free = self.policy.alloc, self.policy.free
+        tallies = self._tallies
+        ta1, tf1 = tallies(single) if single is not None else (None, None)
+        heappush, heappop = heapq.heappush, heapq.heappop
+        atomic = p.preempt_disabled
+        cpu = t.cpu
+        env = t.env
+        tick = self.machine.tick_ns
+        if p.start:
+            yield from t.sleep(p.start - t.now)
+        while True:
+            now = env._now + t.pending
+            if now >= stop:
+                break
+            if live and live[0][0] <= now:
+                # the earliest death is due: free that object (Workload.do_free's work)
+                _death, _s, obj, cache = heappop(live)
+                t.stalled_since = now
+                yield from free(t, cache, obj)
+                t.stalled_since = None
+                (tf1 if cache is single else tallies(cache)[1])[env._now + t.pending - now] += 1
+                self.frees += 1
+            elif len(live) < target:
+                # below the target population: allocate (Workload.do_alloc's work) and draw
+                # the new object's death
+                cache = single or caches[rng.choice_index(cum)]
+                if atomic:
+                    t.preempt_count += 1   # kfpu_begin(): preempt_disable()
+                t.stalled_since = now
+                obj = yield from alloc(t, cache, flags)
+                t.stalled_since = None
+                (ta1 if cache is single else tallies(cache)[0])[env._now + t.pending - now] += 1
+                if obj is None:
+                    self.count_failure(cache)
+                else:
+                    self.allocs += 1
+                    seq += 1
+                    if not drawn:
+                        drawn = lifetimes()
+                    heappush(live, (env._now + t.pending + drawn.pop(), seq, obj, cache))
+                if atomic:
+                    t.preempt_count -= 1
+            else:
+                # at the target and no death due: sleep until the next one (or the stop)
+                yield from t.sleep(min(live[0][0], stop) - now)
+                continue
+            if think:
+                t.charge_ns(think)
+            # Thread.checkpoint's own test, so that it is entered only when it is due
+            if cpu.runq or t.pending >= tick or (
+                    cpu.irqs and cpu.irqs[0].at - env._now <= t.pending):
+                yield from t.checkpoint()
