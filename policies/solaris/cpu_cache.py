@@ -83,14 +83,12 @@ class KmemCpuLayer:
         if lock.last_cpu != cpu.id or t._tracer is not None:
             return self._alloc_hit_recorded(t, cp, ccp, lock)
         if rounds > 0:
-            mp = ccp.cc_loaded
             release, ns = self._hit_alloc_ns
             ccp.hit_alloc += 1
         else:
             # kmem_cpu_reload(ccp, ccp->cc_ploaded, ccp->cc_prounds), inlined
-            mp, rounds, ccp.cc_ploaded, ccp.cc_prounds = (ccp.cc_ploaded, ccp.cc_prounds,
-                                                          ccp.cc_loaded, rounds)
-            ccp.cc_loaded = mp
+            ccp.cc_loaded, ccp.cc_ploaded, rounds, ccp.cc_prounds = (ccp.cc_ploaded, ccp.cc_loaded,
+                                                                     ccp.cc_prounds, rounds)
             release, ns = self._hit_alloc_reload_ns
             ccp.hit_alloc_reload += 1
         rounds -= 1
@@ -100,7 +98,7 @@ class KmemCpuLayer:
         t.pending = pending + ns
         if not t._batched:
             t._steps.append(ns)
-        return mp.mag_round[rounds]
+        return ccp.cc_loaded.mag_round[rounds]
 
     def _alloc_hit_recorded(self, t: Thread, cp: KmemCache, ccp: KmemCpuCache,
                             lock: AdaptiveMutex) -> int:
@@ -145,16 +143,14 @@ class KmemCpuLayer:
             return self._free_hit_recorded(t, cp, ccp, lock, buf)
         if reload:
             # kmem_cpu_reload(ccp, ccp->cc_ploaded, 0), inlined
-            mp = ccp.cc_ploaded
-            ccp.cc_ploaded, ccp.cc_prounds, ccp.cc_loaded = ccp.cc_loaded, rounds, mp
+            ccp.cc_loaded, ccp.cc_ploaded, ccp.cc_prounds = ccp.cc_ploaded, ccp.cc_loaded, rounds
             rounds = 0
             release, ns = self._hit_free_reload_ns
             ccp.hit_free_reload += 1
         else:
-            mp = ccp.cc_loaded
             release, ns = self._hit_free_ns
             ccp.hit_free += 1
-        mp.mag_round[rounds] = buf
+        ccp.cc_loaded.mag_round[rounds] = buf
         ccp.cc_rounds = rounds + 1
         cp.inuse -= 1
         lock.free_at = now + release
