@@ -24,7 +24,7 @@ def _cc_enter_local(t: Thread, lock: AdaptiveMutex) -> bool:
     and released no later than t.now (policies.solaris.policy, "The per-CPU fast path"):
     True, the lock is held; False, nothing done (the caller takes it with `lock.lock`).
     SpinLock._take's bookkeeping with its charge inlined, the usual case (the line is this
-    CPU's already) tested first."""
+    CPU's already, so last_cpu / last_node stay as they are) tested first."""
     pending = t.pending
     acquired = t.env._now + pending
     if lock.owner is not None or lock.waiters or lock.free_at > acquired:
@@ -33,19 +33,22 @@ def _cc_enter_local(t: Thread, lock: AdaptiveMutex) -> bool:
     st.acquisitions += 1
     cpu = t.cpu
     last = lock.last_cpu
-    if last == cpu.id or last < 0:
+    if last == cpu.id:
         ns = t._costs["lock_acquire"]
     else:
-        st.acq_bounces += 1
-        ns = t._costs["cacheline_remote_node" if lock.last_node != cpu.node
-                      else "cacheline_transfer"]
+        if last < 0:
+            ns = t._costs["lock_acquire"]
+        else:
+            st.acq_bounces += 1
+            ns = t._costs["cacheline_remote_node" if lock.last_node != cpu.node
+                          else "cacheline_transfer"]
+        lock.last_cpu = cpu.id
+        lock.last_node = cpu.node
     t.pending = pending + ns  # Thread.charge, inlined
     if not t._batched and ns:
         t._steps.append(ns)
-    lock.last_cpu = cpu.id
-    lock.last_node = cpu.node
     lock.owner = t
-    lock.owner_in_irq = bool(t.in_irq)
+    lock.owner_in_irq = t.in_irq > 0
     lock.acquired_at = acquired
     lock._counted = True  # an adaptive mutex holder stays preemptible (AdaptiveMutex._take)
     t.held.append(lock)
