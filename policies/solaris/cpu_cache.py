@@ -120,7 +120,7 @@ class KmemCpuLayer:
         cp.inuse += 1
         lock._release(t)
         if cp.record:
-            self._h["alloc.hit"].record(t.now - start)
+            self._tally["alloc.hit"][t.env._now + t.pending - start] += 1
         return buf
 
     def _free_hit(self, t: Thread, cp: KmemCache, buf: int) -> bool:
@@ -179,7 +179,7 @@ class KmemCpuLayer:
         cp.inuse -= 1
         lock._release(t)
         if cp.record:
-            self._h["free.hit"].record(t.now - start)
+            self._tally["free.hit"][t.env._now + t.pending - start] += 1
         return True
 
     def cc_hit_costs(self) -> list[tuple[int, int, int]]:
