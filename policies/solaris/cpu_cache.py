@@ -70,8 +70,8 @@ class KmemCpuLayer:
         in a full previous one (kmem_cpu_reload). No event; None (nothing charged) when the
         CPU has no round or the lock is not free. When the lock's line is already this CPU's
         (no bounce) and nothing traces, the hit's costs are constants: one charge, and the
-        lock_stat acquisition and hold, the latency and cc_alloc are counted (fold_hits).
-        The lock's `acquired_at` is only read while it is held, so the counted round trip
+        lock_stat acquisition and hold, the latency, cc_alloc and the cache's objects in use
+        are counted (fold_hits; KmemCache.inuse adds them). The lock's `acquired_at` is only read while it is held, so the counted round trip
         sets `free_at` alone."""
         cpu = t.cpu
         ccp = cp.cache_cpu[cpu.id]
@@ -96,7 +96,6 @@ class KmemCpuLayer:
             ccp.hit_alloc_reload += 1
         rounds -= 1
         ccp.cc_rounds = rounds
-        cp.inuse += 1
         lock.free_at = now + release
         t.pending = pending + ns
         if not t._batched:
@@ -117,7 +116,7 @@ class KmemCpuLayer:
         buf = ccp.cc_loaded.mag_round[ccp.cc_rounds]
         t.charge("magazine_pop")
         ccp.cc_alloc += 1
-        cp.inuse += 1
+        cp.inuse_base += 1
         lock._release(t)
         if cp.record:
             self._tally["alloc.hit"][t.env._now + t.pending - start] += 1
@@ -155,7 +154,6 @@ class KmemCpuLayer:
             ccp.hit_free += 1
         ccp.cc_loaded.mag_round[rounds] = buf
         ccp.cc_rounds = rounds + 1
-        cp.inuse -= 1
         lock.free_at = now + release
         t.pending = pending + ns
         if not t._batched:
@@ -176,7 +174,7 @@ class KmemCpuLayer:
         ccp.cc_rounds += 1
         t.charge("magazine_push")
         ccp.cc_free += 1
-        cp.inuse -= 1
+        cp.inuse_base -= 1
         lock._release(t)
         if cp.record:
             self._tally["free.hit"][t.env._now + t.pending - start] += 1
@@ -197,8 +195,8 @@ class KmemCpuLayer:
 
     def fold_hits(self) -> None:
         """Record the counted hits (Metrics.fold): cc_lock's acquisitions and holds in
-        lock_stat and its hold histogram, cc_alloc / cc_free, and the alloc.hit / free.hit
-        latencies."""
+        lock_stat and its hold histogram, cc_alloc / cc_free, the alloc.hit / free.hit
+        latencies and the objects in use (inuse_base)."""
         costs = self._cc_hit_ns
         h_alloc, h_free = self._h["alloc.hit"], self._h["free.hit"]
         for cp in self.kmem_caches:
@@ -219,6 +217,7 @@ class KmemCpuLayer:
                             ccp.cc_free += n
                         if cp.record:
                             (h_alloc if kind < 2 else h_free).record(ns, n)
+                cp.inuse_base += hits[0] + hits[1] - hits[2] - hits[3]
                 ccp.hit_alloc = ccp.hit_alloc_reload = ccp.hit_free = ccp.hit_free_reload = 0
 
     def kmem_cache_alloc(self, t: Thread, cp: KmemCache, kmflag: int) -> Gen:
@@ -263,7 +262,7 @@ class KmemCpuLayer:
                 if not t._batched and ns:
                     t._steps.append(ns)
                 ccp.cc_alloc += 1
-                cp.inuse += 1
+                cp.inuse_base += 1
                 lock._release(t)
                 if cp.record:
                     self._tally[path][t.env._now + t.pending - start] += 1
@@ -365,7 +364,7 @@ class KmemCpuLayer:
                 if not t._batched and ns:
                     t._steps.append(ns)
                 ccp.cc_free += 1
-                cp.inuse -= 1
+                cp.inuse_base -= 1
                 lock._release(t)
                 if cp.record:
                     self._tally[path][t.env._now + t.pending - start] += 1
