@@ -310,7 +310,9 @@ class KmemCpuLayer:
                 if not t._batched and ns:
                     t._steps.append(ns)
                 yield from dlock.unlock(t)
-            kmem_cpu_reload(ccp, fmp, magsize)
+            # kmem_cpu_reload(ccp, fmp, ccp->cc_magsize), inlined
+            ccp.cc_ploaded, ccp.cc_prounds = ccp.cc_loaded, ccp.cc_rounds
+            ccp.cc_loaded, ccp.cc_rounds = fmp, magsize
             cp.in_transit -= magsize
             moved = self._object_move_ns
             path = "alloc.refill"
@@ -411,7 +413,9 @@ class KmemCpuLayer:
                     if not t._batched and ns:
                         t._steps.append(ns)
                     yield from dlock.unlock(t)
-                kmem_cpu_reload(ccp, emp, 0)
+                # kmem_cpu_reload(ccp, emp, 0), inlined
+                ccp.cc_ploaded, ccp.cc_prounds = ccp.cc_loaded, ccp.cc_rounds
+                ccp.cc_loaded, ccp.cc_rounds = emp, 0
                 moved = self._object_move_ns
                 continue
             yield from dlock.unlock(t)
