@@ -71,8 +71,8 @@ class KmemCpuLayer:
         CPU has no round or the lock is not free. When the lock's line is already this CPU's
         (no bounce) and nothing traces, the hit's costs are constants: one charge, and the
         lock_stat acquisition and hold, the latency, cc_alloc and the cache's objects in use
-        are counted (fold_hits; KmemCache.inuse adds them). The lock's `acquired_at` is only read while it is held, so the counted round trip
-        sets `free_at` alone."""
+        are counted (fold_hits; KmemCache.inuse adds them). The lock's `acquired_at` is only
+        read while it is held, so the counted round trip sets `free_at` alone."""
         cpu = t.cpu
         ccp = cp.cache_cpu[cpu.id]
         rounds = ccp.cc_rounds
