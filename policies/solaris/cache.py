@@ -111,8 +111,10 @@ class KmemCache:
     cache_depot_contention: int = 0
     cache_depot_contention_prev: int = 0
     # simulator bookkeeping (not in the kernel)
-    inuse: int = 0
-    """Objects in callers' hands: allocation returned, free not yet landed."""
+    inuse_base: int = 0
+    """Objects in callers' hands (allocation returned, free not yet landed) but for the
+    counted magazine hits not yet folded (KmemCpuCache.hit_*, KmemCpuLayer.fold_hits): the
+    paths that record as they go count here, `inuse` adds the counted hits."""
     in_transit: int = 0
     """Objects kmem holds outside slabs and installed magazines: rounds of a magazine taken
     off a list or a CPU and not yet installed or destroyed, move destinations, hunt buffers."""
@@ -123,6 +125,14 @@ class KmemCache:
     destroyed: bool = False
     record: bool = False
     """Record path histograms for this cache (the experiment's caches, not magazine caches)."""
+
+    @property
+    def inuse(self) -> int:
+        """Objects in callers' hands: allocation returned, free not yet landed."""
+        n = self.inuse_base
+        for ccp in self.cache_cpu:
+            n += ccp.hit_alloc + ccp.hit_alloc_reload - ccp.hit_free - ccp.hit_free_reload
+        return n
 
     @property
     def chunksize(self) -> int:

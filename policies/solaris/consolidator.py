@@ -153,7 +153,7 @@ class KmemConsolidator:
         if tbuf is None:
             self.kmem_move_stats["kms_hunt_alloc_fail"] += 1
             return None
-        cp.inuse -= 1
+        cp.inuse_base -= 1
         cp.in_transit += 1
         if tbuf == buf:
             self.kmem_move_stats["kms_hunt_lucky"] += 1
@@ -174,7 +174,7 @@ class KmemConsolidator:
                 return buf
             ccp.cc_lock._release(t)
         cp.in_transit -= 1
-        cp.inuse += 1
+        cp.inuse_base += 1
         yield from self.kmem_cache_free(t, cp, tbuf)
         return None
 
@@ -219,7 +219,7 @@ class KmemConsolidator:
             stats["kms_yes"] += 1
             dfg.kmd_yes += 1
             cp.in_transit -= 1
-            cp.inuse += 1
+            cp.inuse_base += 1
             yield from self.kmem_slab_free_constructed(t, cp, frm, False)
             yield from lock.lock(t)
             self.kmem_slab_move_yes(cp, sp, frm)

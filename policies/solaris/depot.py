@@ -20,7 +20,8 @@ class KmemDepot:
         """kmem_depot_alloc (L2084): try the depot lock, and only if that fails take it and
         count cache_depot_contention; pop the list's head magazine (LIFO), lowering ml_min and
         counting ml_alloc. A full magazine's rounds are in transit until installed or
-        destroyed. Returns the magazine or None."""
+        destroyed. Returns the magazine or None. (The CPU layer's miss paths, A4 and F4 of
+        kmem_cache_alloc / kmem_cache_free, carry this function inlined: keep them alike.)"""
         lock = cp.cache_depot_lock
         ok = yield from lock.trylock(t)
         if not ok:
@@ -43,7 +44,8 @@ class KmemDepot:
                         transit: int = 0) -> Gen:
         """kmem_depot_free (L2116): push a magazine on a depot list under the depot lock (a
         plain mutex_enter: never counted as contention). `transit`: the magazine's rounds
-        the caller counted in transit, which are in the depot from here on."""
+        the caller counted in transit, which are in the depot from here on. (Inlined in A4
+        and F4 of kmem_cache_alloc / kmem_cache_free: keep them alike.)"""
         lock = cp.cache_depot_lock
         yield from lock.lock(t)
         mlp.ml_list.append(mp)

@@ -166,6 +166,15 @@ class SolarisPolicy(KmemCpuLayer, KmemDepot, KmemSlabLayer, KmemMaintenance, Kme
         metrics = m.metrics
         self._h = {k: metrics.hist(k) for k in ("alloc.hit", "alloc.refill", "alloc.grow",
                                                  "free.hit", "free.flush")}
+        self._tally = {k: h.tally for k, h in self._h.items()}
+        """The path histograms' tallies (`LogHistogram.tally`), which the miss paths count
+        their latencies in."""
+        c = m.costs
+        self._call_ns, self._pop_ns, self._push_ns = c["call"], c["magazine_pop"], c[
+            "magazine_push"]
+        self._object_move_ns, self._list_op_ns = c["object_move"], c["list_op"]
+        """Cost-table entries the miss paths charge (summed where no synchronisation is
+        between them)."""
         self._cc_hit_ns = self.cc_hit_costs()
         (self._hit_alloc_ns, self._hit_alloc_reload_ns, self._hit_free_ns,
          self._hit_free_reload_ns) = [(release, ns) for release, ns, _hold in self._cc_hit_ns]

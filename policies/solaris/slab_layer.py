@@ -203,7 +203,7 @@ class KmemSlabLayer:
             cp.cache_bufmax = max(cp.cache_bufmax, cp.cache_buftotal)
             cp.cache_bufslab += sp.chunks
         buf = self.kmem_slab_alloc_impl(t, cp, sp)
-        cp.inuse += 1
+        cp.inuse_base += 1
         yield from lock.unlock(t)
         if test_destructor and cp.spec.dtor_cost:
             t.charge_ns(cp.spec.ctor_cost + cp.spec.dtor_cost)
@@ -245,7 +245,7 @@ class KmemSlabLayer:
         if from_transit:
             cp.in_transit -= 1
         else:
-            cp.inuse -= 1
+            cp.inuse_base -= 1
         sp.refcnt -= 1
         if sp.refcnt == 0:
             if sp.chunks == 1:
