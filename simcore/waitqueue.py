@@ -17,34 +17,63 @@ from collections.abc import Callable
 from typing import Any
 
 import simpy
+from simpy.events import PENDING
 
 from simcore.cpu import Gen, Thread
+from simcore.timer import Timer, TimerQueue
+
+
+def _time_out(ev: simpy.Event) -> None:
+    """A timed wait's timer expired: trigger the wait unless a wake-up triggered it first."""
+    if ev._value is PENDING:
+        ev.succeed()
+
+
+def _wake_timed(kick: simpy.Event) -> None:
+    """The second step of waking timed waiters: trigger each wait event the timer has not
+    triggered first (`kick`'s value is the list)."""
+    for ev in kick._value:
+        if ev._value is PENDING:
+            ev.succeed()
 
 
 class WaitQueue:
-    """wait_queue_head_t: `wait_event`, `wait_event_timeout`, `wake_up_all`."""
+    """wait_queue_head_t: `wait_event`, `wait_event_timeout`, `wake_up_all`.
+
+    A timed wait sleeps on one event that its timer (a `TimerQueue` timer, cancelled when the
+    wait ends early) and the waker both trigger, whichever comes first. Event order is that of
+    a wait on `AnyOf(wake event, Timeout)`: a timeout triggers the wait one event after the
+    timer's own, and a wake-up one event after the waker's, so `wake_up_all` schedules one
+    event for every run of consecutive timed waiters (their wake events would have been
+    consecutive) whose callback triggers their waits in queue order.
+    """
 
     def __init__(self, machine: Any, name: str) -> None:
         self.machine = machine
         self.env = machine.env
         self.name = name
-        self.waiters: list[tuple[Thread, simpy.Event]] = []
-        """Sleeping threads with the event that wakes each."""
+        self.waiters: list[tuple[Thread, simpy.Event, Timer | None]] = []
+        """Sleeping threads with the event that wakes each and its timeout's timer."""
         self.wakers: list[Any] = []
         """Who is expected to wake this queue (threads or tasks), for the deadlock detector."""
+        self.timers = TimerQueue(self.env)
+        """The timeouts of the timed waits."""
 
     def __repr__(self) -> str:
         return f"<WaitQueue {self.name}>"
 
     def _sleep(self, t: Thread, timeout: int | None) -> Gen:
         ev = self.env.event()
-        entry = (t, ev)
-        self.waiters.append(entry)
         if timeout is None:
+            entry = (t, ev, None)
+            self.waiters.append(entry)
             yield from t.block(ev, self, switch_cost=False)
         else:
-            tmo = self.env.timeout(timeout)
-            yield from t.block(self.env.any_of([ev, tmo]), self, switch_cost=False, timed=True)
+            timer = self.timers.arm(timeout, _time_out, ev)
+            entry = (t, ev, timer)
+            self.waiters.append(entry)
+            yield from t.block(ev, self, switch_cost=False, timed=True)
+            self.timers.cancel(timer)
         if entry in self.waiters:
             self.waiters.remove(entry)
 
@@ -99,18 +128,34 @@ class WaitQueue:
             yield from t.sync()
         waiters, self.waiters = self.waiters, []
         if t is None:
-            for _wt, ev in waiters:
-                if not ev.triggered:
-                    ev.succeed()
+            self._wake(waiters)
             return
         was_off = t.local_irq_save()
-        for _wt, ev in waiters:
-            if not ev.triggered:
-                ev.succeed()
-            t.charge("wake_up")
+        self._wake(waiters)
+        t.charge("wake_up", len(waiters))
         yield from t.local_irq_restore(was_off)
         if waiters:
             yield from t.wakeup_preempt()
+
+    def _wake(self, waiters: list[tuple[Thread, simpy.Event, Timer | None]]) -> None:
+        """The wake loop: an untimed waiter's event is triggered now; a run of consecutive
+        timed waiters shares one event, and its callback triggers their waits (`_wake_timed`)
+        where the wake events of AnyOf waits would have triggered them. A timed waiter whose
+        timer already fired is skipped (its wait is triggered)."""
+        batch: list[simpy.Event] | None = None
+        for _wt, ev, timer in waiters:
+            if ev._value is not PENDING:
+                continue
+            if timer is None:
+                ev.succeed()
+                batch = None
+            elif batch is None:
+                batch = [ev]
+                kick = self.env.event()
+                kick.callbacks.append(_wake_timed)
+                kick.succeed(batch)
+            else:
+                batch.append(ev)
 
 
 class BitFlags:
