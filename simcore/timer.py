@@ -53,39 +53,36 @@ class Timer:
 
     __slots__ = ("func", "arg", "programmed")
 
-    def __init__(self, func: Callable[[Any], Any], arg: Any) -> None:
-        self.func: Callable[[Any], Any] | None = func
+    def __init__(self, func: Callable[[Any], Any] | None, arg: Any) -> None:
+        self.func = func
         """What runs at expiry; None once the timer expired or was cancelled."""
         self.arg = arg
         """Its argument (timer_list.data)."""
         self.programmed = False
-        """The timer has its own entry in SimPy's queue (it is, or was, the earliest)."""
+        """The timer has its own entry in SimPy's queue."""
 
 
 class TimerQueue:
-    """One-shot timers that can be cancelled, with only the earliest one in SimPy's queue,
+    """One-shot timers that can be cancelled, of which SimPy's queue holds only the earliest,
     as a timer base programs the clock-event device for its first expiry (lib/timerqueue.c,
-    kernel/time/hrtimer.c). A timer that is cancelled before it becomes the earliest never
-    reaches SimPy's queue, so a wait that ends early (a wake-up before the timeout) leaves no
-    event behind to be popped later, and SimPy's heap holds the live timers only.
+    kernel/time/hrtimer.c): the others wait in this queue's own heap, so SimPy's heap stays
+    as deep as the machine's other pending events.
 
-    Exactness: a timer takes its SimPy event id when it is armed, and its entry keeps it when
-    it is programmed later, so among the events due at its instant it fires exactly where a
-    `simpy.Timeout` created at arming time would fire (ties at one instant are broken by event
-    id). Its expiry triggers what the timer guards from its own callback, one event later,
-    as the timeout's callback would.
+    Exactness with one `simpy.Timeout` per timer: a timer takes its SimPy event id when it is
+    armed, and its entry keeps it when it is programmed later, so among the events due at its
+    instant it fires exactly where the timeout would; its function runs from that entry's
+    callback, as the timeout's callback would. A cancelled timer stays in the heap until its
+    instant, and the earliest one is programmed like a live one and fires as a no-op: SimPy's
+    queue then has an event at that instant, as the timeout of a wait that ended early would
+    still be pending, and whoever looks at the earliest pending event (`quiet_until` of the
+    locks) sees the same instant. Cancelled timers due at one instant are one entry: the
+    last of them, whose id says when the last such timeout would have left the queue.
     """
 
     def __init__(self, env: simpy.Environment) -> None:
         self.env = env
         self._heap: list[tuple[int, int, Timer]] = []
-        """Armed timers by (expiry, event id), including cancelled ones not yet dropped."""
-        self._cancelled = 0
-        """Cancelled timers still in `_heap`."""
-
-    def __len__(self) -> int:
-        """Timers armed and neither expired nor cancelled."""
-        return len(self._heap) - self._cancelled
+        """Armed timers by (expiry, event id), cancelled ones included."""
 
     def arm(self, delay: int, func: Callable[[Any], Any], arg: Any = None) -> Timer:
         """add_timer: `func(arg)` runs `delay` ns from the simulation clock's now."""
@@ -98,19 +95,10 @@ class TimerQueue:
         heapq.heappush(heap, key)
         return timer
 
-    def cancel(self, timer: Timer) -> None:
-        """del_timer: the timer will not run (a no-op once it expired). Cancelled timers leave
-        the heap when it is rebuilt, once they are the greater part of it."""
-        if timer.func is None:
-            return
+    @staticmethod
+    def cancel(timer: Timer) -> None:
+        """del_timer: the timer will not run (a no-op once it expired)."""
         timer.func = None
-        self._cancelled += 1
-        heap = self._heap
-        if self._cancelled > 64 and 2 * self._cancelled > len(heap):
-            kept = [k for k in heap if k[2].func is not None or k[2].programmed]
-            heapq.heapify(kept)
-            self._heap = kept
-            self._cancelled = sum(1 for k in kept if k[2].func is None)
 
     def _program(self, key: tuple[int, int, Timer]) -> None:
         """Give the timer its entry in SimPy's queue, under the event id it took when armed."""
@@ -123,19 +111,21 @@ class TimerQueue:
         heapq.heappush(env._queue, (key[0], NORMAL, key[1], ev))  # env.schedule, inlined
 
     def _expire(self, _ev: simpy.Event) -> None:
-        """The earliest timer's instant: drop it, program the next live one (cancelled ones
-        before it are dropped on the way) and run the expired timer's function."""
+        """The earliest timer's instant: drop it, program the next one and run the expired
+        timer's function (none for a cancelled one)."""
         heap = self._heap
         timer = heapq.heappop(heap)[2]
         func = timer.func
-        if func is None:
-            self._cancelled -= 1
-        while heap and not heap[0][2].programmed:
-            if heap[0][2].func is not None:
-                self._program(heap[0])
-                break
-            heapq.heappop(heap)
-            self._cancelled -= 1
+        if heap and not heap[0][2].programmed:
+            key = heap[0]
+            if key[2].func is None:  # cancelled: one entry for those due at its instant
+                at = key[0]
+                heapq.heappop(heap)
+                while (heap and heap[0][0] == at and heap[0][2].func is None
+                       and not heap[0][2].programmed):
+                    key = heapq.heappop(heap)
+                heapq.heappush(heap, key)
+            self._program(key)
         if func is not None:
             timer.func = None
             func(timer.arg)

@@ -73,7 +73,7 @@ class WaitQueue:
             entry = (t, ev, timer)
             self.waiters.append(entry)
             yield from t.block(ev, self, switch_cost=False, timed=True)
-            self.timers.cancel(timer)
+            TimerQueue.cancel(timer)
         if entry in self.waiters:
             self.waiters.remove(entry)
 
@@ -140,14 +140,14 @@ class WaitQueue:
     def _wake(self, waiters: list[tuple[Thread, simpy.Event, Timer | None]]) -> None:
         """The wake loop: an untimed waiter's event is triggered now; a run of consecutive
         timed waiters shares one event, and its callback triggers their waits (`_wake_timed`)
-        where the wake events of AnyOf waits would have triggered them. A timed waiter whose
-        timer already fired is skipped (its wait is triggered)."""
+        where the wake events of AnyOf waits would have triggered them (a wait that its
+        timer triggered first is left alone then, as the AnyOf would have been: the event is
+        scheduled all the same, as that wake event would have been)."""
         batch: list[simpy.Event] | None = None
         for _wt, ev, timer in waiters:
-            if ev._value is not PENDING:
-                continue
             if timer is None:
-                ev.succeed()
+                if ev._value is PENDING:
+                    ev.succeed()
                 batch = None
             elif batch is None:
                 batch = [ev]
