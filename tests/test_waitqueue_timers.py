@@ -1,4 +1,4 @@
-"""Cancellable timers (simcore.timer.TimerQueue) against one simpy.Timeout per timer, and the
+"""Cancellable timers (simcore.waitqueue.TimerQueue) against one simpy.Timeout per timer, and the
 timed waits of simcore.waitqueue.WaitQueue that use them."""
 
 from __future__ import annotations
@@ -8,8 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simcore import CostTable, Machine, MachineConfig
-from simcore.timer import TimerQueue
-from simcore.waitqueue import WaitQueue
+from simcore.waitqueue import TimerQueue, WaitQueue
 
 # one step of a script: wait `gap` ns, then arm a timer of `delay` ns, cancel the timer armed
 # `back` arms ago, or schedule an unrelated timeout of `delay` ns (ties at one instant)
