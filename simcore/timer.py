@@ -1,5 +1,6 @@
 """Timers and delayed work: periodic per-CPU work (Linux cache_reap) and global periodic work
-(Solaris kmem_update), each run by a kernel thread that needs a CPU."""
+(Solaris kmem_update), each run by a kernel thread that needs a CPU. (The cancellable
+one-shot timers of timed waits, `TimerQueue`, are in simcore.waitqueue, their one user.)"""
 
 from __future__ import annotations
 
@@ -40,3 +41,4 @@ class PeriodicWork:
     def cancel(self) -> None:
         """cancel_delayed_work: no further runs."""
         self.cancelled = True
+
