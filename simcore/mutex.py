@@ -110,6 +110,7 @@ class AdaptiveMutex(SpinLock):
         st = self.stat
         bounced = self._touch(t)  # counted with the contention, when the wait ends
         ev = self.env.event()
+        ev.callbacks.append(self._grant_on_wake_cb)  # the hand-over, armed (SpinLock._grant_at)
         self.waiters.append((t, ev, now))
         if owner is None and len(self.waiters) == 1:
             self._grant_at(self.free_at)
