@@ -45,7 +45,6 @@ class MutexStat(LockStat):
     block_total: int = 0
 
 
-_spin_take = SpinLock._take
 _spin_release = SpinLock._release
 
 
@@ -64,14 +63,36 @@ class AdaptiveMutex(SpinLock):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
 
-    # A mutex holder stays preemptible: undo the spinlock's preempt_count for holds taken here
     def _take(self, t: Thread, at: int) -> int:
-        ns = _spin_take(self, t, at)
-        t.preempt_count -= 1
+        """SpinLock._take's steps (written out: one call, not two) but for the
+        preempt_count: a mutex holder stays preemptible. `_counted` marks the hold, whose
+        release (`_release`) then leaves preempt_count as it found it."""
+        cpu = t.cpu
+        st = self.stat
+        st.acquisitions += 1
+        last = self.last_cpu
+        if last != cpu.id and last >= 0:
+            st.acq_bounces += 1
+            cost = "cacheline_remote_node" if self.last_node != cpu.node else "cacheline_transfer"
+        else:
+            cost = "lock_acquire"
+        ns = t._costs[cost]
+        t.pending += ns  # Thread.charge, inlined
+        if not t._batched and ns:
+            t._steps.append(ns)
+        self.last_cpu = cpu.id
+        self.last_node = cpu.node
+        self.owner = t
+        self.owner_in_irq = bool(t.in_irq)
+        self.acquired_at = at
         self._counted = True
+        t.held.append(self)
         return ns
 
     def _release(self, t: Thread) -> None:
+        """SpinLock._release, which lowers preempt_count: raised first for a hold marked
+        `_counted` (by `_take`, or by a caller that took the free mutex itself), so that it
+        ends where the acquire found it."""
         if self._counted:
             t.preempt_count += 1
             self._counted = False

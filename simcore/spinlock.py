@@ -539,21 +539,46 @@ class SpinLock:
         """spin_unlock_irqrestore: release, then restore the saved IRQ state. Both usually
         need no synchronisation (IRQs are off at the release; no interrupt is due when they
         come back on): then this is a plain call and returns an empty tuple for the caller's
-        `yield from`; otherwise it returns the generator that synchronises. The restore to
-        IRQs on is local_irq_enable inlined (`Thread.local_irq_enable_fast`: the IRQ-off
-        section ends), then a sync if an interrupt came meanwhile."""
+        `yield from`; otherwise it returns the generator that synchronises. Written out:
+        the release (`_release`), then, back to IRQs on, local_irq_enable
+        (`Thread.local_irq_enable_fast`: the IRQ-off section ends, `Thread._end_irq_off`)
+        and a sync if an interrupt came meanwhile."""
         if not t.irqs_off and not t.in_irq and not quiet_until(t):
             return self._unlock_irqrestore(t, flags)
-        self._release(t)
+        env = self.env  # _release, inlined
+        at = env._now + t.pending
+        acquired = self.acquired_at
+        held = at - acquired
+        self.stat.holds[held] += 1
+        tr = t._tracer
+        cpu = t.cpu
+        if tr is not None:
+            tr.span(cpu.id, "lock", f"hold {self.name}", acquired, held, t.name)
+        t.held.remove(self)
+        t.preempt_count -= 1
+        costs = t._costs
+        ns = costs["lock_release"]
+        t.pending += ns
+        if not t._batched and ns:
+            t._steps.append(ns)
+        self.owner = None
+        self.free_at = at
+        waiters = self.waiters
+        if waiters:
+            if at <= env._now:
+                self._grant()
+            else:
+                ev = waiters[0][1]
+                ev._ok = True
+                heappush(env._queue, (at, NORMAL, next(env._eid), ev))  # env.schedule
         if flags:
             return ()
-        ns = t._costs["irq_enable"]
+        ns = costs["irq_enable"]  # local_irq_enable, inlined
         p = t.pending + ns
         t.pending = p
         if not t._batched and ns:
             t._steps.append(ns)
-        now = t.env._now + p
-        cpu = t.cpu
+        now = env._now + p
         if t.irqs_off:
             t.irqs_off = False  # Thread._end_irq_off and irq_off_section, inlined
             start = t.irq_off_start
@@ -562,8 +587,8 @@ class SpinLock:
             if length > cpu.irq_off_max:
                 cpu.irq_off_max = length
             t._irq_off_tally[length] += 1
-            if t._tracer is not None:
-                t._tracer.span(cpu.id, "irq", "IRQs off", start, length, t.name)
+            if tr is not None:
+                tr.span(cpu.id, "irq", "IRQs off", start, length, t.name)
         irqs = cpu.irqs
         if irqs and irqs[0].at <= now:
             return t.sync()
