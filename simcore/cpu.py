@@ -28,6 +28,19 @@ Gen = Generator[Any, Any, Any]
 IrqHandler = Callable[["Thread"], Gen]
 
 
+class Wake(simpy.Event):
+    """A thread's wake-up after local work (`Thread._timeout`): an event that always
+    succeeds with None, made without Event.__init__ (`new_event`; the class gives `_ok` and
+    `_value`, the maker sets `env` and `callbacks`)."""
+
+    _ok = True
+    _value = None
+
+
+new_event = object.__new__
+"""Make an event without calling its __init__ (the caller sets what Event.__init__ would)."""
+
+
 class Irq:
     """One interrupt scheduled on a CPU."""
 
@@ -267,9 +280,9 @@ class Thread:
         rather than by creation order: batched and unbatched runs create their timeouts at different
         moments, and equal-time ties must resolve the same way in both."""
         env = self.env
-        ev = simpy.Event(env)
-        ev._ok = True
-        ev._value = None
+        ev = new_event(Wake)
+        ev.env = env
+        ev.callbacks = []
         heapq.heappush(env._queue, (env._now + ns, self._prio, next(env._eid), ev))  # schedule
         return ev
 
@@ -302,7 +315,12 @@ class Thread:
         if p:
             self.cpu.busy_ns += p
             if self._batched:
-                yield self._timeout(p)
+                env = self.env  # yield self._timeout(p), inlined
+                ev = new_event(Wake)
+                ev.env = env
+                ev.callbacks = []
+                heapq.heappush(env._queue, (env._now + p, self._prio, next(env._eid), ev))
+                yield ev
             else:
                 steps, self._steps = self._steps, []
                 for ns in steps:

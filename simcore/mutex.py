@@ -22,12 +22,13 @@ osq (MCS queue of spinners) is not modelled, every spinner watches the owner its
 from __future__ import annotations
 
 from dataclasses import dataclass
+from heapq import heappush
 from typing import Any
 
 import simpy
 from simpy.events import PENDING
 
-from simcore.cpu import Gen, Thread
+from simcore.cpu import Gen, Thread, Wake, new_event
 from simcore.deadlock import self_deadlock
 from simcore.spinlock import LockStat, SpinLock, quiet_until
 
@@ -44,7 +45,6 @@ class MutexStat(LockStat):
     block_total: int = 0
 
 
-_spin_take = SpinLock._take
 _spin_release = SpinLock._release
 
 
@@ -63,14 +63,36 @@ class AdaptiveMutex(SpinLock):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
 
-    # A mutex holder stays preemptible: undo the spinlock's preempt_count for holds taken here
     def _take(self, t: Thread, at: int) -> int:
-        ns = _spin_take(self, t, at)
-        t.preempt_count -= 1
+        """SpinLock._take's steps (written out: one call, not two) but for the
+        preempt_count: a mutex holder stays preemptible. `_counted` marks the hold, whose
+        release (`_release`) then leaves preempt_count as it found it."""
+        cpu = t.cpu
+        st = self.stat
+        st.acquisitions += 1
+        last = self.last_cpu
+        if last != cpu.id and last >= 0:
+            st.acq_bounces += 1
+            cost = "cacheline_remote_node" if self.last_node != cpu.node else "cacheline_transfer"
+        else:
+            cost = "lock_acquire"
+        ns = t._costs[cost]
+        t.pending += ns  # Thread.charge, inlined
+        if not t._batched and ns:
+            t._steps.append(ns)
+        self.last_cpu = cpu.id
+        self.last_node = cpu.node
+        self.owner = t
+        self.owner_in_irq = bool(t.in_irq)
+        self.acquired_at = at
         self._counted = True
+        t.held.append(self)
         return ns
 
     def _release(self, t: Thread) -> None:
+        """SpinLock._release, which lowers preempt_count: raised first for a hold marked
+        `_counted` (by `_take`, or by a caller that took the free mutex itself), so that it
+        ends where the acquire found it."""
         if self._counted:
             t.preempt_count += 1
             self._counted = False
@@ -91,16 +113,26 @@ class AdaptiveMutex(SpinLock):
         return o is None or o.cpu.current is o
 
     def lock(self, t: Thread) -> Gen:
-        """mutex_enter: take the mutex; spin while the owner runs, block when it does not."""
-        cpu = t.cpu
+        """mutex_enter (mutex_vector_enter when the mutex is taken): take the mutex; spin
+        while the owner runs, block when it does not. The contended path is written out:
+        the clock step of Thread.sync (`Thread._timeout`), the ticket (`_touch`), the wait's
+        event with its hand-over armed (`_grant_on_wake`, see `SpinLock._grant_at`) and the
+        spin check (`Thread.charge`) are inlined."""
         p = t.pending
+        env = self.env
         if p and t._batched:  # Thread.sync's clock step without its generator
-            cpu.busy_ns += p
-            yield t._timeout(p)
+            t.cpu.busy_ns += p
+            wake = new_event(Wake)
+            wake.env = env
+            wake.callbacks = []
+            heappush(env._queue, (env._now + p, t._prio, next(env._eid), wake))
+            yield wake
             t.pending = 0
+        cpu = t.cpu
         if t.pending or cpu.irqs or cpu.runq:
             yield from t.sync()
-        now = self.env._now
+            cpu = t.cpu
+        now = env._now
         owner = self.owner
         if owner is None and not self.waiters and self.free_at <= now:
             self._take(t, now)
@@ -108,19 +140,30 @@ class AdaptiveMutex(SpinLock):
         if owner is t:
             self_deadlock(self.machine, self, t)
         st = self.stat
-        bounced = self._touch(t)  # counted with the contention, when the wait ends
-        ev = self.env.event()
-        self.waiters.append((t, ev, now))
-        if owner is None and len(self.waiters) == 1:
+        cid = cpu.id  # _touch: counted with the contention, when the wait ends
+        acq = st.acquisitions
+        bounced = (self._touch_cpu if self._touch_acq == acq else self.last_cpu) != cid
+        self._touch_cpu = cid
+        self._touch_acq = acq
+        ev = new_event(simpy.Event)  # env.event(), with the hand-over armed
+        ev.env = env
+        ev.callbacks = [self._grant_on_wake_cb]
+        ev._value = PENDING
+        waiters = self.waiters
+        waiters.append((t, ev, now))
+        if owner is None and len(waiters) == 1:
             self._grant_at(self.free_at)
         t.blocked_on = self
         t.blocked_since = now
         t.wait_timed = False
-        t.charge("mutex_spin_check")  # stays on the local clock: no sync while queued
+        ns = t._costs["mutex_spin_check"]  # stays on the local clock: no sync while queued
+        t.pending += ns
+        if not t._batched and ns:
+            t._steps.append(ns)
         if ev._value is PENDING and self._keep_spinning(t):
             t.mutex_stop = False
             t.spinning = self
-            start = self.env._now
+            start = env._now
             while ev._value is PENDING and not t.mutex_stop:
                 try:
                     yield ev
@@ -130,23 +173,23 @@ class AdaptiveMutex(SpinLock):
                         yield from t.deliver_irqs()
                         t.spinning = self
             t.spinning = None
-            spun = self.env._now - start
+            spun = env._now - start
             t.cpu.busy_ns += spun
             st.spins += 1
             st.spin_total += spun
         if ev._value is PENDING:
             st.blocks += 1
-            start = self.env._now
+            start = env._now
             yield from t.block(ev, self)
-            st.block_total += self.env._now - start
+            st.block_total += env._now - start
         t.blocked_on = None
         st.contentions += 1
         st.con_bounces += bounced
-        waited = self.env._now - now + ev._value  # the wait ends when the line arrives
+        waited = env._now - now + ev._value  # the wait ends when the line arrives
         st.waits[waited] += 1
         tr = self.machine.tracer
         if tr is not None:
-            tr.span(t.cpu.id, "lock", f"wait {self.name}", now, self.env._now - now, t.name)
+            tr.span(t.cpu.id, "lock", f"wait {self.name}", now, env._now - now, t.name)
 
     def unlock(self, t: Thread) -> Gen:
         """mutex_exit: synchronise, then release, handing the mutex to the first waiter. The

@@ -164,20 +164,36 @@ def quiet_until(t: Thread) -> bool:
 
 
 class _Ticket(simpy.Event):
-    """A spinning waiter's place in the queue: the event that hands it the lock (its value
-    is the ns the lock's line takes to arrive), the time it took the ticket and whether
-    taking it pulled the lock's line from another CPU. An acquire with IRQs off schedules
-    its ticket first as its arrival (`SpinLock._arrive`): `thread` and the callback list of
-    that delivery, `arrival`."""
+    """The place in the queue of a waiter that arrives with IRQs off (`SpinLock._acquire`):
+    first the event of the thread's arrival at the lock, at its own time (`_arrive` first
+    among its callbacks, the thread's resume after it), then, re-armed, the hand-over, which
+    completes the acquire (`_handover`) before the thread resumes. `since`: the time it took
+    the ticket (set for `_count_spin` only), `bounced`: whether taking it pulled the lock's
+    line from another CPU, `arrival`: the callback list of the arrival's delivery.
 
+    Made without Event.__init__ (`_new_ticket`): the lock sets its callbacks, and it is only
+    ever scheduled by the lock itself (never through `env`, which it does not keep), always
+    to succeed: a value None means the arrival found the lock free."""
+
+    _ok = True
+    _value = None
     since: int
     bounced: bool
     thread: Thread
     arrival: list[Any]
 
 
+_new_ticket = object.__new__
+
+
 class SpinLock:
-    """A FIFO spinlock: `lock`, `unlock`, `lock_irqsave`, `unlock_irqrestore`, `trylock`."""
+    """A FIFO spinlock: `lock`, `unlock`, `lock_irqsave`, `unlock_irqrestore`, `trylock`.
+
+    A contended acquire with IRQs off (spin_lock_irqsave from IRQs on, spin_lock under
+    local_irq_disable or in a handler) costs two events: the arrival (`_arrive`, where the
+    waiter takes its ticket) and the hand-over (`_handover`, where it takes the lock and its
+    wait is counted), after which the waiter resumes once with nothing left to do. The
+    release (`_release`) schedules the hand-over at the holder's local time."""
 
     def __init__(self, machine: Any, name: str) -> None:
         self.machine = machine
@@ -197,7 +213,9 @@ class SpinLock:
         """CPU of the last acquire (and so of the release an acquire follows): -1 never."""
         self.last_node = -1
         self._arrive_cb = self._arrive
+        self._handover_cb = self._handover
         self._grant_on_wake_cb = self._grant_on_wake
+        self._count_spin_cb = self._count_spin
         self._touch_cpu = -1
         self._touch_acq = -1
         """CPU of the last waiter's ticket or failed trylock, and `stat.acquisitions` then:
@@ -213,8 +231,8 @@ class SpinLock:
         return f"<SpinLock {self.name}>"
 
     def _take(self, t: Thread, at: int) -> int:
-        """The acquire itself at simulated time `at`: pull the line (a bounce if another CPU
-        had it) and own the lock; the ns charged for it."""
+        """The acquire itself at simulated time `at` (lockdep's __lock_acquired): pull the
+        line (a bounce if another CPU had it) and own the lock; the ns charged for it."""
         cpu = t.cpu
         st = self.stat
         st.acquisitions += 1
@@ -258,33 +276,46 @@ class SpinLock:
         """spin_lock: take the lock, spinning (CPU busy) behind earlier waiters."""
         return self._acquire(t, None)
 
+    def lock_irqsave(self, t: Thread) -> Gen:
+        """spin_lock_irqsave: local_irq_save (inlined: the saved state is whether IRQs were
+        already off; disabling them starts an IRQ-off section), then the acquire; returns the
+        saved state. (Spinlocks only: the mutexes, which reimplement `lock` and `unlock`, are
+        never taken with IRQs saved.)"""
+        was = t.irqs_off
+        ns = t._costs["irq_disable"]
+        t.pending += ns
+        if not t._batched and ns:
+            t._steps.append(ns)
+        if not was:
+            t.irqs_off = True
+            t.irq_off_start = t.env._now + t.pending
+        return self._acquire(t, was)
+
     def _acquire(self, t: Thread, ret: Any) -> Gen:
         """The acquire of `lock` and `lock_irqsave`: one generator, returning `ret` (the saved
         IRQ state), so that a contended acquire passes one generator level, not three
         (lock_irqsave, lock, Thread.sync).
 
         With IRQs off (or in a handler) and local work pending, the synchronisation only
-        moves the clock (Thread.sync takes no interrupt and cannot preempt there), so its
-        wake-up at the thread's time runs the arrival as a callback (`_arrive`): a contended
-        arrival takes its ticket then and there, at the same simulated time and in the same
-        order among the events of that instant, and the thread is resumed only when the lock
-        is handed to it (one resume per contended acquire instead of two)."""
-        cpu = t.cpu
+        moves the clock (Thread.sync takes no interrupt and cannot preempt there), so the
+        thread schedules its ticket as that wake-up, at its own time, with the arrival
+        (`_arrive`) as its first callback: a contended arrival takes its ticket then and
+        there, at the same simulated time and in the same order among the events of that
+        instant, and the thread is resumed only when the lock has been handed to it, with
+        the acquire complete (`_handover`). Otherwise it synchronises, takes the free lock
+        or queues (`_enqueue`) and spins, taking interrupts in the spin when IRQs are on,
+        and counts its wait (`_spun`) when it is resumed with the lock."""
         p = t.pending
         if p and t._batched and (t.irqs_off or t.in_irq):
-            cpu.busy_ns += p
+            t.cpu.busy_ns += p
             env = self.env
-            ticket = _Ticket(env)
-            ticket._ok = True
-            ticket._value = None
+            ticket = _new_ticket(_Ticket)
             ticket.thread = t
             ticket.callbacks = ticket.arrival = [self._arrive_cb]
             heappush(env._queue, (env._now + p, t._prio, next(env._eid), ticket))  # t._timeout
-            handoff = yield ticket
-            if handoff is not None:
-                self._spun(t, ticket, handoff)
-                return ret
-        elif p or cpu.irqs or cpu.runq:
+            if (yield ticket) is not None:
+                return ret  # handed over: `_handover` (or `_grant`) completed the acquire
+        elif p or t.cpu.irqs or t.cpu.runq:
             yield from t.sync()
         now = self.env._now + t.pending
         owner = self.owner
@@ -293,62 +324,125 @@ class SpinLock:
             return ret
         if owner is t:
             self_deadlock(self.machine, self, t)
-        ticket = _Ticket(self.env)
-        self._queue(t, now, ticket)
+        ev = self.env.event()
+        bounced = self._enqueue(t, now, ev)
         while True:
             try:
-                handoff = yield ticket
+                handoff = yield ev
                 break
             except simpy.Interrupt:
                 yield from t.deliver_irqs()
-        self._spun(t, ticket, handoff)
+        self._spun(t, now, bounced, handoff)
         return ret
 
     def _arrive(self, ticket: _Ticket) -> None:
         """The ticket's thread reaches the lock at its own time: the ticket was scheduled as
         the thread's synchronisation (IRQs off), with this as its first callback and the
         thread's resume after it. When the lock is held or has waiters, and is not the
-        thread's own, queue the thread: the resume is taken off this delivery and the ticket
-        re-armed for the hand-over, so the thread is resumed only when the lock is handed to
-        it; otherwise the resume runs next, where its synchronisation would have resumed it,
-        to take the free lock (or find its own) as `_acquire` does."""
+        thread's own, queue the thread (`_enqueue`, inlined): the resume is taken off this
+        delivery and the ticket re-armed for the hand-over (`_handover` first), so the
+        thread is resumed only when the lock is handed to it; otherwise the resume runs next, where its
+        synchronisation would have resumed it, to take the free lock (or find its own) as
+        `_acquire` does."""
         t = ticket.thread
         t.pending = 0
         now = self.env._now
         owner = self.owner
-        if owner is not t and (owner is not None or self.waiters or self.free_at > now):
-            ticket.callbacks = [ticket.arrival.pop()]
-            ticket._value = PENDING
-            self._queue(t, now, ticket)
-
-    def _queue(self, t: Thread, now: int, ticket: _Ticket) -> None:
-        """Take a ticket at `now` behind the holder and the earlier waiters; spin."""
-        ticket.since = now
-        ticket.bounced = self._touch(t)
-        self.waiters.append((t, ticket, now))
-        if self.owner is None and len(self.waiters) == 1:
+        if owner is t or (owner is None and not self.waiters and self.free_at <= now):
+            return
+        ticket.callbacks = [self._handover_cb, ticket.arrival.pop()]
+        ticket._value = PENDING
+        cpu = t.cpu.id
+        acq = self.stat.acquisitions  # _touch and _line_cpu, inlined
+        ticket.bounced = (self._touch_cpu if self._touch_acq == acq else self.last_cpu) != cpu
+        self._touch_cpu = cpu
+        self._touch_acq = acq
+        waiters = self.waiters
+        waiters.append((t, ticket, now))
+        if owner is None and len(waiters) == 1:
             self._grant_at(self.free_at)
         t.spinning = self
         t.blocked_on = self
         t.blocked_since = now
         t.wait_timed = False
 
-    def _spun(self, t: Thread, ticket: _Ticket, handoff: int) -> None:
-        """The lock was handed to the spinning `t`: count the contention and its wait (from
-        the ticket to the arrival of the lock's line, `handoff` ns after the hand-over)."""
+    def _enqueue(self, t: Thread, now: int, ev: simpy.Event) -> bool:
+        """Take a ticket at `now` behind the holder and the earlier waiters and spin
+        (lockdep's lock_contended): the lock word's line (True if it last belonged to
+        another CPU), the hand-over armed on `ev` (`_grant_on_wake`), the place in the
+        queue, the hand-over of a lock released ahead of the clock with nobody queued
+        before, the wait-for edge."""
+        bounced = self._touch(t)
+        ev.callbacks.append(self._grant_on_wake_cb)
+        waiters = self.waiters
+        waiters.append((t, ev, now))
+        if self.owner is None and len(waiters) == 1:
+            self._grant_at(self.free_at)
+        t.spinning = self
+        t.blocked_on = self
+        t.blocked_since = now
+        t.wait_timed = False
+        return bounced
+
+    def _handover(self, ticket: _Ticket) -> None:
+        """A lock released ahead of the clock reaches its first waiter, an IRQs-off
+        `_Ticket`, at the release time (this callback first, the waiter's resume after it):
+        the acquire (`_take`, inlined; only batched runs make such tickets, so there is no
+        step list to extend) and the contention (`_spun`, inlined: the wait runs from the
+        ticket to the arrival of the lock's line), so that the waiter resumes with nothing
+        left to do."""
+        t, _ev, since = self.waiters.popleft()
+        now = self.env._now
+        cpu = t.cpu
+        st = self.stat
+        st.acquisitions += 1
+        last = self.last_cpu
+        if last != cpu.id and last >= 0:
+            st.acq_bounces += 1
+            ns = t._costs["cacheline_remote_node" if self.last_node != cpu.node
+                          else "cacheline_transfer"]
+        else:
+            ns = t._costs["lock_acquire"]
+        t.pending += ns
+        self.last_cpu = cpu.id
+        self.last_node = cpu.node
+        self.owner = t
+        self.owner_in_irq = bool(t.in_irq)
+        self.acquired_at = now
+        t.preempt_count += 1
+        t.held.append(self)
         t.spinning = None
         t.blocked_on = None
-        since = ticket.since
-        waited = self.env._now - since
-        t.cpu.busy_ns += waited
-        wait = waited + handoff
-        st = self.stat
+        waited = now - since
+        cpu.busy_ns += waited
         st.contentions += 1
         st.con_bounces += ticket.bounced
-        st.waits[wait] += 1
+        st.waits[waited + ns] += 1
+        ticket._value = ns
+        tr = t._tracer
+        if tr is not None:
+            tr.span(cpu.id, "lock", f"spin {self.name}", since, waited, t.name)
+
+    def _spun(self, t: Thread, since: int, bounced: bool, handoff: int) -> None:
+        """The lock was handed to the spinning `t`, which took its ticket at `since`: count
+        the contention and its wait (from the ticket to the arrival of the lock's line,
+        `handoff` ns after the hand-over)."""
+        t.spinning = None
+        t.blocked_on = None
+        waited = self.env._now - since
+        t.cpu.busy_ns += waited
+        st = self.stat
+        st.contentions += 1
+        st.con_bounces += bounced
+        st.waits[waited + handoff] += 1
         tr = t._tracer
         if tr is not None:
             tr.span(t.cpu.id, "lock", f"spin {self.name}", since, waited, t.name)
+
+    def _count_spin(self, ticket: _Ticket) -> None:
+        """`_spun` for an IRQs-off `_Ticket` handed the lock at the release's instant
+        (`_grant`), before its thread resumes."""
+        self._spun(ticket.thread, ticket.since, ticket.bounced, ticket._value)
 
     def unlock(self, t: Thread) -> Gen:
         """spin_unlock: release at the thread's local time and hand the lock to the first
@@ -363,15 +457,20 @@ class SpinLock:
         self._release(t)
 
     def _release(self, t: Thread) -> None:
-        # The release needs no sync: it takes effect at the holder's local time. An acquirer
-        # that arrives earlier in simulated time finds `free_at` in its future and spins until
-        # then, exactly as if the holder had synchronised before releasing.
-        at = self.env._now + t.pending
-        held = at - self.acquired_at
+        """The release at the holder's local time (lockdep's lock_release: the hold), then
+        the hand-over to the first waiter (`_grant_at`; its later case inlined).
+
+        The release needs no sync: it takes effect at the holder's local time. An acquirer
+        that arrives earlier in simulated time finds `free_at` in its future and spins until
+        then, exactly as if the holder had synchronised before releasing."""
+        env = self.env
+        at = env._now + t.pending
+        acquired = self.acquired_at
+        held = at - acquired
         self.stat.holds[held] += 1
         tr = t._tracer
         if tr is not None:
-            tr.span(t.cpu.id, "lock", f"hold {self.name}", self.acquired_at, held, t.name)
+            tr.span(t.cpu.id, "lock", f"hold {self.name}", acquired, held, t.name)
         t.held.remove(self)
         t.preempt_count -= 1
         ns = t._costs["lock_release"]
@@ -380,27 +479,49 @@ class SpinLock:
             t._steps.append(ns)
         self.owner = None
         self.free_at = at
-        if self.waiters:
-            self._grant_at(at)
+        waiters = self.waiters
+        if waiters:
+            if at <= env._now:
+                self._grant()
+            else:
+                ev = waiters[0][1]
+                ev._ok = True
+                heappush(env._queue, (at, NORMAL, next(env._eid), ev))  # env.schedule
 
     def _grant_at(self, at: int) -> None:
-        """Hand the lock to the first waiter at `at`. Later: the waiter's own wake-up event is
-        scheduled for `at`, with the hand-over as its first callback, so a hand-over costs one
-        event; until then the lock stays free with its waiters queued, as it would be."""
+        """Hand the lock to the first waiter at `at`: now (`_grant`) if `at` is not ahead of
+        the clock; later by scheduling the waiter's own event for `at`, whose first callback,
+        set when it queued, is the rest of the hand-over (`_handover` for an IRQs-off
+        `_Ticket`, else `_grant_on_wake`), so a hand-over costs one event; until then the
+        lock stays free with its waiters queued, as it would be."""
         env = self.env
         if at <= env._now:
             self._grant()
         else:
             ev = self.waiters[0][1]
             ev._ok = True
-            ev.callbacks.insert(0, self._grant_on_wake_cb)
             heappush(env._queue, (at, NORMAL, next(env._eid), ev))  # env.schedule, inlined
 
-    def _grant(self, _ev: object = None) -> None:
-        nt, ev, _since = self.waiters.popleft()
-        ev.succeed(self._take(nt, self.env.now))
+    def _grant(self) -> None:
+        """The hand-over at the release's instant: the first waiter takes the lock now and
+        its event, scheduled now (Event.succeed, inlined), resumes it; the later hand-over it
+        carries as its first callback becomes the count of the wait (`_count_spin`) for an
+        IRQs-off `_Ticket`, and goes for the others, which count their own."""
+        env = self.env
+        nt, ev, since = self.waiters.popleft()
+        ns = self._take(nt, env._now)
+        if type(ev) is _Ticket:
+            ev.since = since
+            ev.callbacks[0] = self._count_spin_cb
+        else:
+            del ev.callbacks[0]
+        ev._ok = True
+        ev._value = ns
+        heappush(env._queue, (env._now, NORMAL, next(env._eid), ev))
 
     def _grant_on_wake(self, ev: simpy.Event) -> None:
+        """The later hand-over to a waiter that counts its own wait when it resumes (an
+        IRQs-on spinner, a mutex waiter): the acquire alone."""
         nt, _ev, _since = self.waiters.popleft()
         ev._value = self._take(nt, self.env._now)
 
@@ -414,25 +535,62 @@ class SpinLock:
         self._touch(t)
         return False
 
-    def lock_irqsave(self, t: Thread) -> Gen:
-        """spin_lock_irqsave: disable IRQs, then take the lock; returns the saved IRQ state.
-        (Spinlocks only: the mutexes, which reimplement `lock` and `unlock`, are never taken
-        with IRQs saved.)"""
-        return self._acquire(t, t.local_irq_save())
-
     def unlock_irqrestore(self, t: Thread, flags: bool) -> Iterable[Any]:
         """spin_unlock_irqrestore: release, then restore the saved IRQ state. Both usually
         need no synchronisation (IRQs are off at the release; no interrupt is due when they
         come back on): then this is a plain call and returns an empty tuple for the caller's
-        `yield from`; otherwise it returns the generator that synchronises."""
+        `yield from`; otherwise it returns the generator that synchronises. Written out:
+        the release (`_release`), then, back to IRQs on, local_irq_enable
+        (`Thread.local_irq_enable_fast`: the IRQ-off section ends, `Thread._end_irq_off`)
+        and a sync if an interrupt came meanwhile."""
         if not t.irqs_off and not t.in_irq and not quiet_until(t):
             return self._unlock_irqrestore(t, flags)
-        self._release(t)
+        env = self.env  # _release, inlined
+        at = env._now + t.pending
+        acquired = self.acquired_at
+        held = at - acquired
+        self.stat.holds[held] += 1
+        tr = t._tracer
+        cpu = t.cpu
+        if tr is not None:
+            tr.span(cpu.id, "lock", f"hold {self.name}", acquired, held, t.name)
+        t.held.remove(self)
+        t.preempt_count -= 1
+        costs = t._costs
+        ns = costs["lock_release"]
+        t.pending += ns
+        if not t._batched and ns:
+            t._steps.append(ns)
+        self.owner = None
+        self.free_at = at
+        waiters = self.waiters
+        if waiters:
+            if at <= env._now:
+                self._grant()
+            else:
+                ev = waiters[0][1]
+                ev._ok = True
+                heappush(env._queue, (at, NORMAL, next(env._eid), ev))  # env.schedule
         if flags:
             return ()
-        t.local_irq_enable_fast()  # local_irq_enable: interrupts that came meanwhile, now
-        irqs = t.cpu.irqs
-        if irqs and irqs[0].at <= t.env._now + t.pending:
+        ns = costs["irq_enable"]  # local_irq_enable, inlined
+        p = t.pending + ns
+        t.pending = p
+        if not t._batched and ns:
+            t._steps.append(ns)
+        now = env._now + p
+        if t.irqs_off:
+            t.irqs_off = False  # Thread._end_irq_off and irq_off_section, inlined
+            start = t.irq_off_start
+            length = now - start
+            cpu.irq_off_total += length
+            if length > cpu.irq_off_max:
+                cpu.irq_off_max = length
+            t._irq_off_tally[length] += 1
+            if tr is not None:
+                tr.span(cpu.id, "irq", "IRQs off", start, length, t.name)
+        irqs = cpu.irqs
+        if irqs and irqs[0].at <= now:
             return t.sync()
         return ()
 
