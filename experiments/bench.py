@@ -44,6 +44,8 @@ class BenchPoint:
     cpus: int
     target_ops: int
     object_size: int = 32768
+    warm_ticks: int = 0
+    """Simulated ticks the warm-up may last at most (0: `WARM_TICKS_MAX`)."""
 
 
 @dataclass
@@ -67,7 +69,7 @@ class BenchResult:
     warm_ops: int = 0
     """Operations run before the window (the warm-up until memory in use stopped growing)."""
     settled: bool = True
-    """False when the warm-up ended after WARM_SLICES_MAX slices with the cache still growing:
+    """False when the warm-up ended after WARM_TICKS_MAX ticks with the cache still growing:
     the window then measures growth, not the steady state (the SPL at 1024 CPUs grows one
     slab at a time for about 130 ticks, its waiters woken together on every slab)."""
 
@@ -160,9 +162,12 @@ WINDOW_STEPS = 20
 WARM_OPS_PER_CPU = 300
 """Operations every CPU has done, at least, before the window (on average)."""
 
-WARM_SLICES_MAX = 16
-"""Warm-up slices (`warm_slice_ns`) at most before the window is measured even though the
-cache still grows."""
+WARM_TICKS_MAX = 16
+"""Simulated ticks the warm-up lasts at most (unless `--warm-ticks` says otherwise) before the
+window is measured even though the cache still grows: 16 slices up to 64 CPUs, 256 slices of
+a sixteenth of a tick at 1024 CPUs (the same simulated time at every size, so that a bigger
+machine's growth gets as long to end: Linux SLAB at 32 KiB and 1024 CPUs stops growing after
+some 12 ticks; the SPL at 1024 CPUs needs about 130, `--warm-ticks 160`)."""
 
 
 def warm_slice_ns(tick_ns: int, cpus: int) -> int:
@@ -219,20 +224,29 @@ def _measure(point: BenchPoint) -> BenchResult:
     # a few hundred operations: the window measures the steady state, not the cache's growth
     # towards it (at 64 CPUs the SPL's magazines and slabs fill for about 5 ms, its growth
     # waits would count as steady cost)
-    slice_ns = warm_slice_ns(sim.machine.tick_ns, point.cpus)
+    # beyond 64 CPUs a slice is a fraction of a tick, and growth that adds a slab every few
+    # slices (the SPL's, one slab at a time) would pass a slice-by-slice check in its quiet
+    # slices: there the pages in use over the last tick's slices are held against the peak
+    # before them (one slice, the same check, up to 64 CPUs)
+    tick_ns = sim.machine.tick_ns
+    slice_ns = warm_slice_ns(tick_ns, point.cpus)
+    per_tick = max(1, tick_ns // slice_ns)
     memory = sim.machine.memory
     env.run(until=slice_ns)
-    prev, peak = ops_of(), memory.used
+    prev = ops_of()
+    used_by_slice = [memory.used]
     settled = False
-    for _ in range(WARM_SLICES_MAX):
+    for _ in range((point.warm_ticks or WARM_TICKS_MAX) * tick_ns // slice_ns):
         ops0 = ops_of()
         env.run(until=env.now + slice_ns)
-        done, used = ops_of() - ops0, memory.used
-        if (used <= peak + peak // 1000 and done <= prev * 1.05
+        done = ops_of() - ops0
+        used_by_slice.append(memory.used)
+        peak = max(used_by_slice[:-per_tick] or used_by_slice[:1])
+        if (max(used_by_slice[-per_tick:]) <= peak + peak // 1000 and done <= prev * 1.05
                 and ops_of() >= point.cpus * WARM_OPS_PER_CPU):
             settled = True
             break
-        prev, peak = done, max(peak, used)
+        prev = done
     warm_ops = ops_of()
     # the window: WINDOW_STEPS steps of simulated time sized from the last warm-up slice's
     # rate, until target_ops operations are done. Work a thread does ahead of the simulation
@@ -289,7 +303,7 @@ def run_point(point: BenchPoint) -> BenchResult | str:
 
 
 def points(quick: bool, cpus: list[int] | None = None, ops: int | None = None,
-           sizes: list[int] | None = None) -> list[BenchPoint]:
+           sizes: list[int] | None = None, warm_ticks: int = 0) -> list[BenchPoint]:
     """The fixed benchmark set (or the CPU counts / operation target / object sizes given):
     every policy at every object size of `OBJECT_SIZES`."""
     from policies.registry import available as policies
@@ -300,7 +314,7 @@ def points(quick: bool, cpus: list[int] | None = None, ops: int | None = None,
     wls = ["steady"] + (["producer_consumer"] if "producer_consumer" in workloads() else [])
     if quick:
         wls = wls[:1]
-    return [BenchPoint(p, w, n, target, size) for p in sorted(policies())
+    return [BenchPoint(p, w, n, target, size, warm_ticks) for p in sorted(policies())
             for size in sizes or OBJECT_SIZES for w in wls for n in cpus]
 
 
@@ -316,14 +330,15 @@ def format_table(results: list[BenchResult]) -> str:
                      f"{r.raw_simpy_events_per_s:14,d} {r.ratio:6.2f} {r.peak_rss_mib:8.1f}"
                      + ("" if r.settled else "  growing"))
     if not all(r.settled for r in results):
-        lines.append(f"growing: the cache still grew after the {WARM_SLICES_MAX}-slice warm-up, "
-                     "so that window measures growth, not the steady state")
+        lines.append("growing: the cache still grew at the end of the warm-up (--warm-ticks, "
+                     f"default {WARM_TICKS_MAX}), so that window measures growth, not the "
+                     "steady state")
     return "\n".join(lines)
 
 
 def main(quick: bool, out: Path, only: list[str] | None = None, cpus: list[int] | None = None,
          ops: int | None = None, workload: str | None = None,
-         sizes: list[int] | None = None) -> int:
+         sizes: list[int] | None = None, warm_ticks: int = 0) -> int:
     from policies.registry import available as policies
 
     unknown = [p for p in only or [] if p not in policies()]
@@ -333,7 +348,7 @@ def main(quick: bool, out: Path, only: list[str] | None = None, cpus: list[int] 
     if out.is_dir():
         raise ConfigError(f"--json {out}: is a directory")
     check_writable(out.parent, "--json", out)
-    pts = [p for p in points(quick, cpus, ops, sizes)
+    pts = [p for p in points(quick, cpus, ops, sizes, warm_ticks)
            if (not only or p.policy in only) and (not workload or p.workload == workload)]
     if not pts:
         raise ConfigError(f"--workload {workload}: no benchmark points (workloads: "

@@ -82,7 +82,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from experiments.bench import main as bench_main
     return bench_main(args.quick, Path(args.json), args.policy, args.cpus, args.ops,
-                      args.workload, args.size)
+                      args.workload, args.size, args.warm_ticks or 0)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -258,6 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="object sizes instead of 256 and 32KiB, e.g. 256 or 256,32KiB")
     b.add_argument("--ops", type=positive_int, metavar="N",
                    help="operations per measured window (e.g. 10000000 for the memory bound)")
+    b.add_argument("--warm-ticks", type=positive_int, metavar="N",
+                   help="simulated ticks the warm-up may last before a window that still "
+                   "sees the cache grow is measured anyway and marked 'growing' (default 16; "
+                   "the SPL at 1024 CPUs needs 160)")
     b.add_argument("--json", default="results/bench.json", metavar="FILE",
                    help="where to write the JSON results (default: results/bench.json)")
     b.set_defaults(func=_cmd_bench)

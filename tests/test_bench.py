@@ -48,10 +48,10 @@ def test_json_rows_carry_the_object_size(tmp_path, capsys):
 def test_a_window_after_a_warm_up_that_did_not_settle_is_marked(monkeypatch):
     # at 64 CPUs the SPL's magazines and slabs fill for about 5 ms: a warm-up cut at two
     # ticks still sees the pages in use grow, so its window measures growth and says so
-    monkeypatch.setattr(bench, "WARM_SLICES_MAX", 1)
+    monkeypatch.setattr(bench, "WARM_TICKS_MAX", 1)
     grown = bench._measure(BenchPoint("spl", "steady", 64, 2000, 32768))
     assert not grown.settled
     assert "growing" in bench.format_table([grown])
-    monkeypatch.setattr(bench, "WARM_SLICES_MAX", 16)
+    monkeypatch.setattr(bench, "WARM_TICKS_MAX", 16)
     steady = bench._measure(BenchPoint("spl", "steady", 64, 2000, 32768))
     assert steady.settled and "growing" not in bench.format_table([steady])
