@@ -143,36 +143,33 @@ class GlobalLockPolicy(Policy):
         "list_op" when the slab fills, under it. Each charge is `Thread.charge_ns`, inlined.
         The latency is tallied on the cache (`fold_paths` records it)."""
         p = t.pending
-        call = c.call_ns
         start = t.env._now + p
-        t.pending = p + call
-        if not t._batched and call:
-            t._steps.append(call)
-        lock = c.lock
+        t.pending = p + c.call_ns
+        if not t._batched and c.call_ns:
+            t._steps.append(c.call_ns)
         grew = False
         while True:
-            irqf = yield from lock.lock_irqsave(t)
-            partial = c.partial
-            slab = next(reversed(partial)) if partial else (c.empty.pop() if c.empty else None)
+            irqf = yield from c.lock.lock_irqsave(t)
+            slab = next(reversed(c.partial)) if c.partial else (
+                c.empty.pop() if c.empty else None)
             if slab is not None:
-                free = slab.free
-                obj = free.pop()
+                obj = slab.free.pop()
                 ns = c.obj_ns
-                if not free:
-                    partial.pop(slab, None)
+                if not slab.free:
+                    c.partial.pop(slab, None)
                     c.full[slab] = None
                     ns += c.list_ns
-                elif slab not in partial:
-                    partial[slab] = None
+                elif slab not in c.partial:
+                    c.partial[slab] = None
                 t.pending += ns
                 if not t._batched and ns:
                     t._steps.append(ns)
                 c.inuse += 1
                 c.allocs += 1
-                yield from lock.unlock_irqrestore(t, irqf)
+                yield from c.lock.unlock_irqrestore(t, irqf)
                 (c.grow_tally if grew else c.hit_tally)[t.env._now + t.pending - start] += 1
                 return obj
-            yield from lock.unlock_irqrestore(t, irqf)
+            yield from c.lock.unlock_irqrestore(t, irqf)
             ok = yield from self.grow(t, c, flags)
             if not ok:
                 c.alloc_fail += 1
@@ -212,17 +209,14 @@ class GlobalLockPolicy(Policy):
         Charged as `alloc` is: "call" before the lock; under it one sum of "slab_obj_op" and
         a "list_op" for each list the slab leaves (full, partial)."""
         p = t.pending
-        call = c.call_ns
         start = t.env._now + p
-        t.pending = p + call
-        if not t._batched and call:
-            t._steps.append(call)
+        t.pending = p + c.call_ns
+        if not t._batched and c.call_ns:
+            t._steps.append(c.call_ns)
         slab = c.owner[obj]
-        lock = c.lock
-        irqf = yield from lock.lock_irqsave(t)
-        free = slab.free
-        was_full = not free
-        free.append(obj)
+        irqf = yield from c.lock.lock_irqsave(t)
+        was_full = not slab.free
+        slab.free.append(obj)
         ns = c.obj_ns
         c.inuse -= 1
         c.frees += 1
@@ -232,7 +226,7 @@ class GlobalLockPolicy(Policy):
             ns += c.list_ns
             if slab.n > 1:
                 c.partial[slab] = None
-        if len(free) == slab.n:
+        if len(slab.free) == slab.n:
             c.partial.pop(slab, None)
             ns += c.list_ns
             if len(c.empty) >= self.tun["keep_empty_slabs"]:
@@ -242,7 +236,7 @@ class GlobalLockPolicy(Policy):
         t.pending += ns
         if not t._batched and ns:
             t._steps.append(ns)
-        yield from lock.unlock_irqrestore(t, irqf)
+        yield from c.lock.unlock_irqrestore(t, irqf)
         if victim is not None:
             yield from self._destroy_slab(t, c, victim)
         c.free_tally[t.env._now + t.pending - start] += 1
