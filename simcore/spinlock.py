@@ -270,6 +270,7 @@ class SpinLock:
         t.preempt_count += 1
         t.held.append(self)
         return ns
+
     def _line_cpu(self) -> int:
         """CPU whose cache last owned the lock's line: the last waiter's ticket or failed
         trylock if no acquire came after it, else the last acquirer (whose release, if any,
@@ -534,7 +535,6 @@ class SpinLock:
         if not t.irqs_off and not t.in_irq and not quiet_until(t):
             yield from t.sync()
         self._release(t)
-
 
     def _release(self, t: Thread) -> None:
         """The release at the holder's local time (lockdep's lock_release: the hold), then
