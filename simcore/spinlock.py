@@ -164,16 +164,21 @@ def quiet_until(t: Thread) -> bool:
 
 
 class _Ticket(simpy.Event):
-    """The place in the queue of a waiter that arrives with IRQs off (`SpinLock._acquire`):
-    first the event of the thread's arrival at the lock, at its own time (`_arrive` first
-    among its callbacks, the thread's resume after it), then, re-armed, the hand-over, which
-    completes the acquire (`_handover`) before the thread resumes. `since`: the time it took
-    the ticket (set for `_count_spin` only), `bounced`: whether taking it pulled the lock's
-    line from another CPU, `arrival`: the callback list of the arrival's delivery.
+    """The place in the queue of a waiter that arrives with IRQs off (`lock_irqsave`,
+    `_acquire`): first the event of the thread's arrival at the lock, at its own time
+    (`_arrive` first among its callbacks, the thread's resume after it), then, re-armed with
+    the resume alone, the hand-over, which the resumed thread completes itself (`_handover`)
+    before it goes on. `since`: the time it took the ticket (set for a hand-over at the
+    release's instant only, `_grant`), `bounced`: whether taking it pulled the lock's line
+    from another CPU, `arrival`: the callback list of the arrival's delivery.
 
     Made without Event.__init__ (`_new_ticket`): the lock sets its callbacks, and it is only
     ever scheduled by the lock itself (never through `env`, which it does not keep), always
-    to succeed: a value None means the arrival found the lock free."""
+    to succeed. The value the thread is resumed with says what happened: None, the arrival
+    found the lock free (or its own); PENDING, the lock was released ahead of the clock and
+    reaches the thread now (`_handover` is to be done); a number, the lock was taken for the
+    thread at the release's instant (`_grant`: the ns of the take) and only the wait is left
+    to count (`_spun`)."""
 
     _ok = True
     _value = None
@@ -191,9 +196,12 @@ class SpinLock:
 
     A contended acquire with IRQs off (spin_lock_irqsave from IRQs on, spin_lock under
     local_irq_disable or in a handler) costs two events: the arrival (`_arrive`, where the
-    waiter takes its ticket) and the hand-over (`_handover`, where it takes the lock and its
-    wait is counted), after which the waiter resumes once with nothing left to do. The
-    release (`_release`) schedules the hand-over at the holder's local time."""
+    waiter takes its ticket) and the hand-over, after which the waiter is resumed once and
+    completes the acquire itself (`_handover`: it takes the lock and counts its wait) before
+    it goes on. The release (`_release`) schedules the hand-over at the holder's local time.
+
+    The costs of the lock's steps are read from the machine's cost table once, when the lock
+    is made, and whether the machine batches local work is its `_batched`."""
 
     def __init__(self, machine: Any, name: str) -> None:
         self.machine = machine
@@ -213,13 +221,22 @@ class SpinLock:
         """CPU of the last acquire (and so of the release an acquire follows): -1 never."""
         self.last_node = -1
         self._arrive_cb = self._arrive
-        self._handover_cb = self._handover
         self._grant_on_wake_cb = self._grant_on_wake
-        self._count_spin_cb = self._count_spin
         self._touch_cpu = -1
         self._touch_acq = -1
         """CPU of the last waiter's ticket or failed trylock, and `stat.acquisitions` then:
         it owns the line until the next acquire (see `_line_cpu`)."""
+        costs = machine.costs.values
+        self._acquire_ns: int = costs["lock_acquire"]
+        self._transfer_ns: int = costs["cacheline_transfer"]
+        self._remote_ns: int = costs["cacheline_remote_node"]
+        """An acquire's charge: the line already local, from another CPU of the node, from
+        another node."""
+        self._release_ns: int = costs["lock_release"]
+        self._irq_disable_ns: int = costs["irq_disable"]
+        self._irq_enable_ns: int = costs["irq_enable"]
+        self._batched: bool = machine.batching
+        """Local work is charged as sums (no per-step list to extend)."""
         self.wait_hist = machine.metrics.hist(f"lock.{name}.wait")
         self.hold_hist = machine.metrics.hist(f"lock.{name}.hold")
         """Spin-wait and hold times of the lock class (shared by its instances), ns."""
@@ -236,14 +253,14 @@ class SpinLock:
         cpu = t.cpu
         st = self.stat
         st.acquisitions += 1
-        if self.last_cpu != cpu.id and self.last_cpu >= 0:
+        last = self.last_cpu
+        if last != cpu.id and last >= 0:
             st.acq_bounces += 1
-            cost = "cacheline_remote_node" if self.last_node != cpu.node else "cacheline_transfer"
+            ns = self._remote_ns if self.last_node != cpu.node else self._transfer_ns
         else:
-            cost = "lock_acquire"
-        ns = t._costs[cost]
+            ns = self._acquire_ns
         t.pending += ns  # Thread.charge, inlined
-        if not t._batched and ns:
+        if not self._batched and ns:
             t._steps.append(ns)
         self.last_cpu = cpu.id
         self.last_node = cpu.node
@@ -280,16 +297,77 @@ class SpinLock:
         """spin_lock_irqsave: local_irq_save (inlined: the saved state is whether IRQs were
         already off; disabling them starts an IRQ-off section), then the acquire; returns the
         saved state. (Spinlocks only: the mutexes, which reimplement `lock` and `unlock`, are
-        never taken with IRQs saved.)"""
+        never taken with IRQs saved.)
+
+        With a batched clock and local work pending (the save's own charge, unless it costs
+        nothing) the acquire is `_acquire`'s IRQs-off path, written out here: the ticket
+        scheduled as the thread's synchronisation, then, resumed, the free lock taken, or the
+        hand-over completed (`_handover`), or after a take at the release's instant the wait
+        counted (`_spun`). Otherwise it is `_acquire`. (`_handover` is inlined: this is every
+        contended round trip of a lock taken with IRQs saved.)"""
         was = t.irqs_off
-        ns = t._costs["irq_disable"]
-        t.pending += ns
-        if not t._batched and ns:
-            t._steps.append(ns)
+        ns = self._irq_disable_ns
+        p = t.pending + ns
+        t.pending = p
+        env = self.env
         if not was:
             t.irqs_off = True
-            t.irq_off_start = t.env._now + t.pending
-        return self._acquire(t, was)
+            t.irq_off_start = env._now + p
+        if not self._batched:
+            if ns:
+                t._steps.append(ns)
+            return (yield from self._acquire(t, was))
+        if not p:
+            return (yield from self._acquire(t, was))
+        t.cpu.busy_ns += p
+        ticket = _new_ticket(_Ticket)
+        ticket.thread = t
+        ticket.callbacks = ticket.arrival = [self._arrive_cb]
+        heappush(env._queue, (env._now + p, t._prio, next(env._eid), ticket))  # t._timeout
+        v = yield ticket
+        if v is not PENDING:
+            if v is not None:
+                self._spun(t, ticket.since, ticket.bounced, v)
+            else:
+                if self.owner is t:
+                    self_deadlock(self.machine, self, t)
+                self._take(t, env._now)
+            return was
+        _t, _ev, since = self.waiters.popleft()  # _handover, inlined
+        now = env._now
+        cpu = t.cpu
+        cid = cpu.id
+        st = self.stat
+        st.acquisitions += 1
+        last = self.last_cpu
+        if last == cid:
+            ns = self._acquire_ns
+        else:
+            node = cpu.node
+            if last >= 0:
+                st.acq_bounces += 1
+                ns = self._remote_ns if self.last_node != node else self._transfer_ns
+            else:
+                ns = self._acquire_ns
+            self.last_cpu = cid
+            self.last_node = node
+        t.pending += ns
+        self.owner = t
+        self.owner_in_irq = bool(t.in_irq)
+        self.acquired_at = now
+        t.preempt_count += 1
+        t.held.append(self)
+        t.spinning = None
+        t.blocked_on = None
+        waited = now - since
+        cpu.busy_ns += waited
+        st.contentions += 1
+        st.con_bounces += ticket.bounced
+        st.waits[waited + ns] += 1
+        tr = t._tracer
+        if tr is not None:
+            tr.span(cid, "lock", f"spin {self.name}", since, waited, t.name)
+        return was
 
     def _acquire(self, t: Thread, ret: Any) -> Gen:
         """The acquire of `lock` and `lock_irqsave`: one generator, returning `ret` (the saved
@@ -301,20 +379,26 @@ class SpinLock:
         thread schedules its ticket as that wake-up, at its own time, with the arrival
         (`_arrive`) as its first callback: a contended arrival takes its ticket then and
         there, at the same simulated time and in the same order among the events of that
-        instant, and the thread is resumed only when the lock has been handed to it, with
-        the acquire complete (`_handover`). Otherwise it synchronises, takes the free lock
-        or queues (`_enqueue`) and spins, taking interrupts in the spin when IRQs are on,
-        and counts its wait (`_spun`) when it is resumed with the lock."""
+        instant, and the thread is resumed only when the lock has been handed to it, to
+        complete the acquire (`_handover`, or `_spun` after `_grant`'s take) before it goes
+        on. Otherwise it synchronises, takes the free lock or queues (`_enqueue`) and spins,
+        taking interrupts in the spin when IRQs are on, and counts its wait (`_spun`) when
+        it is resumed with the lock."""
         p = t.pending
-        if p and t._batched and (t.irqs_off or t.in_irq):
+        if p and self._batched and (t.irqs_off or t.in_irq):
             t.cpu.busy_ns += p
             env = self.env
             ticket = _new_ticket(_Ticket)
             ticket.thread = t
             ticket.callbacks = ticket.arrival = [self._arrive_cb]
             heappush(env._queue, (env._now + p, t._prio, next(env._eid), ticket))  # t._timeout
-            if (yield ticket) is not None:
-                return ret  # handed over: `_handover` (or `_grant`) completed the acquire
+            v = yield ticket
+            if v is PENDING:
+                self._handover(t, ticket)
+                return ret
+            if v is not None:
+                self._spun(t, ticket.since, ticket.bounced, v)
+                return ret
         elif p or t.cpu.irqs or t.cpu.runq:
             yield from t.sync()
         now = self.env._now + t.pending
@@ -340,17 +424,16 @@ class SpinLock:
         the thread's synchronisation (IRQs off), with this as its first callback and the
         thread's resume after it. When the lock is held or has waiters, and is not the
         thread's own, queue the thread (`_enqueue`, inlined): the resume is taken off this
-        delivery and the ticket re-armed for the hand-over (`_handover` first), so the
-        thread is resumed only when the lock is handed to it; otherwise the resume runs next, where its
-        synchronisation would have resumed it, to take the free lock (or find its own) as
-        `_acquire` does."""
+        delivery and the ticket re-armed with it alone for the hand-over, so the thread is
+        resumed only when the lock is handed to it; otherwise the resume runs next, where its
+        synchronisation would have resumed it, to take the free lock (or find its own)."""
         t = ticket.thread
         t.pending = 0
         now = self.env._now
         owner = self.owner
         if owner is t or (owner is None and not self.waiters and self.free_at <= now):
             return
-        ticket.callbacks = [self._handover_cb, ticket.arrival.pop()]
+        ticket.callbacks = [ticket.arrival.pop()]
         ticket._value = PENDING
         cpu = t.cpu.id
         acq = self.stat.acquisitions  # _touch and _line_cpu, inlined
@@ -384,28 +467,31 @@ class SpinLock:
         t.wait_timed = False
         return bounced
 
-    def _handover(self, ticket: _Ticket) -> None:
-        """A lock released ahead of the clock reaches its first waiter, an IRQs-off
-        `_Ticket`, at the release time (this callback first, the waiter's resume after it):
-        the acquire (`_take`, inlined; only batched runs make such tickets, so there is no
-        step list to extend) and the contention (`_spun`, inlined: the wait runs from the
-        ticket to the arrival of the lock's line), so that the waiter resumes with nothing
-        left to do."""
-        t, _ev, since = self.waiters.popleft()
+    def _handover(self, t: Thread, ticket: _Ticket) -> None:
+        """A lock released ahead of the clock reaches its first waiter, the IRQs-off `t`
+        queued with `ticket`, at the release time: resumed by the ticket, the waiter takes
+        the lock (`_take`, inlined; only batched runs make tickets, so there is no step list
+        to extend) and counts the contention (`_spun`, inlined: the wait runs from the
+        ticket to the arrival of the lock's line)."""
+        _t, _ev, since = self.waiters.popleft()
         now = self.env._now
         cpu = t.cpu
+        cid = cpu.id
         st = self.stat
         st.acquisitions += 1
         last = self.last_cpu
-        if last != cpu.id and last >= 0:
-            st.acq_bounces += 1
-            ns = t._costs["cacheline_remote_node" if self.last_node != cpu.node
-                          else "cacheline_transfer"]
+        if last == cid:
+            ns = self._acquire_ns
         else:
-            ns = t._costs["lock_acquire"]
+            node = cpu.node
+            if last >= 0:
+                st.acq_bounces += 1
+                ns = self._remote_ns if self.last_node != node else self._transfer_ns
+            else:
+                ns = self._acquire_ns
+            self.last_cpu = cid
+            self.last_node = node
         t.pending += ns
-        self.last_cpu = cpu.id
-        self.last_node = cpu.node
         self.owner = t
         self.owner_in_irq = bool(t.in_irq)
         self.acquired_at = now
@@ -418,10 +504,9 @@ class SpinLock:
         st.contentions += 1
         st.con_bounces += ticket.bounced
         st.waits[waited + ns] += 1
-        ticket._value = ns
         tr = t._tracer
         if tr is not None:
-            tr.span(cpu.id, "lock", f"spin {self.name}", since, waited, t.name)
+            tr.span(cid, "lock", f"spin {self.name}", since, waited, t.name)
 
     def _spun(self, t: Thread, since: int, bounced: bool, handoff: int) -> None:
         """The lock was handed to the spinning `t`, which took its ticket at `since`: count
@@ -438,11 +523,6 @@ class SpinLock:
         tr = t._tracer
         if tr is not None:
             tr.span(t.cpu.id, "lock", f"spin {self.name}", since, waited, t.name)
-
-    def _count_spin(self, ticket: _Ticket) -> None:
-        """`_spun` for an IRQs-off `_Ticket` handed the lock at the release's instant
-        (`_grant`), before its thread resumes."""
-        self._spun(ticket.thread, ticket.since, ticket.bounced, ticket._value)
 
     def unlock(self, t: Thread) -> Gen:
         """spin_unlock: release at the thread's local time and hand the lock to the first
@@ -473,9 +553,9 @@ class SpinLock:
             tr.span(t.cpu.id, "lock", f"hold {self.name}", acquired, held, t.name)
         t.held.remove(self)
         t.preempt_count -= 1
-        ns = t._costs["lock_release"]
+        ns = self._release_ns
         t.pending += ns  # Thread.charge, inlined
-        if not t._batched and ns:
+        if not self._batched and ns:
             t._steps.append(ns)
         self.owner = None
         self.free_at = at
@@ -490,10 +570,11 @@ class SpinLock:
 
     def _grant_at(self, at: int) -> None:
         """Hand the lock to the first waiter at `at`: now (`_grant`) if `at` is not ahead of
-        the clock; later by scheduling the waiter's own event for `at`, whose first callback,
-        set when it queued, is the rest of the hand-over (`_handover` for an IRQs-off
-        `_Ticket`, else `_grant_on_wake`), so a hand-over costs one event; until then the
-        lock stays free with its waiters queued, as it would be."""
+        the clock; later by scheduling the waiter's own event for `at`, which carries the
+        rest of the hand-over (an IRQs-off `_Ticket` resumes its thread to do it,
+        `_handover`; the others' first callback, set when they queued, is
+        `_grant_on_wake`), so a hand-over costs one event; until then the lock stays free
+        with its waiters queued, as it would be."""
         env = self.env
         if at <= env._now:
             self._grant()
@@ -504,15 +585,15 @@ class SpinLock:
 
     def _grant(self) -> None:
         """The hand-over at the release's instant: the first waiter takes the lock now and
-        its event, scheduled now (Event.succeed, inlined), resumes it; the later hand-over it
-        carries as its first callback becomes the count of the wait (`_count_spin`) for an
-        IRQs-off `_Ticket`, and goes for the others, which count their own."""
+        its event, scheduled now (Event.succeed, inlined), resumes it with the ns of the
+        take; an IRQs-off `_Ticket`'s thread then counts its wait itself (`_spun`, from the
+        `since` kept on the ticket), and the later hand-over the others carry as their first
+        callback goes: they count their own."""
         env = self.env
         nt, ev, since = self.waiters.popleft()
         ns = self._take(nt, env._now)
         if type(ev) is _Ticket:
             ev.since = since
-            ev.callbacks[0] = self._count_spin_cb
         else:
             del ev.callbacks[0]
         ev._ok = True
@@ -542,43 +623,49 @@ class SpinLock:
         `yield from`; otherwise it returns the generator that synchronises. Written out:
         the release (`_release`), then, back to IRQs on, local_irq_enable
         (`Thread.local_irq_enable_fast`: the IRQ-off section ends, `Thread._end_irq_off`)
-        and a sync if an interrupt came meanwhile."""
+        and a sync if an interrupt came meanwhile; the two charges are one sum on a
+        batched clock."""
         if not t.irqs_off and not t.in_irq and not quiet_until(t):
             return self._unlock_irqrestore(t, flags)
         env = self.env  # _release, inlined
-        at = env._now + t.pending
+        clock = env._now
+        p = t.pending
+        at = clock + p
         acquired = self.acquired_at
         held = at - acquired
         self.stat.holds[held] += 1
         tr = t._tracer
-        cpu = t.cpu
         if tr is not None:
-            tr.span(cpu.id, "lock", f"hold {self.name}", acquired, held, t.name)
+            tr.span(t.cpu.id, "lock", f"hold {self.name}", acquired, held, t.name)
         t.held.remove(self)
         t.preempt_count -= 1
-        costs = t._costs
-        ns = costs["lock_release"]
-        t.pending += ns
-        if not t._batched and ns:
-            t._steps.append(ns)
         self.owner = None
         self.free_at = at
         waiters = self.waiters
         if waiters:
-            if at <= env._now:
+            if at <= clock:
                 self._grant()
             else:
                 ev = waiters[0][1]
                 ev._ok = True
                 heappush(env._queue, (at, NORMAL, next(env._eid), ev))  # env.schedule
+        ns = self._release_ns
         if flags:
+            t.pending = p + ns
+            if not self._batched and ns:
+                t._steps.append(ns)
             return ()
-        ns = costs["irq_enable"]  # local_irq_enable, inlined
-        p = t.pending + ns
+        en = self._irq_enable_ns  # local_irq_enable, inlined
+        p += ns + en
         t.pending = p
-        if not t._batched and ns:
-            t._steps.append(ns)
-        now = env._now + p
+        if not self._batched:
+            steps = t._steps
+            if ns:
+                steps.append(ns)
+            if en:
+                steps.append(en)
+        now = clock + p
+        cpu = t.cpu
         if t.irqs_off:
             t.irqs_off = False  # Thread._end_irq_off and irq_off_section, inlined
             start = t.irq_off_start

@@ -1,7 +1,8 @@
 """The contended round trip's hand-over: a waiter that arrives with IRQs off takes its ticket in
-its arrival's callback and is resumed once, with the lock taken and its wait counted
-(`SpinLock._handover`, or `_grant` + `_count_spin` when the release falls at the clock's
-instant). One event per step never takes that path (it needs a batched clock), so comparing
+its arrival's callback and is resumed once, and completes the acquire itself: it takes the
+lock and counts its wait (`SpinLock._handover`, inlined in `lock_irqsave`), or after `_grant`
+took the lock for it at a release that falls at the clock's instant, counts its wait
+(`_spun`). One event per step never takes that path (it needs a batched clock), so comparing
 the two runs checks the fused path against the generator path: same grant order, same times,
 same lock_stat columns, same IRQ-off sections."""
 
@@ -55,7 +56,7 @@ def test_a_release_at_the_clocks_instant_hands_over_and_counts_before_the_resume
     # the holder (IRQs on) must synchronise before it releases, because another CPU's event
     # falls inside its hold: the release is then at the clock's instant, so the waiter (IRQs
     # off, queued in its arrival) is handed the lock at once (`_grant`) and its wait is
-    # counted in its hand-over event before it resumes (`_count_spin`)
+    # counted when its hand-over event resumes it (`_spun`)
     m = _machine(3)
     lock = SpinLock(m, "L")
     seen: list[tuple] = []
