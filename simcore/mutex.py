@@ -26,11 +26,11 @@ from heapq import heappush
 from typing import Any
 
 import simpy
-from simpy.events import PENDING
+from simpy.events import NORMAL, PENDING
 
 from simcore.cpu import Gen, Thread, Wake, new_event
 from simcore.deadlock import self_deadlock
-from simcore.spinlock import LockStat, SpinLock, quiet_until
+from simcore.spinlock import LockStat, SpinLock
 
 
 @dataclass
@@ -45,9 +45,6 @@ class MutexStat(LockStat):
     block_total: int = 0
 
 
-_spin_release = SpinLock._release
-
-
 class AdaptiveMutex(SpinLock):
     """illumos kmutex_t (MUTEX_DEFAULT, adaptive): `lock` (mutex_enter), `unlock`
     (mutex_exit), `trylock` (mutex_tryenter), with the SpinLock's fields so that code which
@@ -59,6 +56,10 @@ class AdaptiveMutex(SpinLock):
         super().__init__(machine, name)
         self.stat = MutexStat(name, wait_hist=self.wait_hist, hold_hist=self.hold_hist)
         self._counted = False
+        self._handed: simpy.Event | None = None
+        """The hand-over event of the last release at the clock's instant (`_release`), to
+        the waiter `_handed_to`: see `_quiet_arrival`."""
+        self._handed_to: Thread | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
@@ -90,13 +91,47 @@ class AdaptiveMutex(SpinLock):
         return ns
 
     def _release(self, t: Thread) -> None:
-        """SpinLock._release, which lowers preempt_count: raised first for a hold marked
-        `_counted` (by `_take`, or by a caller that took the free mutex itself), so that it
-        ends where the acquire found it."""
+        """mutex_exit's release at the holder's local time: SpinLock._release's steps (the
+        hold, the line, `free_at`) written out, with the turnstile hand-over to the first
+        waiter at once when the release is not ahead of the clock (`SpinLock._grant`, whose
+        mutex case is inlined: a mutex waiter counts its own wait), else at the release time
+        (`SpinLock._grant_at`). preempt_count is lowered only for a hold marked `_counted`
+        (by `_take`, or by a caller that took the free mutex itself), which it raises first:
+        a mutex holder stays preemptible."""
         if self._counted:
-            t.preempt_count += 1
             self._counted = False
-        _spin_release(self, t)
+        else:
+            t.preempt_count -= 1
+        env = self.env
+        at = env._now + t.pending
+        acquired = self.acquired_at
+        held = at - acquired
+        self.stat.holds[held] += 1
+        tr = t._tracer
+        if tr is not None:
+            tr.span(t.cpu.id, "lock", f"hold {self.name}", acquired, held, t.name)
+        t.held.remove(self)
+        ns = t._costs["lock_release"]
+        t.pending += ns  # Thread.charge, inlined
+        if not t._batched and ns:
+            t._steps.append(ns)
+        self.owner = None
+        self.free_at = at
+        waiters = self.waiters
+        if waiters:
+            now = env._now
+            if at <= now:
+                nt, ev, _since = waiters.popleft()
+                ev._value = self._take(nt, now)
+                del ev.callbacks[0]  # the later hand-over (`_grant_on_wake`) is not needed
+                ev._ok = True
+                heappush(env._queue, (now, NORMAL, next(env._eid), ev))  # Event.succeed
+                self._handed = ev
+                self._handed_to = nt
+            else:
+                ev = waiters[0][1]
+                ev._ok = True
+                heappush(env._queue, (at, NORMAL, next(env._eid), ev))  # env.schedule
 
     def owner_off_cpu(self, owner: Thread) -> None:
         """The owner left its CPU (blocked or preempted): every spinning waiter blocks."""
@@ -108,35 +143,139 @@ class AdaptiveMutex(SpinLock):
                 elif w.spinning is None:
                     w.mutex_stop = True  # taking an interrupt: it blocks when it returns
 
+    def _quiet_arrival(self, t: Thread, at: int, take_by: int) -> bool:
+        """True when `t` can take its place in the queue at its time `at` without the clock
+        step's event: `quiet_until`, except that one event may fall at or before `at`, a
+        hand-over of this mutex to a waiter still parked at the spin, if that waiter's own
+        time once handed the mutex (the hand-over's time plus its pending charges) is after
+        `at`: its resume runs the end of its wait and the code that follows, which act at that
+        time, so nothing it does can come before the arrival, and the arrival changes nothing
+        it reads (`t` only joins the queue behind it).
+
+        A hand-over scheduled ahead of the clock (`_release`, `SpinLock._grant_at`) that is
+        the first of all events is done here, as at its time (`_grant_on_wake`: nothing can
+        come between), and its waiter's resume left in place, as `_release` leaves one done
+        at the clock's instant (`_handed`); only if it falls at or before `take_by` (a
+        failed mutex_tryenter at `take_by` must see the acquisitions before it, and only
+        those)."""
+        irqs = t.cpu.irqs
+        if irqs and irqs[0].at <= at:
+            return False
+        q = self.env._queue
+        if not q or q[0][0] > at:
+            return True
+        n = len(q)
+        if (n > 1 and q[1][0] <= at) or (n > 2 and q[2][0] <= at):
+            return False
+        head = q[0]
+        ev = head[3]
+        if ev is not self._handed:
+            waiters = self.waiters
+            if (self.owner is not None or not waiters or ev is not waiters[0][1]
+                    or head[0] > take_by):
+                return False
+            nt = waiters.popleft()[0]
+            ev._value = self._take(nt, head[0])
+            del ev.callbacks[0]  # `_grant_on_wake`, done
+            self._handed = ev
+            self._handed_to = nt
+        nt = self._handed_to
+        return nt.spinning is self and head[0] + nt.pending > at
+
     def _keep_spinning(self, t: Thread) -> bool:
         o = self.owner
         return o is None or o.cpu.current is o
 
     def lock(self, t: Thread) -> Gen:
         """mutex_enter (mutex_vector_enter when the mutex is taken): take the mutex; spin
-        while the owner runs, block when it does not. The contended path is written out:
-        the clock step of Thread.sync (`Thread._timeout`), the ticket (`_touch`), the wait's
-        event with its hand-over armed (`_grant_on_wake`, see `SpinLock._grant_at`) and the
-        spin check (`Thread.charge`) are inlined."""
-        p = t.pending
+        while the owner runs, block when it does not (`_enter`)."""
+        return self._enter(t, False)
+
+    def tryenter_or_enter(self, t: Thread) -> Gen:
+        """mutex_tryenter, and mutex_enter when it fails (kmem_depot_alloc's pattern): the
+        failed try is a write of the lock word (an atomic_op, the line taken) before the
+        enter. Returns True when the try failed (the caller counts that contention once it
+        holds the mutex), False when it took the mutex."""
+        return self._enter(t, True)
+
+    def _enter(self, t: Thread, tryenter: bool) -> Gen:
+        """`lock`, after a mutex_tryenter when `tryenter`; returns `tryenter` once the mutex
+        is held, False when the try took it. One generator for both (a contended acquire
+        passes one generator level). Written out: the clock step of Thread.sync
+        (`Thread._timeout`), the ticket (`_touch`), the wait's event with its hand-over armed
+        (`_grant_on_wake`, see `SpinLock._grant_at`) and the spin check (`Thread.charge`) are
+        inlined.
+
+        A waiter that arrives with local work pending, at a mutex that is taken, whose owner
+        runs, on a CPU with no thread waiting for it, and with no interrupt or other event
+        due before its arrival but a hand-over that cannot act first (`_quiet_arrival`),
+        queues without the clock step's event: no
+        other CPU can act, and nothing can reach this one, before it arrives, so it takes its
+        place at its own time exactly as it would after the step, and starts spinning."""
         env = self.env
-        if p and t._batched:  # Thread.sync's clock step without its generator
-            t.cpu.busy_ns += p
-            wake = new_event(Wake)
-            wake.env = env
-            wake.callbacks = []
-            heappush(env._queue, (env._now + p, t._prio, next(env._eid), wake))
-            yield wake
-            t.pending = 0
         cpu = t.cpu
-        if t.pending or cpu.irqs or cpu.runq:
-            yield from t.sync()
-            cpu = t.cpu
-        now = env._now
-        owner = self.owner
-        if owner is None and not self.waiters and self.free_at <= now:
-            self._take(t, now)
-            return
+        queued = False
+        if tryenter:  # mutex_tryenter: synchronise, take the mutex if it is free
+            p = t.pending
+            owner = self.owner
+            now = env._now + p
+            ns = t._costs["atomic_op"]  # a failed try writes the lock word
+            if (p and t._batched and (owner is not None or self.waiters or self.free_at > now)
+                    and owner is not t and not cpu.runq
+                    and self._quiet_arrival(t, now + ns, now) and self._keep_spinning(t)):
+                self._touch(t)  # the failed try at `now` and the arrival, no event
+                cpu.busy_ns += p + ns
+                t.pending = 0
+                now += ns
+                owner = self.owner
+                queued = True
+            else:
+                if p and t._batched:  # Thread.sync's clock step without its generator
+                    cpu.busy_ns += p
+                    wake = new_event(Wake)
+                    wake.env = env
+                    wake.callbacks = []
+                    heappush(env._queue, (now, t._prio, next(env._eid), wake))
+                    yield wake
+                    t.pending = 0
+                if t.pending or cpu.irqs or cpu.runq:
+                    yield from t.sync()
+                    cpu = t.cpu
+                now = env._now
+                if self.owner is None and not self.waiters and self.free_at <= now:
+                    self._take(t, now)
+                    return False
+                t.pending += ns
+                if not t._batched and ns:
+                    t._steps.append(ns)
+                self._touch(t)
+        if not queued:
+            p = t.pending
+            owner = self.owner
+            now = env._now + p
+            if (p and t._batched and (owner is not None or self.waiters or self.free_at > now)
+                    and owner is not t and not cpu.runq and self._quiet_arrival(t, now, now)
+                    and self._keep_spinning(t)):
+                cpu.busy_ns += p  # the clock step, no event: nothing happens before `now`
+                t.pending = 0
+                owner = self.owner  # (a hand-over may have been done meanwhile)
+            else:
+                if p and t._batched:  # Thread.sync's clock step without its generator
+                    cpu.busy_ns += p
+                    wake = new_event(Wake)
+                    wake.env = env
+                    wake.callbacks = []
+                    heappush(env._queue, (now, t._prio, next(env._eid), wake))
+                    yield wake
+                    t.pending = 0
+                if t.pending or cpu.irqs or cpu.runq:
+                    yield from t.sync()
+                    cpu = t.cpu
+                now = env._now
+                owner = self.owner
+                if owner is None and not self.waiters and self.free_at <= now:
+                    self._take(t, now)
+                    return tryenter
         if owner is t:
             self_deadlock(self.machine, self, t)
         st = self.stat
@@ -163,7 +302,6 @@ class AdaptiveMutex(SpinLock):
         if ev._value is PENDING and self._keep_spinning(t):
             t.mutex_stop = False
             t.spinning = self
-            start = env._now
             while ev._value is PENDING and not t.mutex_stop:
                 try:
                     yield ev
@@ -173,7 +311,7 @@ class AdaptiveMutex(SpinLock):
                         yield from t.deliver_irqs()
                         t.spinning = self
             t.spinning = None
-            spun = env._now - start
+            spun = env._now - now
             t.cpu.busy_ns += spun
             st.spins += 1
             st.spin_total += spun
@@ -190,15 +328,32 @@ class AdaptiveMutex(SpinLock):
         tr = self.machine.tracer
         if tr is not None:
             tr.span(t.cpu.id, "lock", f"wait {self.name}", now, env._now - now, t.name)
+        return tryenter
 
     def unlock(self, t: Thread) -> Gen:
         """mutex_exit: synchronise, then release, handing the mutex to the first waiter. The
-        synchronisation is skipped when it could change nothing (`quiet_until`: no interrupt
-        due, no other event before the release) and no preemption can be due (full
+        synchronisation is skipped when it could change nothing (`quiet_until`, inlined: no
+        interrupt due, no other event before the release) and no preemption can be due (full
         preemption with another thread waiting for this CPU): an uncontended round trip on a
-        quiet machine costs one event."""
-        if (self.machine.preempt_full and t.cpu.runq) or not quiet_until(t):
-            yield from t.sync()
+        quiet machine costs one event. Thread.sync's clock step is written out."""
+        env = self.env
+        p = t.pending
+        cpu = t.cpu
+        at = env._now + p
+        irqs = cpu.irqs
+        q = env._queue
+        if ((irqs and irqs[0].at <= at) or (q and q[0][0] <= at)
+                or (cpu.runq and self.machine.preempt_full)):
+            if p and t._batched:
+                cpu.busy_ns += p
+                wake = new_event(Wake)
+                wake.env = env
+                wake.callbacks = []
+                heappush(q, (at, t._prio, next(env._eid), wake))
+                yield wake
+                t.pending = 0
+            if t.pending or cpu.irqs or cpu.runq:
+                yield from t.sync()
         self._release(t)
 
 
