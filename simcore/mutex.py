@@ -21,6 +21,7 @@ osq (MCS queue of spinners) is not modelled, every spinner watches the owner its
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from heapq import heappush
 from typing import Any
@@ -51,6 +52,9 @@ class AdaptiveMutex(SpinLock):
     handles a lock it knows to be free can keep doing so."""
 
     kind = "adaptive"
+    _spin_if_idle = False
+    """Spin only while this CPU has nothing else to run (the Linux mutex's need_resched
+    test, `_keep_spinning`; written out in `_enter`)."""
 
     def __init__(self, machine: Any, name: str) -> None:
         super().__init__(machine, name)
@@ -69,22 +73,26 @@ class AdaptiveMutex(SpinLock):
         preempt_count: a mutex holder stays preemptible. `_counted` marks the hold, whose
         release (`_release`) then leaves preempt_count as it found it."""
         cpu = t.cpu
+        cid = cpu.id
         st = self.stat
         st.acquisitions += 1
         last = self.last_cpu
-        if last != cpu.id and last >= 0:
-            st.acq_bounces += 1
-            cost = "cacheline_remote_node" if self.last_node != cpu.node else "cacheline_transfer"
+        if last == cid:  # the line is this CPU's already: last_cpu / last_node stay
+            ns = t._costs["lock_acquire"]
         else:
-            cost = "lock_acquire"
-        ns = t._costs[cost]
+            if last < 0:
+                ns = t._costs["lock_acquire"]
+            else:
+                st.acq_bounces += 1
+                ns = t._costs["cacheline_remote_node" if self.last_node != cpu.node
+                              else "cacheline_transfer"]
+            self.last_cpu = cid
+            self.last_node = cpu.node
         t.pending += ns  # Thread.charge, inlined
         if not t._batched and ns:
             t._steps.append(ns)
-        self.last_cpu = cpu.id
-        self.last_node = cpu.node
         self.owner = t
-        self.owner_in_irq = bool(t.in_irq)
+        self.owner_in_irq = t.in_irq > 0
         self.acquired_at = at
         self._counted = True
         t.held.append(self)
@@ -103,7 +111,8 @@ class AdaptiveMutex(SpinLock):
         else:
             t.preempt_count -= 1
         env = self.env
-        at = env._now + t.pending
+        p = t.pending
+        at = env._now + p
         acquired = self.acquired_at
         held = at - acquired
         self.stat.holds[held] += 1
@@ -112,7 +121,7 @@ class AdaptiveMutex(SpinLock):
             tr.span(t.cpu.id, "lock", f"hold {self.name}", acquired, held, t.name)
         t.held.remove(self)
         ns = t._costs["lock_release"]
-        t.pending += ns  # Thread.charge, inlined
+        t.pending = p + ns  # Thread.charge, inlined
         if not t._batched and ns:
             t._steps.append(ns)
         self.owner = None
@@ -183,8 +192,11 @@ class AdaptiveMutex(SpinLock):
         return nt.spinning is self and head[0] + nt.pending > at
 
     def _keep_spinning(self, t: Thread) -> bool:
+        """A waiter spins while the owner runs (or the mutex is on its way to it) and, for
+        a Linux mutex, its own CPU has nothing else to run."""
         o = self.owner
-        return o is None or o.cpu.current is o
+        return (o is None or o.cpu.current is o) and not (self._spin_if_idle
+                                                        and t.cpu.need_resched)
 
     def lock(self, t: Thread) -> Gen:
         """mutex_enter (mutex_vector_enter when the mutex is taken): take the mutex; spin
@@ -209,12 +221,13 @@ class AdaptiveMutex(SpinLock):
         A waiter that arrives with local work pending, at a mutex that is taken, whose owner
         runs, on a CPU with no thread waiting for it, and with no interrupt or other event
         due before its arrival but a hand-over that cannot act first (`_quiet_arrival`),
-        queues without the clock step's event: no
-        other CPU can act, and nothing can reach this one, before it arrives, so it takes its
-        place at its own time exactly as it would after the step, and starts spinning."""
+        queues without the clock step's event: no other CPU can act, and nothing can reach
+        this one, before it arrives, so it takes its place at its own time exactly as it
+        would after the step, and starts spinning. A mutex_tryenter that would fail there
+        does the same: the try at its time, then the arrival, without an event."""
         env = self.env
         cpu = t.cpu
-        queued = False
+        queued = spin = False  # spin: the owner is known to run (`_keep_spinning`)
         if tryenter:  # mutex_tryenter: synchronise, take the mutex if it is free
             p = t.pending
             owner = self.owner
@@ -222,13 +235,16 @@ class AdaptiveMutex(SpinLock):
             ns = t._costs["atomic_op"]  # a failed try writes the lock word
             if (p and t._batched and (owner is not None or self.waiters or self.free_at > now)
                     and owner is not t and not cpu.runq
-                    and self._quiet_arrival(t, now + ns, now) and self._keep_spinning(t)):
-                self._touch(t)  # the failed try at `now` and the arrival, no event
+                    and self._quiet_arrival(t, now + ns, now)
+                    and ((o := self.owner) is None or o.cpu.current is o)  # _keep_spinning
+                    and not (self._spin_if_idle and cpu.need_resched)):
+                self._touch_cpu = cpu.id  # _touch: the failed try at `now`, then the arrival,
+                self._touch_acq = self.stat.acquisitions  # without an event
                 cpu.busy_ns += p + ns
                 t.pending = 0
                 now += ns
                 owner = self.owner
-                queued = True
+                queued = spin = True
             else:
                 if p and t._batched:  # Thread.sync's clock step without its generator
                     cpu.busy_ns += p
@@ -255,10 +271,12 @@ class AdaptiveMutex(SpinLock):
             now = env._now + p
             if (p and t._batched and (owner is not None or self.waiters or self.free_at > now)
                     and owner is not t and not cpu.runq and self._quiet_arrival(t, now, now)
-                    and self._keep_spinning(t)):
+                    and ((o := self.owner) is None or o.cpu.current is o)  # _keep_spinning
+                    and not (self._spin_if_idle and cpu.need_resched)):
                 cpu.busy_ns += p  # the clock step, no event: nothing happens before `now`
                 t.pending = 0
                 owner = self.owner  # (a hand-over may have been done meanwhile)
+                spin = True
             else:
                 if p and t._batched:  # Thread.sync's clock step without its generator
                     cpu.busy_ns += p
@@ -299,7 +317,7 @@ class AdaptiveMutex(SpinLock):
         t.pending += ns
         if not t._batched and ns:
             t._steps.append(ns)
-        if ev._value is PENDING and self._keep_spinning(t):
+        if ev._value is PENDING and (spin or self._keep_spinning(t)):
             t.mutex_stop = False
             t.spinning = self
             while ev._value is PENDING and not t.mutex_stop:
@@ -330,30 +348,39 @@ class AdaptiveMutex(SpinLock):
             tr.span(t.cpu.id, "lock", f"wait {self.name}", now, env._now - now, t.name)
         return tryenter
 
-    def unlock(self, t: Thread) -> Gen:
+    def unlock(self, t: Thread) -> Iterable[Any]:
         """mutex_exit: synchronise, then release, handing the mutex to the first waiter. The
         synchronisation is skipped when it could change nothing (`quiet_until`, inlined: no
         interrupt due, no other event before the release) and no preemption can be due (full
         preemption with another thread waiting for this CPU): an uncontended round trip on a
-        quiet machine costs one event. Thread.sync's clock step is written out."""
-        env = self.env
-        p = t.pending
+        quiet machine costs one event. Then this is a plain call, which releases and returns
+        an empty tuple for the caller's `yield from`; otherwise it returns the generator that
+        synchronises and releases (`_sync_unlock`)."""
+        at = self.env._now + t.pending
         cpu = t.cpu
-        at = env._now + p
         irqs = cpu.irqs
-        q = env._queue
+        q = self.env._queue
         if ((irqs and irqs[0].at <= at) or (q and q[0][0] <= at)
                 or (cpu.runq and self.machine.preempt_full)):
-            if p and t._batched:
-                cpu.busy_ns += p
-                wake = new_event(Wake)
-                wake.env = env
-                wake.callbacks = []
-                heappush(q, (at, t._prio, next(env._eid), wake))
-                yield wake
-                t.pending = 0
-            if t.pending or cpu.irqs or cpu.runq:
-                yield from t.sync()
+            return self._sync_unlock(t)
+        self._release(t)
+        return ()
+
+    def _sync_unlock(self, t: Thread) -> Gen:
+        """`unlock` with the synchronisation: Thread.sync's clock step written out."""
+        p = t.pending
+        if p and t._batched:
+            env = self.env
+            t.cpu.busy_ns += p
+            wake = new_event(Wake)
+            wake.env = env
+            wake.callbacks = []
+            heappush(env._queue, (env._now + p, t._prio, next(env._eid), wake))
+            yield wake
+            t.pending = 0
+        cpu = t.cpu
+        if t.pending or cpu.irqs or cpu.runq:
+            yield from t.sync()
         self._release(t)
 
 
@@ -362,9 +389,7 @@ class Mutex(AdaptiveMutex):
     runs and this CPU has nothing else to run, else sleep), mutex_trylock, mutex_unlock."""
 
     kind = "mutex"
-
-    def _keep_spinning(self, t: Thread) -> bool:
-        return super()._keep_spinning(t) and not t.cpu.need_resched
+    _spin_if_idle = True
 
     def lock(self, t: Thread) -> Gen:
         """mutex_lock: a might_sleep preemption point, then the acquire."""
