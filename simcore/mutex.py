@@ -60,10 +60,6 @@ class AdaptiveMutex(SpinLock):
         super().__init__(machine, name)
         self.stat = MutexStat(name, wait_hist=self.wait_hist, hold_hist=self.hold_hist)
         self._counted = False
-        self._handed: simpy.Event | None = None
-        """The hand-over event of the last release at the clock's instant (`_release`), to
-        the waiter `_handed_to`: see `_quiet_arrival`."""
-        self._handed_to: Thread | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
@@ -135,8 +131,6 @@ class AdaptiveMutex(SpinLock):
                 del ev.callbacks[0]  # the later hand-over (`_grant_on_wake`) is not needed
                 ev._ok = True
                 heappush(env._queue, (now, NORMAL, next(env._eid), ev))  # Event.succeed
-                self._handed = ev
-                self._handed_to = nt
             else:
                 ev = waiters[0][1]
                 ev._ok = True
@@ -152,44 +146,16 @@ class AdaptiveMutex(SpinLock):
                 elif w.spinning is None:
                     w.mutex_stop = True  # taking an interrupt: it blocks when it returns
 
-    def _quiet_arrival(self, t: Thread, at: int, take_by: int) -> bool:
-        """True when `t` can take its place in the queue at its time `at` without the clock
-        step's event: `quiet_until`, except that one event may fall at or before `at`, a
-        hand-over of this mutex to a waiter still parked at the spin, if that waiter's own
-        time once handed the mutex (the hand-over's time plus its pending charges) is after
-        `at`: its resume runs the end of its wait and the code that follows, which act at that
-        time, so nothing it does can come before the arrival, and the arrival changes nothing
-        it reads (`t` only joins the queue behind it).
-
-        A hand-over scheduled ahead of the clock (`_release`, `SpinLock._grant_at`) that is
-        the first of all events is done here, as at its time (`_grant_on_wake`: nothing can
-        come between), and its waiter's resume left in place, as `_release` leaves one done
-        at the clock's instant (`_handed`); only if it falls at or before `take_by` (a
-        failed mutex_tryenter at `take_by` must see the acquisitions before it, and only
-        those)."""
+    def _quiet_arrival(self, t: Thread, at: int) -> bool:
+        """`quiet_until` for `t` at its time `at`: no interrupt has arrived on its CPU and no
+        other event is due at or before it. Then `t` can take its place in the queue without
+        the clock step's event: the step would be the next event, so nothing can run, and no
+        other thread can look at the queue, in between."""
         irqs = t.cpu.irqs
         if irqs and irqs[0].at <= at:
             return False
         q = self.env._queue
-        if not q or q[0][0] > at:
-            return True
-        n = len(q)
-        if (n > 1 and q[1][0] <= at) or (n > 2 and q[2][0] <= at):
-            return False
-        head = q[0]
-        ev = head[3]
-        if ev is not self._handed:
-            waiters = self.waiters
-            if (self.owner is not None or not waiters or ev is not waiters[0][1]
-                    or head[0] > take_by):
-                return False
-            nt = waiters.popleft()[0]
-            ev._value = self._take(nt, head[0])
-            del ev.callbacks[0]  # `_grant_on_wake`, done
-            self._handed = ev
-            self._handed_to = nt
-        nt = self._handed_to
-        return nt.spinning is self and head[0] + nt.pending > at
+        return not q or q[0][0] > at
 
     def _keep_spinning(self, t: Thread) -> bool:
         """A waiter spins while the owner runs (or the mutex is on its way to it) and, for
@@ -220,10 +186,9 @@ class AdaptiveMutex(SpinLock):
 
         A waiter that arrives with local work pending, at a mutex that is taken, whose owner
         runs, on a CPU with no thread waiting for it, and with no interrupt or other event
-        due before its arrival but a hand-over that cannot act first (`_quiet_arrival`),
-        queues without the clock step's event: no other CPU can act, and nothing can reach
-        this one, before it arrives, so it takes its place at its own time exactly as it
-        would after the step, and starts spinning. A mutex_tryenter that would fail there
+        due before its arrival (`_quiet_arrival`), queues without the clock step's event: no
+        other CPU can act, and nothing can reach this one, before it arrives, so it takes its
+        place at its own time exactly as it would after the step, and starts spinning. A mutex_tryenter that would fail there
         does the same: the try at its time, then the arrival, without an event."""
         env = self.env
         cpu = t.cpu
@@ -235,15 +200,14 @@ class AdaptiveMutex(SpinLock):
             ns = t._costs["atomic_op"]  # a failed try writes the lock word
             if (p and t._batched and (owner is not None or self.waiters or self.free_at > now)
                     and owner is not t and not cpu.runq
-                    and self._quiet_arrival(t, now + ns, now)
-                    and ((o := self.owner) is None or o.cpu.current is o)  # _keep_spinning
+                    and self._quiet_arrival(t, now + ns)
+                    and (owner is None or owner.cpu.current is owner)  # _keep_spinning
                     and not (self._spin_if_idle and cpu.need_resched)):
                 self._touch_cpu = cpu.id  # _touch: the failed try at `now`, then the arrival,
                 self._touch_acq = self.stat.acquisitions  # without an event
                 cpu.busy_ns += p + ns
                 t.pending = 0
                 now += ns
-                owner = self.owner
                 queued = spin = True
             else:
                 if p and t._batched:  # Thread.sync's clock step without its generator
@@ -270,12 +234,11 @@ class AdaptiveMutex(SpinLock):
             owner = self.owner
             now = env._now + p
             if (p and t._batched and (owner is not None or self.waiters or self.free_at > now)
-                    and owner is not t and not cpu.runq and self._quiet_arrival(t, now, now)
-                    and ((o := self.owner) is None or o.cpu.current is o)  # _keep_spinning
+                    and owner is not t and not cpu.runq and self._quiet_arrival(t, now)
+                    and (owner is None or owner.cpu.current is owner)  # _keep_spinning
                     and not (self._spin_if_idle and cpu.need_resched)):
                 cpu.busy_ns += p  # the clock step, no event: nothing happens before `now`
                 t.pending = 0
-                owner = self.owner  # (a hand-over may have been done meanwhile)
                 spin = True
             else:
                 if p and t._batched:  # Thread.sync's clock step without its generator

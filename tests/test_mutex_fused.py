@@ -16,12 +16,12 @@ from simcore import AdaptiveMutex, CostTable, Machine, MachineConfig, Mutex
 class _GeneralMutex(AdaptiveMutex):
     """An AdaptiveMutex whose waiters always synchronise before they queue."""
 
-    def _quiet_arrival(self, t: Any, at: int, take_by: int) -> bool:
+    def _quiet_arrival(self, t: Any, at: int) -> bool:
         return False
 
 
 class _GeneralLinuxMutex(Mutex):
-    def _quiet_arrival(self, t: Any, at: int, take_by: int) -> bool:
+    def _quiet_arrival(self, t: Any, at: int) -> bool:
         return False
 
 
