@@ -21,16 +21,17 @@ osq (MCS queue of spinners) is not modelled, every spinner watches the owner its
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from heapq import heappush
 from typing import Any
 
 import simpy
-from simpy.events import PENDING
+from simpy.events import NORMAL, PENDING
 
 from simcore.cpu import Gen, Thread, Wake, new_event
 from simcore.deadlock import self_deadlock
-from simcore.spinlock import LockStat, SpinLock, quiet_until
+from simcore.spinlock import LockStat, SpinLock
 
 
 @dataclass
@@ -45,15 +46,15 @@ class MutexStat(LockStat):
     block_total: int = 0
 
 
-_spin_release = SpinLock._release
-
-
 class AdaptiveMutex(SpinLock):
     """illumos kmutex_t (MUTEX_DEFAULT, adaptive): `lock` (mutex_enter), `unlock`
     (mutex_exit), `trylock` (mutex_tryenter), with the SpinLock's fields so that code which
     handles a lock it knows to be free can keep doing so."""
 
     kind = "adaptive"
+    _spin_if_idle = False
+    """Spin only while this CPU has nothing else to run (the Linux mutex's need_resched
+    test, `_keep_spinning`; written out in `_enter`)."""
 
     def __init__(self, machine: Any, name: str) -> None:
         super().__init__(machine, name)
@@ -68,35 +69,72 @@ class AdaptiveMutex(SpinLock):
         preempt_count: a mutex holder stays preemptible. `_counted` marks the hold, whose
         release (`_release`) then leaves preempt_count as it found it."""
         cpu = t.cpu
+        cid = cpu.id
         st = self.stat
         st.acquisitions += 1
         last = self.last_cpu
-        if last != cpu.id and last >= 0:
-            st.acq_bounces += 1
-            cost = "cacheline_remote_node" if self.last_node != cpu.node else "cacheline_transfer"
+        if last == cid:  # the line is this CPU's already: last_cpu / last_node stay
+            ns = t._costs["lock_acquire"]
         else:
-            cost = "lock_acquire"
-        ns = t._costs[cost]
+            if last < 0:
+                ns = t._costs["lock_acquire"]
+            else:
+                st.acq_bounces += 1
+                ns = t._costs["cacheline_remote_node" if self.last_node != cpu.node
+                              else "cacheline_transfer"]
+            self.last_cpu = cid
+            self.last_node = cpu.node
         t.pending += ns  # Thread.charge, inlined
         if not t._batched and ns:
             t._steps.append(ns)
-        self.last_cpu = cpu.id
-        self.last_node = cpu.node
         self.owner = t
-        self.owner_in_irq = bool(t.in_irq)
+        self.owner_in_irq = t.in_irq > 0
         self.acquired_at = at
         self._counted = True
         t.held.append(self)
         return ns
 
     def _release(self, t: Thread) -> None:
-        """SpinLock._release, which lowers preempt_count: raised first for a hold marked
-        `_counted` (by `_take`, or by a caller that took the free mutex itself), so that it
-        ends where the acquire found it."""
+        """mutex_exit's release at the holder's local time: SpinLock._release's steps (the
+        hold, the line, `free_at`) written out, with the turnstile hand-over to the first
+        waiter at once when the release is not ahead of the clock (`SpinLock._grant`, whose
+        mutex case is inlined: a mutex waiter counts its own wait), else at the release time
+        (`SpinLock._grant_at`). preempt_count is lowered only for a hold marked `_counted`
+        (by `_take`, or by a caller that took the free mutex itself), which it raises first:
+        a mutex holder stays preemptible."""
         if self._counted:
-            t.preempt_count += 1
             self._counted = False
-        _spin_release(self, t)
+        else:
+            t.preempt_count -= 1
+        env = self.env
+        p = t.pending
+        at = env._now + p
+        acquired = self.acquired_at
+        held = at - acquired
+        self.stat.holds[held] += 1
+        tr = t._tracer
+        if tr is not None:
+            tr.span(t.cpu.id, "lock", f"hold {self.name}", acquired, held, t.name)
+        t.held.remove(self)
+        ns = t._costs["lock_release"]
+        t.pending = p + ns  # Thread.charge, inlined
+        if not t._batched and ns:
+            t._steps.append(ns)
+        self.owner = None
+        self.free_at = at
+        waiters = self.waiters
+        if waiters:
+            now = env._now
+            if at <= now:
+                nt, ev, _since = waiters.popleft()
+                ev._value = self._take(nt, now)
+                del ev.callbacks[0]  # the later hand-over (`_grant_on_wake`) is not needed
+                ev._ok = True
+                heappush(env._queue, (now, NORMAL, next(env._eid), ev))  # Event.succeed
+            else:
+                ev = waiters[0][1]
+                ev._ok = True
+                heappush(env._queue, (at, NORMAL, next(env._eid), ev))  # env.schedule
 
     def owner_off_cpu(self, owner: Thread) -> None:
         """The owner left its CPU (blocked or preempted): every spinning waiter blocks."""
@@ -108,35 +146,117 @@ class AdaptiveMutex(SpinLock):
                 elif w.spinning is None:
                     w.mutex_stop = True  # taking an interrupt: it blocks when it returns
 
+    def _quiet_arrival(self, t: Thread, at: int) -> bool:
+        """`quiet_until` for `t` at its time `at`: no interrupt has arrived on its CPU and no
+        other event is due at or before it. Then `t` can take its place in the queue without
+        the clock step's event: the step would be the next event, so nothing can run, and no
+        other thread can look at the queue, in between."""
+        irqs = t.cpu.irqs
+        if irqs and irqs[0].at <= at:
+            return False
+        q = self.env._queue
+        return not q or q[0][0] > at
+
     def _keep_spinning(self, t: Thread) -> bool:
+        """A waiter spins while the owner runs (or the mutex is on its way to it) and, for
+        a Linux mutex, its own CPU has nothing else to run."""
         o = self.owner
-        return o is None or o.cpu.current is o
+        return (o is None or o.cpu.current is o) and not (self._spin_if_idle
+                                                        and t.cpu.need_resched)
 
     def lock(self, t: Thread) -> Gen:
         """mutex_enter (mutex_vector_enter when the mutex is taken): take the mutex; spin
-        while the owner runs, block when it does not. The contended path is written out:
-        the clock step of Thread.sync (`Thread._timeout`), the ticket (`_touch`), the wait's
-        event with its hand-over armed (`_grant_on_wake`, see `SpinLock._grant_at`) and the
-        spin check (`Thread.charge`) are inlined."""
-        p = t.pending
+        while the owner runs, block when it does not (`_enter`)."""
+        return self._enter(t, False)
+
+    def tryenter_or_enter(self, t: Thread) -> Gen:
+        """mutex_tryenter, and mutex_enter when it fails (kmem_depot_alloc's pattern): the
+        failed try is a write of the lock word (an atomic_op, the line taken) before the
+        enter. Returns True when the try failed (the caller counts that contention once it
+        holds the mutex), False when it took the mutex."""
+        return self._enter(t, True)
+
+    def _enter(self, t: Thread, tryenter: bool) -> Gen:
+        """`lock`, after a mutex_tryenter when `tryenter`; returns `tryenter` once the mutex
+        is held, False when the try took it. One generator for both (a contended acquire
+        passes one generator level). Written out: the clock step of Thread.sync
+        (`Thread._timeout`), the ticket (`_touch`), the wait's event with its hand-over armed
+        (`_grant_on_wake`, see `SpinLock._grant_at`) and the spin check (`Thread.charge`) are
+        inlined.
+
+        A waiter that arrives with local work pending, at a mutex that is taken, whose owner
+        runs, on a CPU with no thread waiting for it, and with no interrupt or other event
+        due before its arrival (`_quiet_arrival`), queues without the clock step's event: no
+        other CPU can act, and nothing can reach this one, before it arrives, so it takes its
+        place at its own time exactly as it would after the step, and starts spinning. A mutex_tryenter that would fail there
+        does the same: the try at its time, then the arrival, without an event."""
         env = self.env
-        if p and t._batched:  # Thread.sync's clock step without its generator
-            t.cpu.busy_ns += p
-            wake = new_event(Wake)
-            wake.env = env
-            wake.callbacks = []
-            heappush(env._queue, (env._now + p, t._prio, next(env._eid), wake))
-            yield wake
-            t.pending = 0
         cpu = t.cpu
-        if t.pending or cpu.irqs or cpu.runq:
-            yield from t.sync()
-            cpu = t.cpu
-        now = env._now
-        owner = self.owner
-        if owner is None and not self.waiters and self.free_at <= now:
-            self._take(t, now)
-            return
+        queued = spin = False  # spin: the owner is known to run (`_keep_spinning`)
+        if tryenter:  # mutex_tryenter: synchronise, take the mutex if it is free
+            p = t.pending
+            owner = self.owner
+            now = env._now + p
+            ns = t._costs["atomic_op"]  # a failed try writes the lock word
+            if (p and t._batched and (owner is not None or self.waiters or self.free_at > now)
+                    and owner is not t and not cpu.runq
+                    and self._quiet_arrival(t, now + ns)
+                    and (owner is None or owner.cpu.current is owner)  # _keep_spinning
+                    and not (self._spin_if_idle and cpu.need_resched)):
+                self._touch_cpu = cpu.id  # _touch: the failed try at `now`, then the arrival,
+                self._touch_acq = self.stat.acquisitions  # without an event
+                cpu.busy_ns += p + ns
+                t.pending = 0
+                now += ns
+                queued = spin = True
+            else:
+                if p and t._batched:  # Thread.sync's clock step without its generator
+                    cpu.busy_ns += p
+                    wake = new_event(Wake)
+                    wake.env = env
+                    wake.callbacks = []
+                    heappush(env._queue, (now, t._prio, next(env._eid), wake))
+                    yield wake
+                    t.pending = 0
+                if t.pending or cpu.irqs or cpu.runq:
+                    yield from t.sync()
+                    cpu = t.cpu
+                now = env._now
+                if self.owner is None and not self.waiters and self.free_at <= now:
+                    self._take(t, now)
+                    return False
+                t.pending += ns
+                if not t._batched and ns:
+                    t._steps.append(ns)
+                self._touch(t)
+        if not queued:
+            p = t.pending
+            owner = self.owner
+            now = env._now + p
+            if (p and t._batched and (owner is not None or self.waiters or self.free_at > now)
+                    and owner is not t and not cpu.runq and self._quiet_arrival(t, now)
+                    and (owner is None or owner.cpu.current is owner)  # _keep_spinning
+                    and not (self._spin_if_idle and cpu.need_resched)):
+                cpu.busy_ns += p  # the clock step, no event: nothing happens before `now`
+                t.pending = 0
+                spin = True
+            else:
+                if p and t._batched:  # Thread.sync's clock step without its generator
+                    cpu.busy_ns += p
+                    wake = new_event(Wake)
+                    wake.env = env
+                    wake.callbacks = []
+                    heappush(env._queue, (now, t._prio, next(env._eid), wake))
+                    yield wake
+                    t.pending = 0
+                if t.pending or cpu.irqs or cpu.runq:
+                    yield from t.sync()
+                    cpu = t.cpu
+                now = env._now
+                owner = self.owner
+                if owner is None and not self.waiters and self.free_at <= now:
+                    self._take(t, now)
+                    return tryenter
         if owner is t:
             self_deadlock(self.machine, self, t)
         st = self.stat
@@ -160,10 +280,9 @@ class AdaptiveMutex(SpinLock):
         t.pending += ns
         if not t._batched and ns:
             t._steps.append(ns)
-        if ev._value is PENDING and self._keep_spinning(t):
+        if ev._value is PENDING and (spin or self._keep_spinning(t)):
             t.mutex_stop = False
             t.spinning = self
-            start = env._now
             while ev._value is PENDING and not t.mutex_stop:
                 try:
                     yield ev
@@ -173,7 +292,7 @@ class AdaptiveMutex(SpinLock):
                         yield from t.deliver_irqs()
                         t.spinning = self
             t.spinning = None
-            spun = env._now - start
+            spun = env._now - now
             t.cpu.busy_ns += spun
             st.spins += 1
             st.spin_total += spun
@@ -190,14 +309,40 @@ class AdaptiveMutex(SpinLock):
         tr = self.machine.tracer
         if tr is not None:
             tr.span(t.cpu.id, "lock", f"wait {self.name}", now, env._now - now, t.name)
+        return tryenter
 
-    def unlock(self, t: Thread) -> Gen:
+    def unlock(self, t: Thread) -> Iterable[Any]:
         """mutex_exit: synchronise, then release, handing the mutex to the first waiter. The
-        synchronisation is skipped when it could change nothing (`quiet_until`: no interrupt
-        due, no other event before the release) and no preemption can be due (full
+        synchronisation is skipped when it could change nothing (`quiet_until`, inlined: no
+        interrupt due, no other event before the release) and no preemption can be due (full
         preemption with another thread waiting for this CPU): an uncontended round trip on a
-        quiet machine costs one event."""
-        if (self.machine.preempt_full and t.cpu.runq) or not quiet_until(t):
+        quiet machine costs one event. Then this is a plain call, which releases and returns
+        an empty tuple for the caller's `yield from`; otherwise it returns the generator that
+        synchronises and releases (`_sync_unlock`)."""
+        at = self.env._now + t.pending
+        cpu = t.cpu
+        irqs = cpu.irqs
+        q = self.env._queue
+        if ((irqs and irqs[0].at <= at) or (q and q[0][0] <= at)
+                or (cpu.runq and self.machine.preempt_full)):
+            return self._sync_unlock(t)
+        self._release(t)
+        return ()
+
+    def _sync_unlock(self, t: Thread) -> Gen:
+        """`unlock` with the synchronisation: Thread.sync's clock step written out."""
+        p = t.pending
+        if p and t._batched:
+            env = self.env
+            t.cpu.busy_ns += p
+            wake = new_event(Wake)
+            wake.env = env
+            wake.callbacks = []
+            heappush(env._queue, (env._now + p, t._prio, next(env._eid), wake))
+            yield wake
+            t.pending = 0
+        cpu = t.cpu
+        if t.pending or cpu.irqs or cpu.runq:
             yield from t.sync()
         self._release(t)
 
@@ -207,9 +352,7 @@ class Mutex(AdaptiveMutex):
     runs and this CPU has nothing else to run, else sleep), mutex_trylock, mutex_unlock."""
 
     kind = "mutex"
-
-    def _keep_spinning(self, t: Thread) -> bool:
-        return super()._keep_spinning(t) and not t.cpu.need_resched
+    _spin_if_idle = True
 
     def lock(self, t: Thread) -> Gen:
         """mutex_lock: a might_sleep preemption point, then the acquire."""

@@ -230,9 +230,9 @@ class KmemCpuLayer:
         Written out for the miss (the path every depot exchange takes): the local hit is only
         tried when a magazine has a round; kmem_depot_alloc (L2084) and kmem_depot_free
         (L2116) are inlined at their call sites in A4, step for step as in depot.py (the
-        depot lock's try-enter, then enter and cache_depot_contention; the head magazine off
-        cache_full with ml_total / ml_min / ml_alloc; the previous magazine onto cache_empty);
-        the charges of one local run are summed (A4's kmem_cpu_reload object_move with the
+        depot lock's try-enter, and on failure the enter and cache_depot_contention; the head
+        magazine off cache_full with ml_total / ml_min / ml_alloc; the previous magazine onto
+        cache_empty); the charges of one local run are summed (A4's kmem_cpu_reload object_move with the
         pop that follows it: the loop's next pass pops the full magazine) and the latency is
         tallied."""
         ccp = cp.cache_cpu[t.cpu.id]
@@ -276,8 +276,7 @@ class KmemCpuLayer:
                 break
             # fmp = kmem_depot_alloc(cp, &cp->cache_full)
             dlock = cp.cache_depot_lock
-            if not (yield from dlock.trylock(t)):
-                yield from dlock.lock(t)
+            if (yield from dlock.tryenter_or_enter(t)):
                 cp.cache_depot_contention += 1
             mlp = cp.cache_full
             if not mlp.ml_list:
@@ -380,8 +379,7 @@ class KmemCpuLayer:
             path = "free.flush"
             # emp = kmem_depot_alloc(cp, &cp->cache_empty)
             dlock = cp.cache_depot_lock
-            if not (yield from dlock.trylock(t)):
-                yield from dlock.lock(t)
+            if (yield from dlock.tryenter_or_enter(t)):
                 cp.cache_depot_contention += 1
             mlp = cp.cache_empty
             if mlp.ml_list:

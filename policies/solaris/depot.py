@@ -23,9 +23,7 @@ class KmemDepot:
         destroyed. Returns the magazine or None. (The CPU layer's miss paths, A4 and F4 of
         kmem_cache_alloc / kmem_cache_free, carry this function inlined: keep them alike.)"""
         lock = cp.cache_depot_lock
-        ok = yield from lock.trylock(t)
-        if not ok:
-            yield from lock.lock(t)
+        if (yield from lock.tryenter_or_enter(t)):
             cp.cache_depot_contention += 1
         mp = None
         if mlp.ml_list:
