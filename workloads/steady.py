@@ -92,6 +92,7 @@ class Steady(Workload):
         live: list[tuple[int, int, int, Any]] = []
         seq = 0
         alloc_fast, free_fast = self._alloc_fast, self._free_fast
+        alloc, free = self.policy.alloc, self.policy.free
         tallies = self._tallies
         ta1, tf1 = tallies(single) if single is not None else (None, None)
         heappush, heappop = heapq.heappush, heapq.heappop
@@ -137,7 +138,13 @@ class Steady(Workload):
                     if na or nf:
                         self.count_hits(single, hit_ns, na, nf)
                         na = nf = 0
-                    yield from self.do_free(t, cache, obj)
+                    # Workload.do_free's work, inlined as in `_thread_slow` (the declined
+                    # fast path did nothing: `now` is still the thread's time)
+                    t.stalled_since = now
+                    yield from free(t, cache, obj)
+                    t.stalled_since = None
+                    (tf1 if cache is single else tallies(cache)[1])[env._now + t.pending - now] += 1
+                    self.frees += 1
                     limit = -1
             elif len(live) < target:
                 cache = single or caches[rng.choice_index(cum)]
@@ -162,9 +169,16 @@ class Steady(Workload):
                     if na or nf:
                         self.count_hits(single, hit_ns, na, nf)
                         na = nf = 0
-                    obj = yield from self.do_alloc(t, cache, flags)
+                    # Workload.do_alloc's work, inlined as `do_free`'s above
+                    t.stalled_since = now
+                    obj = yield from alloc(t, cache, flags)
+                    t.stalled_since = None
+                    (ta1 if cache is single else tallies(cache)[0])[env._now + t.pending - now] += 1
                     limit = -1
-                    if obj is not None:
+                    if obj is None:
+                        self.count_failure(cache)
+                    else:
+                        self.allocs += 1
                         seq += 1
                         if not drawn:
                             drawn = lifetimes()

@@ -213,7 +213,7 @@ class KmemConsolidator:
         dfg.kmd_callbacks += 1
         t.charge("call")
         response = cp.cache_move(t, frm, to, cp.spec.size)
-        self.machine.metrics.event("consolidator_move", cache=cp.name, old=frm, new=to,
+        self.machine.metrics.event("consolidator_move", time=t.now, cache=cp.name, old=frm, new=to,
                                    response=response)
         if response == "YES":
             stats["kms_yes"] += 1

@@ -327,7 +327,7 @@ class SolarisPolicy(KmemCpuLayer, KmemDepot, KmemSlabLayer, KmemMaintenance, Kme
         yield from self.kmem_cache_magazine_purge(t, cp)
         yield from cp.cache_lock.lock(t)
         if cp.cache_buftotal:
-            self.machine.metrics.event("kmem_cache_destroy_not_empty", cache=cp.name,
+            self.machine.metrics.event("kmem_cache_destroy_not_empty", time=t.now, cache=cp.name,
                                        buf_total=cp.cache_buftotal)
         cp.cache_defrag = None
         cp.cache_move = None

@@ -85,7 +85,7 @@ class KmemSlabLayer:
             color = geo.mincolor
         cp.cache_color = color
         metrics = self.machine.metrics
-        metrics.event("grow_start", cache=cp.name, cpu=t.cpu.id)
+        metrics.event("grow_start", time=t.now, cache=cp.name, cpu=t.cpu.id)
         mem = yield from self._vmem_alloc(t, cp, kmflag)
         if mem is None:
             return self._slab_create_failed(t, cp, "vmem_alloc")
@@ -111,13 +111,13 @@ class KmemSlabLayer:
         sp.free_set = set(sp.head)
         t.charge("slab_obj_op", chunks)
         cp.slab_of_mem[mem] = sp
-        metrics.event("grow_end", cache=cp.name, cpu=t.cpu.id, chunks=chunks, color=color)
+        metrics.event("grow_end", time=t.now, cache=cp.name, cpu=t.cpu.id, chunks=chunks, color=color)
         return sp
 
     def _slab_create_failed(self, t: Thread, cp: KmemCache, where: str) -> None:
         """vmem_alloc_failure: kmem_log_event(kmem_failure_log), cache_alloc_fail++."""
         cp.cache_alloc_fail += 1
-        self.machine.metrics.event("alloc_fail", cache=cp.name, cpu=t.cpu.id,
+        self.machine.metrics.event("alloc_fail", time=t.now, cache=cp.name, cpu=t.cpu.id,
                                    where=f"kmem_slab_create:{where}")
         return None
 
@@ -147,7 +147,7 @@ class KmemSlabLayer:
         sp.where = ""
         if cp.geo.hashed:
             yield from self._free_slab_metadata(t, sp)
-        self.machine.metrics.event("slab_destroy", cache=cp.name, cpu=t.cpu.id)
+        self.machine.metrics.event("slab_destroy", time=t.now, cache=cp.name, cpu=t.cpu.id)
         yield from self._vmem_free(t, cp, sp.mem)
 
     # --- buffers ------------------------------------------------------------------------

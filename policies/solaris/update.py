@@ -83,7 +83,7 @@ class KmemMaintenance:
         yield from self.kmem_depot_ws_update(t, cp)
         yield from self.kmem_depot_ws_update(t, cp)
         yield from self.kmem_depot_ws_reap(t, cp)
-        self.machine.metrics.event("flush", cache=cp.name, cpu_rounds=flushed,
+        self.machine.metrics.event("flush", time=t.now, cache=cp.name, cpu_rounds=flushed,
                                    depot_rounds=depot_rounds, why="kmem_cache_magazine_purge")
 
     def kmem_cache_magazine_enable(self, t: Thread, cp: KmemCache) -> Gen:
@@ -107,7 +107,7 @@ class KmemMaintenance:
 
     def _ws_reap_task(self, t: Thread, cp: KmemCache) -> Gen:
         freed = yield from self.kmem_depot_ws_reap(t, cp)
-        self.machine.metrics.event("reap", cache=cp.name, magazines=freed,
+        self.machine.metrics.event("reap", time=t.now, cache=cp.name, magazines=freed,
                                    why="kmem_cache_reap_now")
 
     def _taskq_wait(self, t: Thread, tq: Taskq) -> Gen:
@@ -140,7 +140,7 @@ class KmemMaintenance:
         yield from lock.unlock(t)
         yield from self.kmem_cache_magazine_enable(t, cp)
         cp.resizes += 1
-        self.machine.metrics.event("magazine_resize", cache=cp.name, old=mtp.mt_magsize,
+        self.machine.metrics.event("magazine_resize", time=t.now, cache=cp.name, old=mtp.mt_magsize,
                                    new=cp.cache_magtype.mt_magsize)
 
     def kmem_hash_rescale(self, t: Thread, cp: KmemCache) -> Gen:
@@ -204,7 +204,7 @@ class KmemMaintenance:
         # not in the seed: one event per pass with each cache's failed depot try-locks since
         # the previous pass, for the scenarios (the figure the resize rule compares, except
         # in the pass after a resize, which the seed's contention_prev + INT_MAX disarms)
-        self.machine.metrics.event("kmem_update", contention=self.update_contention)
+        self.machine.metrics.event("kmem_update", time=t.now, contention=self.update_contention)
         yield from self.kmem_taskq.dispatch(t, self.kmem_update_timeout)
 
     def kmem_update_timeout(self, t: Thread) -> Gen:
@@ -248,7 +248,7 @@ class KmemMaintenance:
         yield from self.kmem_cache_lock.lock(t)
         caches = [cp for cp in self.kmem_caches
                   if not ident or "KMC_IDENTIFIER" in cp.cflags]
-        self.machine.metrics.event("reap", why=flag, caches=len(caches))
+        self.machine.metrics.event("reap", time=t.now, why=flag, caches=len(caches))
         for cp in caches:
             yield from self.kmem_taskq.dispatch(t, self.kmem_cache_reap, cp)
         yield from self.kmem_cache_lock.unlock(t)
@@ -282,7 +282,7 @@ class KmemMaintenance:
                 cp.cache_full.ml_min += delta
                 yield from lock.unlock(t)
         freed = yield from self.kmem_depot_ws_reap(t, cp)
-        self.machine.metrics.event("reap", cache=cp.name, magazines=freed,
+        self.machine.metrics.event("reap", time=t.now, cache=cp.name, magazines=freed,
                                    why="kmem_cache_reap")
         if cp.cache_defrag is not None and not self.tun["kmem_move_noreap"]:
             yield from self.kmem_cache_defrag(t, cp)
