@@ -111,7 +111,8 @@ class KmemSlabLayer:
         sp.free_set = set(sp.head)
         t.charge("slab_obj_op", chunks)
         cp.slab_of_mem[mem] = sp
-        metrics.event("grow_end", time=t.now, cache=cp.name, cpu=t.cpu.id, chunks=chunks, color=color)
+        metrics.event("grow_end", time=t.now, cache=cp.name, cpu=t.cpu.id, chunks=chunks,
+                      color=color)
         return sp
 
     def _slab_create_failed(self, t: Thread, cp: KmemCache, where: str) -> None:
