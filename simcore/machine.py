@@ -1,10 +1,11 @@
 """The simulated machine: SimPy environment, NUMA topology, costs, random streams, metrics,
 memory, and the threads and interrupts that run on its CPUs.
 
-simcore's modules import one way, bottom to top (tests/test_simcore_layers.py checks it):
-units, rand, flags, costs, sched -> cpu (clock and threads) -> metrics, deadlock -> spinlock,
-mutex, waitqueue, taskq, timer (locks and queues) -> memory -> machine (assembles them) ->
-trace (the optional timeline recorder; it reaches the others only through hooks).
+simcore's modules import one way, bottom to top (tests/test_sched.py checks it): units, rand,
+flags, costs, sched, clock (the event loop) -> cpu (the local clock and threads) -> metrics,
+deadlock -> spinlock, mutex, waitqueue, taskq, timer (locks and queues) -> memory -> machine
+(assembles them) -> trace (the optional timeline recorder; it reaches the others only through
+hooks).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import simpy
 
+from simcore.clock import Clock
 from simcore.costs import CostTable
 from simcore.cpu import CPU, Gen, IrqHandler, Thread
 from simcore.deadlock import DeadlockDetector
@@ -73,7 +75,7 @@ class Machine:
 
     def __post_init__(self) -> None:
         cfg = self.config
-        self.env = simpy.Environment()
+        self.env = Clock()
         """The SimPy environment; env.now is simulated time in ns."""
         self.hz = cfg.hz
         self.tick_ns = 1_000_000_000 // cfg.hz

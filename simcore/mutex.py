@@ -171,9 +171,10 @@ class AdaptiveMutex(SpinLock):
 
     def tryenter_or_enter(self, t: Thread) -> Gen:
         """mutex_tryenter, and mutex_enter when it fails (kmem_depot_alloc's pattern): the
-        failed try is a write of the lock word (an atomic_op, the line taken) before the
-        enter. Returns True when the try failed (the caller counts that contention once it
-        holds the mutex), False when it took the mutex."""
+        failed try is a write of the lock word (an atomic_op, the line taken) and, at the
+        same instant, the waiter's arrival (`_enter`). Returns True when the try failed (the
+        caller counts that contention once it holds the mutex), False when it took the
+        mutex."""
         return self._enter(t, True)
 
     def _enter(self, t: Thread, tryenter: bool) -> Gen:
@@ -184,12 +185,18 @@ class AdaptiveMutex(SpinLock):
         (`_grant_on_wake`, see `SpinLock._grant_at`) and the spin check (`Thread.charge`) are
         inlined.
 
+        A failed mutex_tryenter and the mutex_enter after it are one step: the waiter takes
+        its place in the queue at the try's instant, and the try's atomic_op falls within the
+        spin wait that starts there (a simplification of the seed's two lock-word writes an
+        atomic_op apart: a waiter arriving between them now queues behind the trier, see
+        docs/simcore.md).
+
         A waiter that arrives with local work pending, at a mutex that is taken, whose owner
         runs, on a CPU with no thread waiting for it, and with no interrupt or other event
         due before its arrival (`_quiet_arrival`), queues without the clock step's event: no
         other CPU can act, and nothing can reach this one, before it arrives, so it takes its
-        place at its own time exactly as it would after the step, and starts spinning. A mutex_tryenter that would fail there
-        does the same: the try at its time, then the arrival, without an event."""
+        place at its own time exactly as it would after the step, and starts spinning. A
+        mutex_tryenter that would fail there does the same."""
         env = self.env
         cpu = t.cpu
         queued = spin = False  # spin: the owner is known to run (`_keep_spinning`)
@@ -197,17 +204,15 @@ class AdaptiveMutex(SpinLock):
             p = t.pending
             owner = self.owner
             now = env._now + p
-            ns = t._costs["atomic_op"]  # a failed try writes the lock word
             if (p and t._batched and (owner is not None or self.waiters or self.free_at > now)
                     and owner is not t and not cpu.runq
-                    and self._quiet_arrival(t, now + ns)
+                    and self._quiet_arrival(t, now)
                     and (owner is None or owner.cpu.current is owner)  # _keep_spinning
                     and not (self._spin_if_idle and cpu.need_resched)):
-                self._touch_cpu = cpu.id  # _touch: the failed try at `now`, then the arrival,
+                self._touch_cpu = cpu.id  # _touch: the failed try at `now` and the arrival,
                 self._touch_acq = self.stat.acquisitions  # without an event
-                cpu.busy_ns += p + ns
+                cpu.busy_ns += p
                 t.pending = 0
-                now += ns
                 queued = spin = True
             else:
                 if p and t._batched:  # Thread.sync's clock step without its generator
@@ -222,13 +227,12 @@ class AdaptiveMutex(SpinLock):
                     yield from t.sync()
                     cpu = t.cpu
                 now = env._now
-                if self.owner is None and not self.waiters and self.free_at <= now:
+                owner = self.owner
+                if owner is None and not self.waiters and self.free_at <= now:
                     self._take(t, now)
                     return False
-                t.pending += ns
-                if not t._batched and ns:
-                    t._steps.append(ns)
-                self._touch(t)
+                self._touch(t)  # the failed try, then at once the arrival (see above)
+                queued = True
         if not queued:
             p = t.pending
             owner = self.owner

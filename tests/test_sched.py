@@ -253,7 +253,7 @@ def test_fstrans_thread_skips_reclaim_dependencies():
 
 
 LAYERS = [
-    ["units", "rand", "flags", "costs", "sched"],
+    ["units", "rand", "flags", "costs", "sched", "clock"],
     ["cpu"],
     ["metrics", "deadlock"],
     ["spinlock", "mutex", "waitqueue", "taskq", "timer"],

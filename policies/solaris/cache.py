@@ -118,6 +118,11 @@ class KmemCache:
     in_transit: int = 0
     """Objects kmem holds outside slabs and installed magazines: rounds of a magazine taken
     off a list or a CPU and not yet installed or destroyed, move destinations, hunt buffers."""
+    cc_transit: int = 0
+    """The part of `in_transit` moving between a CPU and the depot while the CPU's cc_lock is
+    held (kmem_cache_alloc / kmem_cache_free's depot exchanges). kmem_cache_kstat_update
+    takes every cc_lock, so the seed's kstat never sees these rounds off the CPU: it counts
+    them as constructed (`kmem_cache_kstat`)."""
     reaps: int = 0
     """kmem_cache_reap runs."""
     resizes: int = 0

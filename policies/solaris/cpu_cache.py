@@ -292,6 +292,7 @@ class KmemCpuLayer:
             if not t._batched and ns:
                 t._steps.append(ns)
             cp.in_transit += cp.cache_magtype.mt_magsize  # until installed
+            cp.cc_transit += cp.cache_magtype.mt_magsize
             yield from dlock.unlock(t)
             mp = ccp.cc_ploaded
             if mp is not None:
@@ -313,6 +314,7 @@ class KmemCpuLayer:
             ccp.cc_ploaded, ccp.cc_prounds = ccp.cc_loaded, ccp.cc_rounds
             ccp.cc_loaded, ccp.cc_rounds = fmp, magsize
             cp.in_transit -= magsize
+            cp.cc_transit -= magsize
             moved = self._object_move_ns
             path = "alloc.refill"
         lock._release(t)
@@ -400,12 +402,14 @@ class KmemCpuLayer:
                     # transit until it is on the full list
                     n = ccp.cc_prounds
                     cp.in_transit += n
+                    cp.cc_transit += n
                     ccp.cc_ploaded, ccp.cc_prounds = None, -1
                     yield from dlock.lock(t)
                     mlp = cp.cache_full
                     mlp.ml_list.append(mp)
                     mlp.ml_total += 1
                     cp.in_transit -= n
+                    cp.cc_transit -= n
                     ns = self._list_op_ns
                     t.pending += ns
                     if not t._batched and ns:

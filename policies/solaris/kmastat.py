@@ -32,10 +32,12 @@ KSTAT_NAMES = (
 def kmem_cache_kstat(cp: KmemCache) -> dict[str, int]:
     """The kstat values of one cache, computed as kmem_cache_kstat_update does: `alloc` and
     `free` include the depot's ml_alloc counts, `buf_constructed` counts CPU rounds and full
-    depot magazines."""
+    depot magazines, here with the rounds of a magazine between a CPU and the depot
+    (`KmemCache.cc_transit`): the seed reads each CPU under its cc_lock (L3003), which the
+    exchange holds, so it sees them on the CPU."""
     cc_alloc = sum(c.cc_alloc for c in cp.cache_cpu)
     cc_free = sum(c.cc_free for c in cp.cache_cpu)
-    constructed = cp.buf_constructed()
+    constructed = cp.buf_constructed() + cp.cc_transit
     avail = constructed + cp.cache_bufslab
     d = cp.cache_defrag
     return {
