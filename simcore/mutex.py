@@ -199,74 +199,41 @@ class AdaptiveMutex(SpinLock):
         mutex_tryenter that would fail there does the same."""
         env = self.env
         cpu = t.cpu
-        queued = spin = False  # spin: the owner is known to run (`_keep_spinning`)
-        if tryenter:  # mutex_tryenter: synchronise, take the mutex if it is free
-            p = t.pending
-            owner = self.owner
-            now = env._now + p
-            if (p and t._batched and (owner is not None or self.waiters or self.free_at > now)
-                    and owner is not t and not cpu.runq
-                    and self._quiet_arrival(t, now)
-                    and (owner is None or owner.cpu.current is owner)  # _keep_spinning
-                    and not (self._spin_if_idle and cpu.need_resched)):
-                self._touch_cpu = cpu.id  # _touch: the failed try at `now` and the arrival,
-                self._touch_acq = self.stat.acquisitions  # without an event
+        spin = False  # the owner is known to run (`_keep_spinning`)
+        p = t.pending
+        owner = self.owner
+        now = env._now + p
+        if (p and t._batched and (owner is not None or self.waiters or self.free_at > now)
+                and owner is not t and not cpu.runq and self._quiet_arrival(t, now)
+                and (owner is None or owner.cpu.current is owner)  # _keep_spinning
+                and not (self._spin_if_idle and cpu.need_resched)):
+            cpu.busy_ns += p  # the clock step, no event: nothing happens before `now`
+            t.pending = 0
+            spin = True
+        else:
+            if p and t._batched:  # Thread.sync's clock step without its generator
                 cpu.busy_ns += p
+                wake = new_event(Wake)
+                wake.env = env
+                wake.callbacks = []
+                heappush(env._queue, (now, t._prio, next(env._eid), wake))
+                yield wake
                 t.pending = 0
-                queued = spin = True
-            else:
-                if p and t._batched:  # Thread.sync's clock step without its generator
-                    cpu.busy_ns += p
-                    wake = new_event(Wake)
-                    wake.env = env
-                    wake.callbacks = []
-                    heappush(env._queue, (now, t._prio, next(env._eid), wake))
-                    yield wake
-                    t.pending = 0
-                if t.pending or cpu.irqs or cpu.runq:
-                    yield from t.sync()
-                    cpu = t.cpu
-                now = env._now
-                owner = self.owner
-                if owner is None and not self.waiters and self.free_at <= now:
-                    self._take(t, now)
-                    return False
-                self._touch(t)  # the failed try, then at once the arrival (see above)
-                queued = True
-        if not queued:
-            p = t.pending
+            if t.pending or cpu.irqs or cpu.runq:
+                yield from t.sync()
+                cpu = t.cpu
+            now = env._now
             owner = self.owner
-            now = env._now + p
-            if (p and t._batched and (owner is not None or self.waiters or self.free_at > now)
-                    and owner is not t and not cpu.runq and self._quiet_arrival(t, now)
-                    and (owner is None or owner.cpu.current is owner)  # _keep_spinning
-                    and not (self._spin_if_idle and cpu.need_resched)):
-                cpu.busy_ns += p  # the clock step, no event: nothing happens before `now`
-                t.pending = 0
-                spin = True
-            else:
-                if p and t._batched:  # Thread.sync's clock step without its generator
-                    cpu.busy_ns += p
-                    wake = new_event(Wake)
-                    wake.env = env
-                    wake.callbacks = []
-                    heappush(env._queue, (now, t._prio, next(env._eid), wake))
-                    yield wake
-                    t.pending = 0
-                if t.pending or cpu.irqs or cpu.runq:
-                    yield from t.sync()
-                    cpu = t.cpu
-                now = env._now
-                owner = self.owner
-                if owner is None and not self.waiters and self.free_at <= now:
-                    self._take(t, now)
-                    return tryenter
+            if owner is None and not self.waiters and self.free_at <= now:
+                self._take(t, now)
+                return False
         if owner is t:
             self_deadlock(self.machine, self, t)
         st = self.stat
-        cid = cpu.id  # _touch: counted with the contention, when the wait ends
-        acq = st.acquisitions
-        bounced = (self._touch_cpu if self._touch_acq == acq else self.last_cpu) != cid
+        cid = cpu.id  # _touch: counted with the contention, when the wait ends; a failed try
+        acq = st.acquisitions  # is this CPU's own write of the lock word, at this instant
+        bounced = not tryenter and (
+            self._touch_cpu if self._touch_acq == acq else self.last_cpu) != cid
         self._touch_cpu = cid
         self._touch_acq = acq
         ev = new_event(simpy.Event)  # env.event(), with the hand-over armed

@@ -100,6 +100,16 @@ def test_linux_mutex_quiet_arrivals_match_the_general_path(plan):
     assert _run(Mutex, False, plan, True) == _run(_GeneralLinuxMutex, False, plan, True)
 
 
+def _holder(lock: AdaptiveMutex) -> Any:
+    """A thread that takes the free mutex at 0 and releases it after 1000 ns of work."""
+    def run(t: Any) -> Any:
+        yield from lock.lock(t)
+        t.charge_ns(1_000)
+        yield from t.sync()
+        yield from lock.unlock(t)
+    return run
+
+
 def test_a_failed_tryenter_waits_for_the_release_and_reports_the_contention():
     # CPU0 takes the free mutex at 0 (lock_acquire 20) and releases it after 1000 ns of work,
     # at 1020; CPU1 tries at 50, fails (an atomic_op), queues and spins: it gets the mutex at
@@ -109,12 +119,6 @@ def test_a_failed_tryenter_waits_for_the_release_and_reports_the_contention():
     lock = AdaptiveMutex(m, "L")
     got: dict[str, Any] = {}
 
-    def holder(t):
-        yield from lock.lock(t)
-        t.charge_ns(1_000)
-        yield from t.sync()
-        yield from lock.unlock(t)
-
     def waiter(t):
         t.charge_ns(50)
         got["failed"] = yield from lock.tryenter_or_enter(t)
@@ -122,7 +126,7 @@ def test_a_failed_tryenter_waits_for_the_release_and_reports_the_contention():
         yield from lock.unlock(t)
         got["free"] = yield from lock.tryenter_or_enter(t)
 
-    m.spawn("holder", holder, cpu=0)
+    m.spawn("holder", _holder(lock), cpu=0)
     m.spawn("waiter", waiter, cpu=1)
     m.run(10**8)
     c = m.costs
@@ -141,12 +145,6 @@ def test_a_failed_tryenter_queues_at_the_instant_of_the_try():
     lock = AdaptiveMutex(m, "L")
     order: list[str] = []
 
-    def holder(t):
-        yield from lock.lock(t)
-        t.charge_ns(1_000)
-        yield from t.sync()
-        yield from lock.unlock(t)
-
     def trier(t):
         t.charge_ns(50)
         assert (yield from lock.tryenter_or_enter(t)) is True
@@ -159,7 +157,7 @@ def test_a_failed_tryenter_queues_at_the_instant_of_the_try():
         order.append(t.name)
         yield from lock.unlock(t)
 
-    m.spawn("holder", holder, cpu=0)
+    m.spawn("holder", _holder(lock), cpu=0)
     m.spawn("trier", trier, cpu=1)
     m.spawn("enterer", enterer, cpu=2)
     m.run(10**8)
