@@ -314,7 +314,7 @@ class Thread:
             steps, self._steps = self._steps, []
             for ns in steps:
                 yield self._timeout(ns)
-        self.pending = 0
+        self.pending -= p  # a charge made meanwhile (a lock taken for this thread) stays
 
     def sync(self) -> Gen:
         """Bring the simulation clock up to this thread's time and take due interrupts if IRQs
@@ -335,7 +335,7 @@ class Thread:
                 steps, self._steps = self._steps, []
                 for ns in steps:
                     yield self._timeout(ns)
-            self.pending = 0
+            self.pending -= p  # what was charged meanwhile stays (see `_advance`)
         cpu = self.cpu
         if (not self.irqs_off and not self.in_irq and cpu.irqs
                 and cpu.irqs[0].at <= self.env.now):

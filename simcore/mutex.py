@@ -46,6 +46,22 @@ class MutexStat(LockStat):
     block_total: int = 0
 
 
+class _MutexTicket(simpy.Event):
+    """A mutex waiter's clock step on a batched clock (`AdaptiveMutex._enter`): an event
+    that succeeds with None, whose first callback is the arrival (`_arrive_mutex`); when the
+    arrival queues the thread it becomes the wait's event (`queued`, with the arrival's
+    `since` and `bounced`). Made without Event.__init__ (`new_event`)."""
+
+    _ok = True
+    _value = None
+    thread: Thread
+    tryenter: bool
+    queued = False
+    since: int
+    bounced: bool
+    arrival: list[Any]
+
+
 class AdaptiveMutex(SpinLock):
     """illumos kmutex_t (MUTEX_DEFAULT, adaptive): `lock` (mutex_enter), `unlock`
     (mutex_exit), `trylock` (mutex_tryenter), with the SpinLock's fields so that code which
@@ -60,6 +76,7 @@ class AdaptiveMutex(SpinLock):
         super().__init__(machine, name)
         self.stat = MutexStat(name, wait_hist=self.wait_hist, hold_hist=self.hold_hist)
         self._counted = False
+        self._arrive_mutex_cb = self._arrive_mutex
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
@@ -196,10 +213,19 @@ class AdaptiveMutex(SpinLock):
         due before its arrival (`_quiet_arrival`), queues without the clock step's event: no
         other CPU can act, and nothing can reach this one, before it arrives, so it takes its
         place at its own time exactly as it would after the step, and starts spinning. A
-        mutex_tryenter that would fail there does the same."""
+        mutex_tryenter that would fail there does the same.
+
+        Otherwise, on a batched clock, the clock step is a `_MutexTicket` whose first
+        callback is the arrival (`_arrive_mutex`): a waiter that will spin takes its place
+        in the queue there, at the step's instant and before anything else runs, and its
+        thread is resumed only by the hand-over (or by an interrupt in the spin, taken as in
+        the spin below); a waiter that finds the mutex free or its own, that would block, or
+        that has an interrupt or a thread waiting on its CPU is resumed by the step and goes
+        on here as after Thread.sync."""
         env = self.env
         cpu = t.cpu
         spin = False  # the owner is known to run (`_keep_spinning`)
+        queued = False  # `_arrive_mutex` queued the thread and started its spin
         p = t.pending
         owner = self.owner
         now = env._now + p
@@ -211,49 +237,64 @@ class AdaptiveMutex(SpinLock):
             t.pending = 0
             spin = True
         else:
-            if p and t._batched:  # Thread.sync's clock step without its generator
+            if p and t._batched:  # Thread.sync's clock step, the arrival its first callback
                 cpu.busy_ns += p
-                wake = new_event(Wake)
-                wake.env = env
-                wake.callbacks = []
-                heappush(env._queue, (now, t._prio, next(env._eid), wake))
-                yield wake
-                t.pending = 0
-            if t.pending or cpu.irqs or cpu.runq:
-                yield from t.sync()
-                cpu = t.cpu
-            now = env._now
-            owner = self.owner
-            if owner is None and not self.waiters and self.free_at <= now:
-                self._take(t, now)
-                return False
-        if owner is t:
-            self_deadlock(self.machine, self, t)
+                ev = new_event(_MutexTicket)
+                ev.thread = t
+                ev.tryenter = tryenter
+                ev.callbacks = ev.arrival = [self._arrive_mutex_cb]
+                heappush(env._queue, (now, t._prio, next(env._eid), ev))
+                try:
+                    yield ev
+                except simpy.Interrupt as why:  # in the spin `_arrive_mutex` started
+                    if why.cause != "mutex_block":
+                        t.spinning = None  # not parked at the spin while in the handler
+                        yield from t.deliver_irqs()
+                        t.spinning = self
+                queued = ev.queued
+            if not queued:
+                if t.pending or cpu.irqs or cpu.runq:
+                    yield from t.sync()
+                    cpu = t.cpu
+                now = env._now
+                owner = self.owner
+                if owner is None and not self.waiters and self.free_at <= now:
+                    self._take(t, now)
+                    return False
         st = self.stat
-        cid = cpu.id  # _touch: counted with the contention, when the wait ends; a failed try
-        acq = st.acquisitions  # is this CPU's own write of the lock word, at this instant
-        bounced = not tryenter and (
-            self._touch_cpu if self._touch_acq == acq else self.last_cpu) != cid
-        self._touch_cpu = cid
-        self._touch_acq = acq
-        ev = new_event(simpy.Event)  # env.event(), with the hand-over armed
-        ev.env = env
-        ev.callbacks = [self._grant_on_wake_cb]
-        ev._value = PENDING
-        waiters = self.waiters
-        waiters.append((t, ev, now))
-        if owner is None and len(waiters) == 1:
-            self._grant_at(self.free_at)
-        t.blocked_on = self
-        t.blocked_since = now
-        t.wait_timed = False
-        ns = t._costs["mutex_spin_check"]  # stays on the local clock: no sync while queued
-        t.pending += ns
-        if not t._batched and ns:
-            t._steps.append(ns)
-        if ev._value is PENDING and (spin or self._keep_spinning(t)):
-            t.mutex_stop = False
-            t.spinning = self
+        if queued:
+            now = ev.since
+            bounced = ev.bounced
+            spinning = True
+        else:
+            if owner is t:
+                self_deadlock(self.machine, self, t)
+            cid = cpu.id  # _touch: counted with the contention, when the wait ends; a failed
+            acq = st.acquisitions  # try is this CPU's own write of the lock word, at this instant
+            bounced = not tryenter and (
+                self._touch_cpu if self._touch_acq == acq else self.last_cpu) != cid
+            self._touch_cpu = cid
+            self._touch_acq = acq
+            ev = new_event(simpy.Event)  # env.event(), with the hand-over armed
+            ev.env = env
+            ev.callbacks = [self._grant_on_wake_cb]
+            ev._value = PENDING
+            waiters = self.waiters
+            waiters.append((t, ev, now))
+            if owner is None and len(waiters) == 1:
+                self._grant_at(self.free_at)
+            t.blocked_on = self
+            t.blocked_since = now
+            t.wait_timed = False
+            ns = t._costs["mutex_spin_check"]  # stays on the local clock: no sync while queued
+            t.pending += ns
+            if not t._batched and ns:
+                t._steps.append(ns)
+            spinning = ev._value is PENDING and (spin or self._keep_spinning(t))
+            if spinning:
+                t.mutex_stop = False
+                t.spinning = self
+        if spinning:
             while ev._value is PENDING and not t.mutex_stop:
                 try:
                     yield ev
@@ -281,6 +322,47 @@ class AdaptiveMutex(SpinLock):
         if tr is not None:
             tr.span(t.cpu.id, "lock", f"wait {self.name}", now, env._now - now, t.name)
         return tryenter
+
+    def _arrive_mutex(self, ticket: _MutexTicket) -> None:
+        """The clock step of a waiter's arrival (`_enter`) at its own time, before the
+        thread's resume: when the mutex is taken (or on its way to a waiter), is not the
+        thread's own, its owner runs (`_keep_spinning`), and nothing waits on the thread's
+        CPU (no interrupt scheduled, no thread runnable: Thread.sync would look at them),
+        queue the thread and start its spin exactly as `_enter` would after the step (the
+        ticket, `_touch` inlined; the place in the queue; the spin check), with the ticket
+        re-armed as the wait's event (the hand-over first, the resume after it). Otherwise
+        leave the resume to run next, as the step's would."""
+        t = ticket.thread
+        t.pending = 0
+        cpu = t.cpu
+        owner = self.owner
+        waiters = self.waiters
+        now = self.env._now
+        if (cpu.irqs or cpu.runq or owner is t
+                or (owner is None and not waiters and self.free_at <= now)
+                or not ((owner is None or owner.cpu.current is owner)  # _keep_spinning
+                        and not (self._spin_if_idle and cpu.need_resched))):
+            ticket.queued = False
+            return
+        cid = cpu.id
+        acq = self.stat.acquisitions
+        ticket.bounced = not ticket.tryenter and (
+            self._touch_cpu if self._touch_acq == acq else self.last_cpu) != cid
+        self._touch_cpu = cid
+        self._touch_acq = acq
+        ticket.callbacks = [self._grant_on_wake_cb, ticket.arrival.pop()]
+        ticket._value = PENDING
+        ticket.queued = True
+        ticket.since = now
+        waiters.append((t, ticket, now))
+        if owner is None and len(waiters) == 1:
+            self._grant_at(self.free_at)
+        t.blocked_on = self
+        t.blocked_since = now
+        t.wait_timed = False
+        t.pending = t._costs["mutex_spin_check"]  # only batched clocks make tickets
+        t.mutex_stop = False
+        t.spinning = self
 
     def unlock(self, t: Thread) -> Iterable[Any]:
         """mutex_exit: synchronise, then release, handing the mutex to the first waiter. The

@@ -163,3 +163,67 @@ def test_a_failed_tryenter_queues_at_the_instant_of_the_try():
     m.run(10**8)
     assert order == ["trier", "enterer"]
     assert (lock.stat.acquisitions, lock.stat.contentions) == (3, 2)
+
+
+_irqs = st.lists(st.tuples(st.integers(0, 6_000), st.integers(0, 4)), max_size=12)
+
+
+def _run_with_irqs(batching: bool, plan: list[list[tuple[int, str, int, int]]],
+                   irqs: list[tuple[int, int]]) -> dict[str, Any]:
+    """`_run`'s observer on a machine where interrupts are raised while it runs: each (at,
+    cpu) is scheduled at `at` for 40 ns later, so that it can reach a waiter spinning on
+    the mutex (an IRQs-on spin is interrupted) or a thread at its clock step."""
+    ncpu = len(plan)
+    m = Machine(MachineConfig(nodes=1, cpus_per_node=ncpu, batching=batching),
+                costs=CostTable.build({}))
+    lock = AdaptiveMutex(m, "L")
+    seen: list[tuple[str, int, int, bool]] = []
+    handled: list[tuple[int, int]] = []
+
+    def handler(t: Any) -> Any:
+        handled.append((t.cpu.id, t.now))
+        t.charge_ns(150)
+        yield from t.sync()
+
+    def body(ops: list[tuple[int, str, int, int]]) -> Any:
+        def run(t: Any) -> Any:
+            for i, (pre, how, hold, nap) in enumerate(ops):
+                t.charge_ns(pre)
+                if how == "try":
+                    failed = yield from lock.tryenter_or_enter(t)
+                else:
+                    yield from lock.lock(t)
+                    failed = False
+                seen.append((t.name, i, t.now, failed))
+                t.charge_ns(hold)
+                if nap:
+                    yield from t.sleep(nap)
+                yield from lock.unlock(t)
+        return run
+
+    def source() -> Any:
+        for at, cpu in sorted(irqs):
+            if at > m.env.now:
+                yield m.env.timeout(at - m.env.now)
+            m.cpus[cpu % ncpu].schedule_irq(m.env.now + 40, handler, "test")
+
+    for cpu, ops in enumerate(plan):
+        m.spawn(f"t{cpu}", body(ops), cpu=cpu)
+    m.env.process(source())
+    m.run(10**9)
+    stat = {k: getattr(lock.stat, k) for k in _STAT}
+    return {"seen": sorted(seen), "handled": sorted(handled), "stat": stat,
+            "busy": [c.busy_ns for c in m.cpus], "free_at": lock.free_at}
+
+
+@settings(max_examples=120, deadline=None)
+@given(_threads, _irqs)
+def test_arrivals_queued_by_their_clock_step_match_unbatched_runs(plan, irqs):
+    # on a batched clock a waiter's arrival is the first callback of its clock step
+    # (`_arrive_mutex`), which queues it and starts its spin; unbatched runs (one event per
+    # step) go through the generator path. Interrupts in the spin, owners that sleep with
+    # the mutex held (the spinners block) and tries that fail give the same result.
+    got = _run_with_irqs(True, plan, irqs)
+    assert got == _run_with_irqs(False, plan, irqs)
+    assert len(got["seen"]) == sum(len(ops) for ops in plan)
+    assert len(got["handled"]) == len(irqs)
