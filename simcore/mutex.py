@@ -69,6 +69,9 @@ class AdaptiveMutex(SpinLock):
 
     kind = "adaptive"
     _spin_if_idle = False
+    quiet_arrivals = True
+    """A waiter may queue without its clock step's event when nothing can happen before its
+    arrival (`_enter`); False sends every arrival through the step (the tests compare)."""
     """Spin only while this CPU has nothing else to run (the Linux mutex's need_resched
     test, `_keep_spinning`; written out in `_enter`)."""
 
@@ -77,6 +80,7 @@ class AdaptiveMutex(SpinLock):
         self.stat = MutexStat(name, wait_hist=self.wait_hist, hold_hist=self.hold_hist)
         self._counted = False
         self._arrive_mutex_cb = self._arrive_mutex
+        self._spin_check_ns: int = machine.costs.values["mutex_spin_check"]
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
@@ -90,19 +94,19 @@ class AdaptiveMutex(SpinLock):
         st = self.stat
         st.acquisitions += 1
         last = self.last_cpu
-        if last == cid:  # the line is this CPU's already: last_cpu / last_node stay
-            ns = t._costs["lock_acquire"]
-        else:
+        if last == cid or last < 0:  # the line is this CPU's already (or nobody's)
+            ns = self._acquire_ns
             if last < 0:
-                ns = t._costs["lock_acquire"]
-            else:
-                st.acq_bounces += 1
-                ns = t._costs["cacheline_remote_node" if self.last_node != cpu.node
-                              else "cacheline_transfer"]
+                self.last_cpu = cid
+                self.last_node = cpu.node
+        else:
+            st.acq_bounces += 1
+            node = cpu.node
+            ns = self._remote_ns if self.last_node != node else self._transfer_ns
             self.last_cpu = cid
-            self.last_node = cpu.node
+            self.last_node = node
         t.pending += ns  # Thread.charge, inlined
-        if not t._batched and ns:
+        if not self._batched and ns:
             t._steps.append(ns)
         self.owner = t
         self.owner_in_irq = t.in_irq > 0
@@ -124,24 +128,23 @@ class AdaptiveMutex(SpinLock):
         else:
             t.preempt_count -= 1
         env = self.env
+        now = env._now
         p = t.pending
-        at = env._now + p
-        acquired = self.acquired_at
-        held = at - acquired
+        at = now + p
+        held = at - self.acquired_at
         self.stat.holds[held] += 1
-        tr = t._tracer
-        if tr is not None:
-            tr.span(t.cpu.id, "lock", f"hold {self.name}", acquired, held, t.name)
+        if t._tracer is not None:
+            t._tracer.span(t.cpu.id, "lock", f"hold {self.name}", self.acquired_at, held,
+                           t.name)
         t.held.remove(self)
-        ns = t._costs["lock_release"]
+        ns = self._release_ns
         t.pending = p + ns  # Thread.charge, inlined
-        if not t._batched and ns:
+        if not self._batched and ns:
             t._steps.append(ns)
         self.owner = None
         self.free_at = at
         waiters = self.waiters
         if waiters:
-            now = env._now
             if at <= now:
                 nt, ev, _since = waiters.popleft()
                 ev._value = self._take(nt, now)
@@ -162,17 +165,6 @@ class AdaptiveMutex(SpinLock):
                     w.process.interrupt("mutex_block")
                 elif w.spinning is None:
                     w.mutex_stop = True  # taking an interrupt: it blocks when it returns
-
-    def _quiet_arrival(self, t: Thread, at: int) -> bool:
-        """`quiet_until` for `t` at its time `at`: no interrupt has arrived on its CPU and no
-        other event is due at or before it. Then `t` can take its place in the queue without
-        the clock step's event: the step would be the next event, so nothing can run, and no
-        other thread can look at the queue, in between."""
-        irqs = t.cpu.irqs
-        if irqs and irqs[0].at <= at:
-            return False
-        q = self.env._queue
-        return not q or q[0][0] > at
 
     def _keep_spinning(self, t: Thread) -> bool:
         """A waiter spins while the owner runs (or the mutex is on its way to it) and, for
@@ -210,7 +202,8 @@ class AdaptiveMutex(SpinLock):
 
         A waiter that arrives with local work pending, at a mutex that is taken, whose owner
         runs, on a CPU with no thread waiting for it, and with no interrupt or other event
-        due before its arrival (`_quiet_arrival`), queues without the clock step's event: no
+        due before its arrival (`quiet_until`'s test, inlined), queues without the clock
+        step's event (unless `quiet_arrivals` is off): no
         other CPU can act, and nothing can reach this one, before it arrives, so it takes its
         place at its own time exactly as it would after the step, and starts spinning. A
         mutex_tryenter that would fail there does the same.
@@ -229,8 +222,11 @@ class AdaptiveMutex(SpinLock):
         p = t.pending
         owner = self.owner
         now = env._now + p
+        q = env._queue
+        irqs = cpu.irqs
         if (p and t._batched and (owner is not None or self.waiters or self.free_at > now)
-                and owner is not t and not cpu.runq and self._quiet_arrival(t, now)
+                and owner is not t and not cpu.runq and self.quiet_arrivals
+                and not (irqs and irqs[0].at <= now) and not (q and q[0][0] <= now)
                 and (owner is None or owner.cpu.current is owner)  # _keep_spinning
                 and not (self._spin_if_idle and cpu.need_resched)):
             cpu.busy_ns += p  # the clock step, no event: nothing happens before `now`
@@ -360,7 +356,7 @@ class AdaptiveMutex(SpinLock):
         t.blocked_on = self
         t.blocked_since = now
         t.wait_timed = False
-        t.pending = t._costs["mutex_spin_check"]  # only batched clocks make tickets
+        t.pending = self._spin_check_ns  # only batched clocks make tickets
         t.mutex_stop = False
         t.spinning = self
 

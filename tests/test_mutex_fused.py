@@ -1,5 +1,5 @@
 """AdaptiveMutex's fused mutex_tryenter-then-enter (`tryenter_or_enter`) and its event-free
-arrivals (`_quiet_arrival`). The quiet arrivals are exact: random operation sequences on a
+arrivals (`quiet_arrivals`). The quiet arrivals are exact: random operation sequences on a
 few CPUs give the same acquisitions, at the same times, with the same statistics, as when
 every arrival is synchronised by its own clock-step event. A failed try is the waiter's
 arrival at the try's instant (docs/simcore.md), which directed tests pin down."""
@@ -17,13 +17,11 @@ from simcore import AdaptiveMutex, CostTable, Machine, MachineConfig, Mutex
 class _GeneralMutex(AdaptiveMutex):
     """An AdaptiveMutex whose waiters always synchronise before they queue."""
 
-    def _quiet_arrival(self, t: Any, at: int) -> bool:
-        return False
+    quiet_arrivals = False
 
 
 class _GeneralLinuxMutex(Mutex):
-    def _quiet_arrival(self, t: Any, at: int) -> bool:
-        return False
+    quiet_arrivals = False
 
 
 _op = st.tuples(
