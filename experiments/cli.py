@@ -36,8 +36,9 @@ EXIT_BAD_INPUT = 2
 
 DESCRIPTION = """\
 kmemsim: a discrete-event simulator of multicore kernel slab allocators (OpenZFS SPL,
-illumos kmem, Linux SLAB and a global-lock baseline). Experiments are TOML files; see
-experiments/configs/ for the shipped ones and docs/experiments.md for every key.
+illumos kmem, Linux SLAB, Linux SLUB with sheaves and a global-lock baseline). Experiments
+are TOML files; see experiments/configs/ for the shipped ones and docs/experiments.md for
+every key.
 """
 
 EPILOG = """\
